@@ -1,0 +1,13 @@
+//! Domain 0, built into the Basalt image.
+//!
+//! In every Xen protocol Basalt's dom0 is domain 0 (`backend-id = 0`), but it is not a
+//! guest: its services run as tasks in the hypervisor's own address space (DESIGN.md,
+//! decision 1). This crate will own xenstored, the toolstack (domain manager), the
+//! backends (console, blkif, netif + virtual switch, fbif/kbdif) and the drivers for
+//! the real machine's devices. It talks to the hypervisor only through the narrow
+//! interface that image/ implements (decision 8), so everything here is host-testable.
+//!
+//! The appliance spine (issue 2) has no dom0 services yet; the crate exists so the
+//! layering is fixed from the first commit.
+#![no_std]
+#![forbid(unsafe_code)]
