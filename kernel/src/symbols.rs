@@ -445,7 +445,7 @@ mod tests {
         let symtab_size = elf.len() as u64 - symtab_offset;
         let strtab_offset = elf.len() as u64;
         elf.extend_from_slice(strings);
-        while elf.len() % 8 != 0 {
+        while !elf.len().is_multiple_of(8) {
             elf.push(0);
         }
         let section_table = elf.len() as u64;

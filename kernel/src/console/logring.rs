@@ -425,14 +425,12 @@ mod tests {
     #[test]
     fn long_text_is_truncated_on_char_boundary() {
         let mut ring = LogRing::<4096>::new();
-        let text: String = core::iter::repeat('é').take(400).collect(); // 800 bytes
+        let text = "é".repeat(400); // 800 bytes
         ring.push(0, Level::Info, &text);
         let records = collect(&ring);
         assert_eq!(records[0].3.len(), 512);
         assert!(text.starts_with(&records[0].3));
-        let odd: String = core::iter::once('a')
-            .chain(core::iter::repeat('é').take(400))
-            .collect();
+        let odd = alloc::format!("a{}", "é".repeat(400));
         ring.push(0, Level::Info, &odd);
         assert_eq!(collect(&ring)[1].3.len(), 511);
     }

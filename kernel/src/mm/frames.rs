@@ -284,7 +284,7 @@ impl FrameAllocator {
 
     /// Returns a frame to the allocator.
     pub fn free(&mut self, addr: u64) -> Result<(), FrameError> {
-        if addr % FRAME_SIZE != 0 {
+        if !addr.is_multiple_of(FRAME_SIZE) {
             return Err(FrameError::NotAligned(addr));
         }
         let frame = addr / FRAME_SIZE;
@@ -303,7 +303,7 @@ impl FrameAllocator {
     /// Whether the frame at `addr` is managed and currently free.
     pub fn is_free(&self, addr: u64) -> bool {
         let frame = addr / FRAME_SIZE;
-        addr % FRAME_SIZE == 0
+        addr.is_multiple_of(FRAME_SIZE)
             && self
                 .region_of(frame)
                 .and_then(|index| self.regions.get(index))
