@@ -1,0 +1,50 @@
+//! Basalt's operator shell on the serial line: a line editor (noline), one
+//! command table, and the built-in commands (`help`, `version`, `info`, `dmesg`,
+//! `cpus`, `mem`, `uptime`, `reboot`, `poweroff`).
+//!
+//! Why a separate crate: everything here is portable logic. The hypervisor
+//! (image/) implements two narrow traits — [`System`] (facts about the machine,
+//! reboot/poweroff) and [`SerialLine`] (bytes in and out of the UART) — and calls
+//! [`Shell::run`]. Everything else is tested on the host with fakes
+//! (`cargo test -p basalt-shell`) and fuzzed (shell/fuzz/).
+//!
+//! Invariants:
+//! - No input byte sequence can panic or hang the shell: the tokenizer bounds
+//!   every line ([`parse`]), and the terminal answerback shim ([`answerback`])
+//!   only ever hands noline well-formed, whitelisted escape sequences, because
+//!   noline panics on some malformed ones (see that module).
+//! - Commands live in tables ([`Command`]); `help` is generated from them.
+//!   Other subsystems add their own `&'static [Command<C>]` tables to the
+//!   [`Registry`] without touching this crate.
+//! - One place ([`Shell::execute_line`]) turns a [`CommandError`] into the line
+//!   the operator sees.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod answerback;
+pub mod builtin;
+pub mod command;
+pub mod parse;
+pub mod shell;
+pub mod system;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+#[cfg(test)]
+mod tests;
+
+pub use builtin::builtin_commands;
+pub use command::{Command, CommandError, Invocation, Registry, RegistryError};
+pub use parse::{tokenize, ParseError, MAX_LINE_BYTES, MAX_WORDS};
+pub use shell::{
+    EditorStorage, LineEditor, LineEditorError, LineOutcome, SerialLine, SerialWriter, Shell,
+    PROMPT,
+};
+pub use system::{
+    CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, System, VersionInfo,
+};
