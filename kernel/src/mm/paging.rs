@@ -1,0 +1,75 @@
+//! Page tables of the hypervisor's own address space.
+//!
+//! The boot code maps 0–4 GiB both identity and at the direct map with 2 MiB pages,
+//! through one PDPT shared by PML4 slots 0 and 256. [`extend_direct_map`] adds page
+//! directories to that PDPT for memory above 4 GiB (up to 512 GiB, what one PDPT
+//! spans). New entries replace not-present ones only, so no TLB flush is needed.
+
+use crate::arch::entry::boot_pml4_address;
+use crate::mm::phys_to_virt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+const PAGE_PRESENT_WRITABLE: u64 = 0x3;
+const PAGE_LARGE: u64 = 0x80;
+const TWO_MIB: u64 = 2 * 1024 * 1024;
+const ONE_GIB: u64 = 1024 * 1024 * 1024;
+const PDPT_SPAN: u64 = 512 * ONE_GIB;
+
+/// Physical memory below this address is reachable through the direct map.
+static MAPPED_LIMIT: AtomicU64 = AtomicU64::new(4 * ONE_GIB);
+static EXTEND_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Highest physical address + 1 that the direct map covers.
+pub fn mapped_limit() -> u64 {
+    MAPPED_LIMIT.load(Ordering::Acquire)
+}
+
+fn shared_pdpt() -> *mut u64 {
+    // SAFETY: the PML4 is the boot page table (identity mapped, page aligned); slot 256
+    // was set by the boot code to the shared PDPT.
+    let pml4 = boot_pml4_address() as *const u64;
+    // SAFETY: slot 256 is inside the 4 KiB PML4 page.
+    let entry = unsafe { pml4.add(256).read_volatile() };
+    phys_to_virt(entry & 0x000f_ffff_ffff_f000) as *mut u64
+}
+
+/// Maps physical memory up to `limit` in the direct map (rounded up to 1 GiB).
+/// Returns the new limit (capped at 512 GiB). Needs the frame allocator.
+pub fn extend_direct_map(limit: u64) -> u64 {
+    let _guard = EXTEND_LOCK.lock();
+    let wanted = limit.min(PDPT_SPAN).div_ceil(ONE_GIB) * ONE_GIB;
+    let pdpt = shared_pdpt();
+    let mut current = mapped_limit();
+    while current < wanted {
+        let index = (current / ONE_GIB) as usize;
+        let Some(pd_frame) = crate::mm::with_frames(|frames| frames.allocate()).flatten() else {
+            break;
+        };
+        let pd = phys_to_virt(pd_frame) as *mut u64;
+        for entry in 0..512u64 {
+            let physical = current + entry * TWO_MIB;
+            // SAFETY: pd is a freshly allocated, direct-mapped 4 KiB frame we own.
+            unsafe { pd.add(entry as usize).write_volatile(physical | PAGE_PRESENT_WRITABLE | PAGE_LARGE) };
+        }
+        // SAFETY: index < 512 (wanted <= 512 GiB); the slot was not present before.
+        unsafe { pdpt.add(index).write_volatile(pd_frame | PAGE_PRESENT_WRITABLE) };
+        current += ONE_GIB;
+        MAPPED_LIMIT.store(current, Ordering::Release);
+    }
+    current
+}
+
+/// Returns a direct-map virtual address for a device range (e.g. a framebuffer),
+/// extending the direct map if the range lies above what is mapped.
+pub fn map_device(physical: u64, length: u64) -> Option<u64> {
+    let end = physical.checked_add(length)?;
+    if end > mapped_limit() && extend_direct_map(end) < end {
+        return None;
+    }
+    Some(phys_to_virt(physical))
+}
+
+/// Whether `[physical, physical + length)` is covered by the direct map.
+pub fn is_mapped(physical: u64, length: u64) -> bool {
+    physical.checked_add(length).is_some_and(|end| end <= mapped_limit())
+}
