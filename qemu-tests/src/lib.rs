@@ -1,0 +1,39 @@
+//! Emulator tests for Basalt: boot the real `build/basalt.img` and talk to its shell.
+//!
+//! This host-only crate is the fourth test level of STYLE.md ("emulator tests that boot
+//! the real image and talk to the shell"). It drives the appliance the way a person at
+//! a serial terminal would: it waits for the GRUB menu to time out, for the hypervisor
+//! log and the `basalt> ` prompt, types commands terminated by `\r`, answers the line
+//! editor's cursor-position queries like a 24×80 terminal, and reads the framebuffer
+//! back through a screen dump.
+//!
+//! Layout:
+//! - [`config`]: [`MachineConfig`] — one value chooses emulator, firmware, medium, size;
+//! - [`backend`]: per-emulator launchers behind one interface (QEMU now, Bochs later);
+//! - [`machine`]: [`Machine`] — boot, send, expect, run commands, screen dumps, exit;
+//! - [`transcript`], [`ansi`], [`pattern`]: serial capture, escape stripping, matching;
+//! - [`qmp`], [`ppm`], [`screen`]: QEMU control, screen dump images, text decoding;
+//! - [`elf`]: program-header sizes for the boot benchmark.
+//!
+//! Only `std` (plus `font8x8`, the font the kernel draws with) is used, so the harness
+//! builds wherever the workspace does.
+
+#![forbid(unsafe_code)]
+
+pub mod ansi;
+pub mod backend;
+pub mod config;
+pub mod elf;
+pub mod error;
+pub mod machine;
+pub mod pattern;
+pub mod ppm;
+pub mod qmp;
+pub mod screen;
+pub mod transcript;
+
+pub use config::{Emulator, Firmware, MachineConfig, Medium};
+pub use error::{ensure, Error, Failures, Result};
+pub use machine::{Machine, COMMAND_TIMEOUT, PROMPT};
+pub use pattern::{Pattern, Regex};
+pub use screen::Screen;
