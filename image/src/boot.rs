@@ -48,6 +48,8 @@ extern "C" fn basalt_image_main(magic: u32, info_address: u32) -> ! {
     time::mark_boot();
     serial::init(115_200);
     idt::init();
+    // Calibrate first so every log line carries a real timestamp.
+    let tsc_khz = time::calibrate_tsc();
     if let Some(slot) = percpu::prepare(0, 0, entry::boot_stack_bounds()) {
         percpu::install(slot);
     }
@@ -93,7 +95,6 @@ extern "C" fn basalt_image_main(magic: u32, info_address: u32) -> ! {
     info!("cpu: {} {} (family {:#x} model {:#x} stepping {})", identity.vendor, identity.brand, identity.family, identity.model, identity.stepping);
     let present: Vec<&str> = identity.feature_list().into_iter().filter(|(_, on)| *on).map(|(name, _)| name).collect();
     info!("cpu: features {}", present.join(" "));
-    let tsc_khz = time::calibrate_tsc();
     if tsc_khz == 0 {
         warn!("time: TSC calibration failed (no PIT?); uptime will read 0");
     } else {
@@ -174,7 +175,9 @@ fn set_up_memory(boot_info: &BootInformation<'_>) -> MemorySetup {
             }
         };
     }
-    reserve!(PhysRange { start: 0, end: 0x10_0000 });
+    // Page 0 (real-mode IVT, BIOS data area); the rest of low memory stays usable
+    // for the AP trampoline.
+    reserve!(PhysRange { start: 0, end: 0x1000 });
     reserve!(PhysRange { start: kernel_start, end: kernel_end });
     reserve!(PhysRange { start: boot_info.start_address() as u64, end: boot_info.end_address() as u64 });
     for module in boot_info.module_tags() {

@@ -18,7 +18,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // SAFETY: reads the frame pointer register; no side effects.
     unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags)) };
     let _ = writeln!(out, "backtrace:");
-    trap::write_backtrace(&mut out, panic as usize as u64, rbp, percpu::current_stack_bounds());
+    trap::write_backtrace(&mut out, panic as *const () as u64, rbp, percpu::current_stack_bounds());
     let _ = writeln!(out, "*** CPU {cpu} halted");
     instructions::halt_forever()
 }

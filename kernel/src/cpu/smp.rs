@@ -54,6 +54,7 @@ ap_pm32:
     movl %cr0, %eax
     orl $0x80010001, %eax
     movl %eax, %cr0
+    leal 0xff0(%ebx), %esp         /* scratch stack at the end of the trampoline page */
     leal (ap_long - ap_trampoline_start)(%ebx), %eax
     pushl $0x18
     pushl %eax
@@ -170,6 +171,8 @@ pub fn start_application_processors(apic_ids: &[u32], trampoline_page: u64, entr
     };
     let [pm32_target, pm32, gdt, gdtr_base, cr3, stack, argument, entry_offset] = offsets;
     let length = end - start;
+    // The page's last 16 bytes are the trampoline's scratch stack.
+    debug_assert!(length < 0xff0);
     let base = phys_to_virt(trampoline_page);
     // SAFETY: the trampoline page is a free, direct-mapped frame below 1 MiB that the
     // caller reserved for us; the code block is shorter than a page.
