@@ -14,7 +14,7 @@ cp "$elf" "$staging/boot/basalt.elf"
 cp "$here/grub/grub.cfg" "$staging/boot/grub/grub.cfg"
 # Reproducible-ish: a fixed volume id; grub-mkrescue embeds BIOS (i386-pc) and UEFI
 # (x86_64-efi) GRUB, an El Torito catalogue for CDs, and an MBR/GPT for disks.
-grub-mkrescue --quiet -o "$out.tmp" "$staging" -- -volid BASALT >/dev/null 2>&1 || {
+grub-mkrescue --quiet --locales= --fonts= --themes= -o "$out.tmp" "$staging" -- -volid BASALT >/dev/null 2>&1 || {
     echo "mkimage: grub-mkrescue failed; rerunning with output:" >&2
     grub-mkrescue -o "$out.tmp" "$staging" -- -volid BASALT >&2
     exit 1

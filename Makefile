@@ -1,0 +1,93 @@
+# Basalt — build the appliance image, run it, test it.
+#
+#   make run     build build/basalt.img and boot it in QEMU, serial console on this terminal
+#   make test    every test: host unit tests, then the emulator tests on the real image
+#   make image   build/basalt.img only
+#   make bench   image/binary sizes and boot-to-prompt times (BIOS and UEFI)
+#
+# Both `run` and `test` install what they need (Debian packages, the Rust target).
+
+SHELL        := /bin/bash
+TARGET       := x86_64-unknown-none
+HYPERVISOR   := target/$(TARGET)/release/basalt
+BUILD        := build
+ELF          := $(BUILD)/basalt.elf
+IMG          := $(BUILD)/basalt.img
+CARGO        ?= cargo
+
+# Debian packages: building the image, and emulating machines to test it.
+IMAGE_PACKAGES := grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils
+EMULATOR_PACKAGES := qemu-system-x86 ovmf
+
+# QEMU for `make run`: AMD SVM + nested paging under TCG (no KVM here), two CPUs.
+QEMU_RUN_FLAGS ?= -accel tcg -cpu qemu64,+svm,+npt -smp 2 -m 1024 -machine pc \
+	-drive file=$(IMG),format=raw,if=ide,snapshot=on \
+	-serial mon:stdio -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04
+
+.PHONY: all image hypervisor run test unit-test qemu-test bench clean deps image-deps emulator-deps rust-target fmt-check
+
+all: image
+
+# --- set-up -----------------------------------------------------------------------
+
+define install_missing
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
+
+image-deps:
+	$(call install_missing,$(IMAGE_PACKAGES))
+
+emulator-deps:
+	$(call install_missing,$(EMULATOR_PACKAGES))
+
+rust-target:
+	@rustup target list --installed 2>/dev/null | grep -qx $(TARGET) || rustup target add $(TARGET)
+
+deps: image-deps emulator-deps rust-target
+
+# --- build ------------------------------------------------------------------------
+
+hypervisor: rust-target
+	$(CARGO) build --release -p basalt-image --target $(TARGET)
+
+# The ELF goes into the image twice: as the multiboot2 kernel and as the
+# `basalt-symbols` module that exception backtraces read. Debug info is stripped
+# (the symbol table stays).
+image: image-deps hypervisor
+	@mkdir -p $(BUILD)
+	objcopy --strip-debug $(HYPERVISOR) $(ELF)
+	image/mkimage.sh $(ELF) $(IMG)
+
+run: emulator-deps image
+	@echo "Booting $(IMG) in QEMU. Serial console here; Ctrl-A X quits, Ctrl-A C toggles the QEMU monitor."
+	qemu-system-x86_64 $(QEMU_RUN_FLAGS)
+
+# --- tests ------------------------------------------------------------------------
+
+# Host unit tests of every portable crate, plus the test rig's own unit tests.
+unit-test:
+	$(CARGO) test --workspace --exclude basalt-image --exclude qemu-tests
+	$(CARGO) test -p qemu-tests --lib --bins
+
+# Emulator tests: boot build/basalt.img and drive the serial shell.
+qemu-test: emulator-deps image
+	$(CARGO) test -p qemu-tests --release --test boot
+
+test: deps unit-test qemu-test
+
+bench: emulator-deps image
+	$(CARGO) run -p qemu-tests --release --bin boot-bench
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)
