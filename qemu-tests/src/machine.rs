@@ -233,7 +233,7 @@ impl Machine {
     pub fn expect_boot_prompt(&mut self) -> Result<String> {
         let text = self.expect_prompt_within(self.config.boot_timeout)?;
         self.note(format!(
-            "first prompt after {:.1} s",
+            "boot prompt {:.1} s after start",
             self.elapsed().as_secs_f64()
         ));
         Ok(text)
@@ -243,6 +243,9 @@ impl Machine {
     /// returns the output in between (without the echo line, trailing newlines removed).
     /// Call it when the shell is at a prompt.
     pub fn run_command(&mut self, command: &str) -> Result<String> {
+        // The echo must come after the keystrokes: skip anything already printed (e.g. a
+        // history entry the line editor drew and erased while handling earlier input).
+        self.skip_pending_output();
         self.send_line(command)?;
         self.expect(format!("{command}\n"), COMMAND_TIMEOUT)
             .map_err(|error| error.context(format!("echo of command {command:?}")))?;
@@ -250,6 +253,12 @@ impl Machine {
             .expect_prompt()
             .map_err(|error| error.context(format!("prompt after command {command:?}")))?;
         Ok(output.trim_end_matches('\n').to_owned())
+    }
+
+    /// Moves the expect position to the end of the output received so far, so the next
+    /// [`Machine::expect`] only sees text printed from now on.
+    pub fn skip_pending_output(&mut self) {
+        self.cursor = transcript::lock(&self.transcript).stripped.len();
     }
 
     /// Waits until the serial line has been silent for `quiet` (at most `limit`), e.g.

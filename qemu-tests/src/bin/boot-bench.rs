@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use qemu_tests::config::{default_image, hypervisor_elf};
+use qemu_tests::config::{default_image, hypervisor_elf, workspace_root};
 use qemu_tests::elf::{self, PT_LOAD};
 use qemu_tests::{Firmware, Machine, MachineConfig, Medium};
 
@@ -18,9 +18,26 @@ fn size_text(bytes: u64) -> String {
     format!("{bytes} bytes ({:.2} MiB)", bytes as f64 / MIB)
 }
 
+/// `path` relative to the workspace when inside it, for a compact table.
+fn short(path: &std::path::Path) -> String {
+    path.strip_prefix(workspace_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// The machine label used in the table.
+fn machine_label(firmware: Firmware) -> &'static str {
+    match firmware {
+        Firmware::Bios => "BIOS+IDE",
+        Firmware::Uefi => "UEFI+disk",
+    }
+}
+
 /// Boots once and returns the time to the first prompt.
-fn time_boot(firmware: Firmware, run: usize) -> Result<Duration, String> {
-    let name = format!("bench_{}_{run}", firmware.shell_name().to_lowercase());
+fn time_boot(firmware: Firmware) -> Result<Duration, String> {
+    // One artifact set per firmware (the last boot's transcript is kept).
+    let name = format!("boot-bench-{}", firmware.shell_name().to_lowercase());
     let mut machine = Machine::boot(MachineConfig::qemu(firmware, Medium::IdeDisk), &name)
         .map_err(|error| error.to_string())?;
     machine
@@ -57,7 +74,7 @@ fn main() {
     let image = default_image();
     match std::fs::metadata(&image) {
         Ok(metadata) => rows.push((
-            format!("image {}", image.display()),
+            format!("image {}", short(&image)),
             size_text(metadata.len()),
         )),
         Err(error) => {
@@ -69,7 +86,7 @@ fn main() {
     match std::fs::read(&elf_path) {
         Ok(data) => {
             rows.push((
-                format!("hypervisor {}", elf_path.display()),
+                format!("hypervisor {}", short(&elf_path)),
                 size_text(data.len() as u64),
             ));
             match elf::segments(&data) {
@@ -96,7 +113,7 @@ fn main() {
             }
         }
         Err(error) => rows.push((
-            format!("hypervisor {}", elf_path.display()),
+            format!("hypervisor {}", short(&elf_path)),
             format!("missing: {error}"),
         )),
     }
@@ -104,11 +121,11 @@ fn main() {
     for firmware in [Firmware::Bios, Firmware::Uefi] {
         let mut times = Vec::new();
         for run in 1..=boots {
-            match time_boot(firmware, run) {
+            match time_boot(firmware) {
                 Ok(time) => {
                     eprintln!(
                         "{} boot {run}/{boots}: {:.2} s",
-                        firmware.shell_name(),
+                        machine_label(firmware),
                         time.as_secs_f64()
                     );
                     times.push(time);
@@ -116,14 +133,14 @@ fn main() {
                 Err(error) => {
                     eprintln!(
                         "{} boot {run}/{boots} failed:\n{error}",
-                        firmware.shell_name()
+                        machine_label(firmware)
                     );
                     failed = true;
                 }
             }
         }
         times.sort();
-        let label = format!("{}+disk: start to first prompt", firmware.shell_name());
+        let label = format!("{}: QEMU start to first prompt", machine_label(firmware));
         let value = match (times.first(), times.last()) {
             (Some(min), Some(max)) => format!(
                 "median {:.2} s (min {:.2}, max {:.2}, {} of {boots} boots)",
