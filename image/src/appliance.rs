@@ -128,7 +128,7 @@ impl SerialLine for Com1 {
 
 /// Runs the serial shell on this CPU for ever.
 pub fn run_shell() -> ! {
-    let registry = match Registry::new(&[builtin_commands::<Appliance>()]) {
+    let registry = match Registry::new(&[builtin_commands::<Appliance>(), crate::diagnostics::DIAGNOSTIC_COMMANDS]) {
         Ok(registry) => registry,
         Err(error) => {
             basalt_kernel::error!("shell: command table rejected: {error:?}");

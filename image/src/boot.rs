@@ -327,6 +327,7 @@ fn set_up_interrupts(acpi: Option<&AcpiTables>) {
     trap::register(cpu::VECTOR_SPURIOUS, lapic::handle_spurious);
     trap::register(cpu::VECTOR_SERIAL, serial_interrupt);
     trap::register(cpu::VECTOR_HALT_IPI, |_| instructions::halt_forever());
+    trap::register(cpu::VECTOR_FAULT_IPI, cpu::diagnostics::handle_fault_ipi);
     let bsp_apic = lapic::id();
     percpu::current().apic_id.store(bsp_apic, core::sync::atomic::Ordering::Relaxed);
     lapic::calibrate_timer();

@@ -16,6 +16,8 @@ mod appliance;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod diagnostics;
+#[cfg(target_os = "none")]
 mod panic;
 
 /// Host builds of this crate do nothing: the binary only makes sense on bare metal.

@@ -20,5 +20,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let _ = writeln!(out, "backtrace:");
     trap::write_backtrace(&mut out, panic as *const () as u64, rbp, percpu::current_stack_bounds());
     let _ = writeln!(out, "*** CPU {cpu} halted");
+    out.flush();
+    percpu::current().online.store(false, core::sync::atomic::Ordering::Release);
     instructions::halt_forever()
 }

@@ -282,8 +282,7 @@ fn parse_symbol<'a>(raw: &[u8], strings: &'a [u8]) -> SymbolVerdict<'a> {
         return SymbolVerdict::Ignore;
     };
     let symbol_type = info & 0xF;
-    let defined =
-        section_index != SHN_UNDEF && (section_index < SHN_LORESERVE || section_index == SHN_ABS);
+    let defined = section_index != SHN_UNDEF && section_index < SHN_LORESERVE;
     let wanted = match symbol_type {
         STT_FUNC => true,
         STT_NOTYPE | STT_OBJECT => value != 0,

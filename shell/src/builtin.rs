@@ -207,7 +207,7 @@ fn run_info<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(
     Ok(())
 }
 
-/// `dmesg [-l LEVEL] [-n COUNT]`: lines `[    12.345678] info: text`, oldest
+/// `dmesg [-l LEVEL] [-n COUNT]`: lines `[   12.345678] info: text`, oldest
 /// first; `-l` keeps lines at most as verbose as LEVEL, `-n` keeps the last
 /// COUNT of those.
 fn run_dmesg<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(), CommandError> {
@@ -295,7 +295,7 @@ fn write_log_line(
 ) -> fmt::Result {
     writeln!(
         out,
-        "[{:>6}.{:06}] {}: {}",
+        "[{:>5}.{:06}] {}: {}",
         timestamp_ns / NANOSECONDS_PER_SECOND,
         (timestamp_ns % NANOSECONDS_PER_SECOND) / 1000,
         level,

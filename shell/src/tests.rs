@@ -154,10 +154,10 @@ fn dmesg_all_filtered_and_last() {
     let output = run_command("dmesg");
     assert_eq!(output.lines().count(), 5, "{output}");
     assert!(
-        output.starts_with("[     0.001000] info: basalt booting\n"),
+        output.starts_with("[    0.001000] info: basalt booting\n"),
         "{output}"
     );
-    assert!(output.contains("[    12.345678] warn: cpu 1 did not start\n"));
+    assert!(output.contains("[   12.345678] warn: cpu 1 did not start\n"));
     // Escape sequences in log text are neutralized.
     assert!(output.contains("error: evil ?[6n text\n"), "{output}");
     assert!(!output.contains('\x1b'));
@@ -169,11 +169,11 @@ fn dmesg_all_filtered_and_last() {
     let last_two = run_command("dmesg -n 2");
     assert_eq!(
         last_two,
-        "[    13.000000] error: evil ?[6n text\n[    14.000000] trace: tick\n"
+        "[   13.000000] error: evil ?[6n text\n[   14.000000] trace: tick\n"
     );
     assert_eq!(
         run_command("dmesg -l info -n 1"),
-        "[    13.000000] error: evil ?[6n text\n"
+        "[   13.000000] error: evil ?[6n text\n"
     );
     assert_eq!(run_command("dmesg -n 0"), "");
     assert_eq!(

@@ -107,7 +107,9 @@ fn exception(frame: &TrapFrame) -> ! {
     let _ = writeln!(out, "backtrace:");
     let stack = crate::cpu::percpu::current_stack_bounds();
     write_backtrace(&mut out, frame.rip, frame.rbp, stack);
-    let _ = writeln!(out, "*** CPU {cpu} halted", );
+    let _ = writeln!(out, "*** CPU {cpu} halted");
+    out.flush();
+    crate::cpu::percpu::current().online.store(false, core::sync::atomic::Ordering::Release);
     instructions::halt_forever();
 }
 

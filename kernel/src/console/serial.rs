@@ -59,6 +59,19 @@ pub fn write_bytes(bytes: &[u8]) {
     });
 }
 
+/// Writes `bytes` if the UART is free right now; false if another context holds it.
+pub fn try_write_bytes(bytes: &[u8]) -> bool {
+    without_interrupts(|| match UART.try_lock() {
+        Some(mut guard) => {
+            if let Some(uart) = guard.as_mut() {
+                uart.send_bytes_exact(bytes);
+            }
+            true
+        }
+        None => false,
+    })
+}
+
 /// The receive interrupt: moves every byte the UART holds into the ring.
 pub fn handle_interrupt() {
     let mut uart_guard = UART.lock();

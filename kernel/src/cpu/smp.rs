@@ -52,7 +52,8 @@ ap_pm32:
     orl $((1 << 8) | (1 << 11)), %eax
     wrmsr
     movl %cr0, %eax
-    orl $0x80010001, %eax
+    andl $0x9fffffff, %eax         /* INIT left caching off (CD, NW): turn it on */
+    orl $0x80010001, %eax          /* PG | WP | PE */
     movl %eax, %cr0
     leal 0xff0(%ebx), %esp         /* scratch stack at the end of the trampoline page */
     leal (ap_long - ap_trampoline_start)(%ebx), %eax
