@@ -12,8 +12,8 @@ use basalt_kernel::cpu::{percpu, time};
 use basalt_kernel::mm::{self, frames::FRAME_SIZE, heap};
 use basalt_kernel::{info, power};
 use basalt_shell::{
-    builtin_commands, CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, Registry, SerialLine, Shell,
-    System, VersionInfo,
+    builtin_commands, CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, Registry, SerialLine,
+    Shell, System, VersionInfo,
 };
 use core::sync::atomic::Ordering;
 
@@ -32,7 +32,12 @@ fn shell_level(level: Level) -> LogLevel {
 
 impl System for Appliance {
     fn version(&self) -> VersionInfo {
-        VersionInfo { product: "Basalt", version: VERSION, commit: COMMIT, build_profile: if cfg!(debug_assertions) { "debug" } else { "release" } }
+        VersionInfo {
+            product: "Basalt",
+            version: VERSION,
+            commit: COMMIT,
+            build_profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+        }
     }
 
     fn platform(&self) -> PlatformInfo {
@@ -86,7 +91,12 @@ impl System for Appliance {
 
     fn dmesg(&self, sink: &mut dyn FnMut(LogLine<'_>)) {
         console::dmesg(|record| {
-            sink(LogLine { seq: record.seq, timestamp_ns: record.timestamp_ns, level: shell_level(record.level), text: record.text })
+            sink(LogLine {
+                seq: record.seq,
+                timestamp_ns: record.timestamp_ns,
+                level: shell_level(record.level),
+                text: record.text,
+            })
         });
     }
 

@@ -4,7 +4,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use basalt_kernel::acpi::tables::{self, AcpiTables, Rsdp};
 use basalt_kernel::arch::{entry, gdt, idt, instructions, trap};
-use basalt_kernel::boot::cmdline::{self, BootOptions, ConsoleSelection};
+use basalt_kernel::boot::cmdline::{self, ConsoleSelection};
 use basalt_kernel::console::{self, framebuffer, serial};
 use basalt_kernel::cpu::{self, identify::CpuIdentity, ioapic, lapic, percpu, pic, smp, time};
 use basalt_kernel::mm::frames::{FrameAllocator, PhysRange};
@@ -20,7 +20,6 @@ pub const COMMIT: &str = env!("BASALT_COMMIT");
 
 /// What boot found out about the machine; read-only afterwards.
 pub struct Machine {
-    pub options: BootOptions,
     pub command_line: String,
     pub firmware: &'static str,
     pub identity: CpuIdentity,
@@ -92,7 +91,10 @@ extern "C" fn basalt_image_main(magic: u32, info_address: u32) -> ! {
     load_symbols(&boot_info);
 
     let identity = cpu::identify::identify();
-    info!("cpu: {} {} (family {:#x} model {:#x} stepping {})", identity.vendor, identity.brand, identity.family, identity.model, identity.stepping);
+    info!(
+        "cpu: {} {} (family {:#x} model {:#x} stepping {})",
+        identity.vendor, identity.brand, identity.family, identity.model, identity.stepping
+    );
     let present: Vec<&str> = identity.feature_list().into_iter().filter(|(_, on)| *on).map(|(name, _)| name).collect();
     info!("cpu: features {}", present.join(" "));
     if tsc_khz == 0 {
@@ -101,12 +103,23 @@ extern "C" fn basalt_image_main(magic: u32, info_address: u32) -> ! {
         info!("time: TSC {}.{:03} MHz", tsc_khz / 1000, tsc_khz % 1000);
     }
 
-    let firmware = if boot_info.efi_sdt64_tag().is_some() || boot_info.efi_ih64_tag().is_some() || boot_info.efi_memory_map_tag().is_some() { "UEFI" } else { "BIOS" };
+    let firmware = if boot_info.efi_sdt64_tag().is_some()
+        || boot_info.efi_ih64_tag().is_some()
+        || boot_info.efi_memory_map_tag().is_some()
+    {
+        "UEFI"
+    } else {
+        "BIOS"
+    };
     let acpi = load_acpi(&boot_info);
     pic::remap_and_mask();
     set_up_interrupts(acpi.as_ref());
 
-    let mut apic_ids: Vec<u32> = acpi.as_ref().and_then(|a| a.madt.as_ref()).map(|madt| madt.cpus.iter().filter(|c| c.enabled || c.online_capable).map(|c| c.apic_id).collect()).unwrap_or_default();
+    let mut apic_ids: Vec<u32> = acpi
+        .as_ref()
+        .and_then(|a| a.madt.as_ref())
+        .map(|madt| madt.cpus.iter().filter(|c| c.enabled || c.online_capable).map(|c| c.apic_id).collect())
+        .unwrap_or_default();
     if apic_ids.is_empty() {
         apic_ids.push(lapic::id());
     }
@@ -116,7 +129,6 @@ extern "C" fn basalt_image_main(magic: u32, info_address: u32) -> ! {
     info!("smp: {} CPUs found, {} online", cpus_found, percpu::online_count());
 
     MACHINE.call_once(|| Machine {
-        options,
         command_line,
         firmware,
         identity,
@@ -158,7 +170,7 @@ fn set_up_memory(boot_info: &BootInformation<'_>) -> MemorySetup {
     let mut usable_count = 0;
     let mut usable_bytes = 0u64;
     for area in map.memory_areas() {
-        if MemoryAreaType::from(area.typ()) == MemoryAreaType::Available && usable_count < usable_ranges.len() {
+        if area.typ() == MemoryAreaType::Available && usable_count < usable_ranges.len() {
             usable_ranges[usable_count] = PhysRange { start: area.start_address(), end: area.end_address() };
             usable_count += 1;
             usable_bytes += area.size();
@@ -203,7 +215,11 @@ fn set_up_memory(boot_info: &BootInformation<'_>) -> MemorySetup {
             warn!("memory: direct map stops at {mapped:#x}; RAM above it is unused");
         }
     }
-    let regions = map.memory_areas().iter().map(|area| (area.start_address(), area.end_address(), area_kind(MemoryAreaType::from(area.typ())))).collect();
+    let regions = map
+        .memory_areas()
+        .iter()
+        .map(|area| (area.start_address(), area.end_address(), area_kind(area.typ())))
+        .collect();
     MemorySetup { regions, usable_bytes, heap_bytes: heap_size }
 }
 
@@ -264,7 +280,8 @@ fn load_symbols(boot_info: &BootInformation<'_>) {
     let length = u64::from(module.module_size());
     // SAFETY: GRUB loaded the module at [start, start+length) below 4 GiB (direct
     // mapped); its frames are reserved for ever and never written.
-    let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(phys_to_virt(start) as *const u8, length as usize) };
+    let bytes: &'static [u8] =
+        unsafe { core::slice::from_raw_parts(phys_to_virt(start) as *const u8, length as usize) };
     match SymbolTable::parse(bytes) {
         Ok(table) => {
             info!("symbols: {} hypervisor symbols loaded", table.len());
@@ -293,13 +310,24 @@ fn load_acpi(boot_info: &BootInformation<'_>) -> Option<AcpiTables> {
     };
     match tables::load(&basalt_kernel::acpi::DirectMapMemory, &rsdp) {
         Ok(found) => {
-            let names: Vec<String> = found.tables.iter().map(|t| String::from_utf8_lossy(&t.signature).into_owned()).collect();
+            let names: Vec<String> =
+                found.tables.iter().map(|t| String::from_utf8_lossy(&t.signature).into_owned()).collect();
             info!("acpi: revision {} tables {}", rsdp.revision, names.join(" "));
             for skipped in &found.skipped {
-                warn!("acpi: skipped {} at {:#x}: {}", String::from_utf8_lossy(&skipped.signature), skipped.address, skipped.reason);
+                warn!(
+                    "acpi: skipped {} at {:#x}: {}",
+                    String::from_utf8_lossy(&skipped.signature),
+                    skipped.address,
+                    skipped.reason
+                );
             }
             if let Some(madt) = &found.madt {
-                info!("acpi: MADT {} CPUs, {} IOAPICs, {} overrides", madt.cpus.len(), madt.ioapics.len(), madt.overrides.len());
+                info!(
+                    "acpi: MADT {} CPUs, {} IOAPICs, {} overrides",
+                    madt.cpus.len(),
+                    madt.ioapics.len(),
+                    madt.overrides.len()
+                );
             }
             if found.fadt.is_none() || found.s5.is_none() {
                 warn!("acpi: no FADT or \\_S5; power-off falls back to emulator ports");
@@ -332,7 +360,10 @@ fn set_up_interrupts(acpi: Option<&AcpiTables>) {
     percpu::current().apic_id.store(bsp_apic, core::sync::atomic::Ordering::Relaxed);
     lapic::calibrate_timer();
     lapic::start_timer_this_cpu();
-    match acpi.and_then(|a| a.madt.as_ref()).and_then(|madt| ioapic::route_isa_irq(madt, serial::COM1_IRQ, cpu::VECTOR_SERIAL, bsp_apic)) {
+    match acpi
+        .and_then(|a| a.madt.as_ref())
+        .and_then(|madt| ioapic::route_isa_irq(madt, serial::COM1_IRQ, cpu::VECTOR_SERIAL, bsp_apic))
+    {
         Some(gsi) => {
             serial::enable_receive_interrupts();
             debug!("serial: COM1 receive interrupt on GSI {gsi}");

@@ -6,7 +6,6 @@ use alloc::format;
 use basalt_kernel::cpu::diagnostics::{request_fault, FaultKind};
 use basalt_kernel::cpu::percpu;
 use basalt_shell::{Command, CommandError, Invocation};
-use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
 /// The appliance's diagnostic commands.

@@ -27,7 +27,6 @@ const SHT_STRTAB: u32 = 3;
 const SHN_UNDEF: u16 = 0;
 /// Section indexes from here up are reserved (SHN_ABS, SHN_COMMON, ...).
 const SHN_LORESERVE: u16 = 0xFF00;
-const SHN_ABS: u16 = 0xFFF1;
 const STT_NOTYPE: u8 = 0;
 const STT_OBJECT: u8 = 1;
 const STT_FUNC: u8 = 2;
@@ -137,18 +136,11 @@ impl<'a> SymbolTable<'a> {
         if usize::from(section_entry_size) < ELF64_SECTION_HEADER_BYTES {
             return Err(SymbolError::SectionTableOutOfBounds);
         }
-        let sections = Sections {
-            elf,
-            table_offset: section_table_offset,
-            entry_size: u64::from(section_entry_size),
-        };
+        let sections = Sections { elf, table_offset: section_table_offset, entry_size: u64::from(section_entry_size) };
         // Extended numbering: with more than 0xFF00 sections, e_shnum is 0 and the count is
         // in section 0's sh_size.
         if section_count == 0 && section_table_offset != 0 {
-            section_count = sections
-                .header(0)
-                .ok_or(SymbolError::SectionTableOutOfBounds)?
-                .size;
+            section_count = sections.header(0).ok_or(SymbolError::SectionTableOutOfBounds)?.size;
         }
         let table_bytes = section_count
             .checked_mul(u64::from(section_entry_size))
@@ -171,9 +163,7 @@ impl<'a> SymbolTable<'a> {
         };
         let string_section = sections
             .header(u64::from(symbol_section.link))
-            .filter(|section| {
-                section.kind == SHT_STRTAB && u64::from(symbol_section.link) < section_count
-            })
+            .filter(|section| section.kind == SHT_STRTAB && u64::from(symbol_section.link) < section_count)
             .ok_or(SymbolError::StringTableOutOfBounds)?;
         let strings = section_bytes(elf, string_section.offset, string_section.size)
             .ok_or(SymbolError::StringTableOutOfBounds)?;
@@ -195,31 +185,22 @@ impl<'a> SymbolTable<'a> {
                 .then((right.size != 0).cmp(&(left.size != 0)))
                 .then(left.name.cmp(right.name))
         });
-        symbols.dedup_by(|later, earlier| {
-            later.address == earlier.address && later.name == earlier.name
-        });
+        symbols.dedup_by(|later, earlier| later.address == earlier.address && later.name == earlier.name);
         Ok(SymbolTable { symbols, skipped })
     }
 
     /// The symbol containing `addr`: the one with the greatest start at or below it, if
     /// `addr` is within its size (a symbol of size 0 contains everything up to the next).
     pub fn lookup(&self, addr: u64) -> Option<Symbolized<'a>> {
-        let after = self
-            .symbols
-            .partition_point(|symbol| symbol.address <= addr);
+        let after = self.symbols.partition_point(|symbol| symbol.address <= addr);
         let start = self.symbols.get(after.checked_sub(1)?)?.address;
-        let first_at_start = self
-            .symbols
-            .partition_point(|symbol| symbol.address < start);
+        let first_at_start = self.symbols.partition_point(|symbol| symbol.address < start);
         let offset = addr - start;
         self.symbols
             .get(first_at_start..after)?
             .iter()
             .find(|symbol| symbol.size == 0 || offset < symbol.size)
-            .map(|symbol| Symbolized {
-                name: symbol.name,
-                offset,
-            })
+            .map(|symbol| Symbolized { name: symbol.name, offset })
     }
 
     /// Number of symbols kept.
@@ -239,9 +220,7 @@ impl<'a> SymbolTable<'a> {
 
     /// All kept symbols as (address, size, mangled name), by address.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &'a str)> + '_ {
-        self.symbols
-            .iter()
-            .map(|symbol| (symbol.address, symbol.size, symbol.name))
+        self.symbols.iter().map(|symbol| (symbol.address, symbol.size, symbol.name))
     }
 
     /// The first symbol whose mangled or demangled (hash-less) name equals `name`.
@@ -254,8 +233,7 @@ impl<'a> SymbolTable<'a> {
                     return true;
                 }
                 demangled.clear();
-                fmt::write(&mut demangled, format_args!("{}", Demangled(symbol.name))).is_ok()
-                    && demangled == name
+                fmt::write(&mut demangled, format_args!("{}", Demangled(symbol.name))).is_ok() && demangled == name
             })
             .map(|symbol| (symbol.address, symbol.size))
     }
@@ -272,13 +250,9 @@ enum SymbolVerdict<'a> {
 /// Decodes one `Elf64_Sym`: st_name u32, st_info u8, st_other u8, st_shndx u16,
 /// st_value u64, st_size u64.
 fn parse_symbol<'a>(raw: &[u8], strings: &'a [u8]) -> SymbolVerdict<'a> {
-    let (Some(name_offset), Some(&info), Some(section_index), Some(value), Some(size)) = (
-        read_u32(raw, 0),
-        raw.get(4),
-        read_u16(raw, 6),
-        read_u64(raw, 8),
-        read_u64(raw, 16),
-    ) else {
+    let (Some(name_offset), Some(&info), Some(section_index), Some(value), Some(size)) =
+        (read_u32(raw, 0), raw.get(4), read_u16(raw, 6), read_u64(raw, 8), read_u64(raw, 16))
+    else {
         return SymbolVerdict::Ignore;
     };
     let symbol_type = info & 0xF;
@@ -292,12 +266,9 @@ fn parse_symbol<'a>(raw: &[u8], strings: &'a [u8]) -> SymbolVerdict<'a> {
         return SymbolVerdict::Ignore;
     }
     match string_at(strings, name_offset) {
-        Some(name) if !name.is_empty() => SymbolVerdict::Keep(SymbolEntry {
-            address: value,
-            size,
-            name,
-            is_function: symbol_type == STT_FUNC,
-        }),
+        Some(name) if !name.is_empty() => {
+            SymbolVerdict::Keep(SymbolEntry { address: value, size, name, is_function: symbol_type == STT_FUNC })
+        }
         _ => SymbolVerdict::BadName,
     }
 }
@@ -327,9 +298,7 @@ struct Sections<'a> {
 
 impl Sections<'_> {
     fn header(&self, index: u64) -> Option<SectionHeader> {
-        let start = index
-            .checked_mul(self.entry_size)?
-            .checked_add(self.table_offset)?;
+        let start = index.checked_mul(self.entry_size)?.checked_add(self.table_offset)?;
         let raw = section_bytes(self.elf, start, ELF64_SECTION_HEADER_BYTES as u64)?;
         Some(SectionHeader {
             kind: read_u32(raw, 4)?,
@@ -349,21 +318,15 @@ fn section_bytes(elf: &[u8], offset: u64, size: u64) -> Option<&[u8]> {
 }
 
 fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        bytes.get(offset..offset.checked_add(2)?)?.try_into().ok()?,
-    ))
+    Some(u16::from_le_bytes(bytes.get(offset..offset.checked_add(2)?)?.try_into().ok()?))
 }
 
 fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        bytes.get(offset..offset.checked_add(4)?)?.try_into().ok()?,
-    ))
+    Some(u32::from_le_bytes(bytes.get(offset..offset.checked_add(4)?)?.try_into().ok()?))
 }
 
 fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        bytes.get(offset..offset.checked_add(8)?)?.try_into().ok()?,
-    ))
+    Some(u64::from_le_bytes(bytes.get(offset..offset.checked_add(8)?)?.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -400,10 +363,7 @@ mod tests {
         assert_eq!(format!("{found}"), format!("{marker_name}+0x1"));
         if marker_size != 0 {
             // Just past the end is not inside this function.
-            assert_ne!(
-                table.lookup(marker_value + marker_size).map(|s| s.name),
-                Some(found.name)
-            );
+            assert_ne!(table.lookup(marker_value + marker_size).map(|s| s.name), Some(found.name));
         }
 
         // The binary is position independent: the load bias maps runtime addresses to
@@ -412,15 +372,9 @@ mod tests {
         let bias = runtime_marker.wrapping_sub(marker_value);
         let runtime_second = second_marker_function as fn() -> u32 as usize as u64;
         let second = table.lookup(runtime_second.wrapping_sub(bias)).unwrap();
-        assert_eq!(
-            second.demangled().to_string(),
-            "basalt_kernel::symbols::tests::second_marker_function"
-        );
+        assert_eq!(second.demangled().to_string(), "basalt_kernel::symbols::tests::second_marker_function");
         assert_eq!(second.offset, 0);
-        assert_eq!(
-            marker_function_for_symbol_lookup() + second_marker_function(),
-            0x5eed + 7
-        );
+        assert_eq!(marker_function_for_symbol_lookup() + second_marker_function(), 0x5eed + 7);
         assert!(table.lookup(0).is_none());
     }
 
@@ -459,13 +413,7 @@ mod tests {
         };
         elf.extend(section(0, 0, 0, 0, 0));
         elf.extend(section(SHT_SYMTAB, symtab_offset, symtab_size, 2, 24));
-        elf.extend(section(
-            SHT_STRTAB,
-            strtab_offset,
-            strings.len() as u64,
-            0,
-            0,
-        ));
+        elf.extend(section(SHT_STRTAB, strtab_offset, strings.len() as u64, 0, 0));
         elf[0x28..0x30].copy_from_slice(&section_table.to_le_bytes());
         elf[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
         elf[0x3C..0x3E].copy_from_slice(&3u16.to_le_bytes());
@@ -498,10 +446,7 @@ mod tests {
         assert_eq!(main.offset, 0x10);
         assert_eq!(main.demangled().to_string(), "basalt::main");
         assert_eq!(format!("{main}"), "basalt::main+0x10");
-        assert!(
-            table.lookup(0x1080).is_none(),
-            "past the end of a sized symbol"
-        );
+        assert!(table.lookup(0x1080).is_none(), "past the end of a sized symbol");
         assert!(table.lookup(0xfff).is_none());
         assert_eq!(table.lookup(0x1100).unwrap().name, "helper");
         // Size 0 extends to the next symbol.
@@ -512,10 +457,7 @@ mod tests {
     #[test]
     fn header_errors() {
         let elf = sample_elf();
-        assert_eq!(
-            SymbolTable::parse(&elf[..63]).unwrap_err(),
-            SymbolError::TooShort
-        );
+        assert_eq!(SymbolTable::parse(&elf[..63]).unwrap_err(), SymbolError::TooShort);
         let mut bad = elf.clone();
         bad[1] = b'X';
         assert_eq!(SymbolTable::parse(&bad).unwrap_err(), SymbolError::BadMagic);
@@ -524,41 +466,22 @@ mod tests {
         assert_eq!(SymbolTable::parse(&bad).unwrap_err(), SymbolError::Not64Bit);
         let mut bad = elf.clone();
         bad[5] = 2;
-        assert_eq!(
-            SymbolTable::parse(&bad).unwrap_err(),
-            SymbolError::NotLittleEndian
-        );
+        assert_eq!(SymbolTable::parse(&bad).unwrap_err(), SymbolError::NotLittleEndian);
         let mut bad = elf.clone();
         bad[0x28..0x30].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert_eq!(
-            SymbolTable::parse(&bad).unwrap_err(),
-            SymbolError::SectionTableOutOfBounds
-        );
+        assert_eq!(SymbolTable::parse(&bad).unwrap_err(), SymbolError::SectionTableOutOfBounds);
         // Cut inside the section table.
-        assert_eq!(
-            SymbolTable::parse(&elf[..elf.len() - 1]).unwrap_err(),
-            SymbolError::SectionTableOutOfBounds
-        );
+        assert_eq!(SymbolTable::parse(&elf[..elf.len() - 1]).unwrap_err(), SymbolError::SectionTableOutOfBounds);
         let table_offset = u64::from_le_bytes(elf[0x28..0x30].try_into().unwrap()) as usize;
         let mut bad = elf.clone();
         bad[table_offset + 64 + 4] = SHT_STRTAB as u8; // the symtab is no longer one
-        assert_eq!(
-            SymbolTable::parse(&bad).unwrap_err(),
-            SymbolError::NoSymbolTable
-        );
+        assert_eq!(SymbolTable::parse(&bad).unwrap_err(), SymbolError::NoSymbolTable);
         let mut bad = elf.clone();
-        bad[table_offset + 64 + 32..table_offset + 64 + 40]
-            .copy_from_slice(&0x10_0000u64.to_le_bytes());
-        assert_eq!(
-            SymbolTable::parse(&bad).unwrap_err(),
-            SymbolError::SymbolTableOutOfBounds
-        );
+        bad[table_offset + 64 + 32..table_offset + 64 + 40].copy_from_slice(&0x10_0000u64.to_le_bytes());
+        assert_eq!(SymbolTable::parse(&bad).unwrap_err(), SymbolError::SymbolTableOutOfBounds);
         let mut bad = elf.clone();
         bad[table_offset + 64 + 40] = 7; // sh_link to a section that does not exist
-        assert_eq!(
-            SymbolTable::parse(&bad).unwrap_err(),
-            SymbolError::StringTableOutOfBounds
-        );
+        assert_eq!(SymbolTable::parse(&bad).unwrap_err(), SymbolError::StringTableOutOfBounds);
     }
 
     #[test]

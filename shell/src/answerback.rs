@@ -175,35 +175,23 @@ impl AnswerbackState {
                         self.output_scan_state = OutputScanState::InControlSequence;
                         self.output_sequence_length = 0;
                     } else {
-                        self.output_scan_state = if byte == ESCAPE {
-                            OutputScanState::AfterEscape
-                        } else {
-                            OutputScanState::Ground
-                        };
+                        self.output_scan_state =
+                            if byte == ESCAPE { OutputScanState::AfterEscape } else { OutputScanState::Ground };
                     }
                 }
                 OutputScanState::InControlSequence => match byte {
                     0x20..=0x3f => {
-                        if let Some(slot) =
-                            self.output_sequence.get_mut(self.output_sequence_length)
-                        {
+                        if let Some(slot) = self.output_sequence.get_mut(self.output_sequence_length) {
                             *slot = byte;
                             self.output_sequence_length += 1;
                         }
                     }
                     0x40..=0x7e => {
                         self.output_scan_state = OutputScanState::Ground;
-                        let parameters = self
-                            .output_sequence
-                            .get(..self.output_sequence_length)
-                            .unwrap_or_default();
+                        let parameters = self.output_sequence.get(..self.output_sequence_length).unwrap_or_default();
                         match (parameters, byte) {
                             (b"6", b'n') => {
-                                let query = if self.cursor_moved_to_edge {
-                                    Query::Size
-                                } else {
-                                    Query::Position
-                                };
+                                let query = if self.cursor_moved_to_edge { Query::Size } else { Query::Position };
                                 if self.outstanding_queries.len() >= MAX_OUTSTANDING_QUERIES {
                                     self.outstanding_queries.pop_front();
                                 }
@@ -215,11 +203,8 @@ impl AnswerbackState {
                         }
                     }
                     _ => {
-                        self.output_scan_state = if byte == ESCAPE {
-                            OutputScanState::AfterEscape
-                        } else {
-                            OutputScanState::Ground
-                        };
+                        self.output_scan_state =
+                            if byte == ESCAPE { OutputScanState::AfterEscape } else { OutputScanState::Ground };
                     }
                 },
             }
@@ -241,10 +226,7 @@ impl AnswerbackState {
                     {
                         (rows, columns)
                     }
-                    _ => (
-                        u32::from(DEFAULT_TERMINAL_SIZE.0),
-                        u32::from(DEFAULT_TERMINAL_SIZE.1),
-                    ),
+                    _ => (u32::from(DEFAULT_TERMINAL_SIZE.0), u32::from(DEFAULT_TERMINAL_SIZE.1)),
                 };
                 self.terminal_rows = rows;
                 self.terminal_columns = columns;
@@ -487,11 +469,7 @@ fn parse_small_decimal(digits: &[u8]) -> Option<u32> {
     if digits.is_empty() || digits.len() > 4 {
         return None;
     }
-    digits.iter().try_fold(0u32, |value, &digit| {
-        digit
-            .is_ascii_digit()
-            .then(|| value * 10 + u32::from(digit - b'0'))
-    })
+    digits.iter().try_fold(0u32, |value, &digit| digit.is_ascii_digit().then(|| value * 10 + u32::from(digit - b'0')))
 }
 
 /// `ESC[<row>;<column>R` formatted without allocation.
@@ -614,24 +592,18 @@ mod tests {
     fn passes_valid_answers_and_replaces_bad_ones() {
         let mut state = AnswerbackState::new(8);
         let mut line = ScriptedLine::new(b"\x1b[50;132R");
-        TerminalAnswerback::new(&mut state, &mut line)
-            .write_all(b"\x1b[999;999H\x1b[6n")
-            .unwrap();
+        TerminalAnswerback::new(&mut state, &mut line).write_all(b"\x1b[999;999H\x1b[6n").unwrap();
         assert_eq!(read_all(&mut state, &mut line), b"\x1b[50;132R");
         assert_eq!(state.terminal_size(), (50, 132));
 
         state.clear_input_closed();
         let mut line = ScriptedLine::new(b"\x1b[0;0R");
-        TerminalAnswerback::new(&mut state, &mut line)
-            .write_all(b"\x1b[6n")
-            .unwrap();
+        TerminalAnswerback::new(&mut state, &mut line).write_all(b"\x1b[6n").unwrap();
         assert_eq!(read_all(&mut state, &mut line), b"\x1b[50;9R");
 
         state.clear_input_closed();
         let mut line = ScriptedLine::new(b"\x1b[5Rx");
-        TerminalAnswerback::new(&mut state, &mut line)
-            .write_all(b"\x1b[999;999H\x1b[6n")
-            .unwrap();
+        TerminalAnswerback::new(&mut state, &mut line).write_all(b"\x1b[999;999H\x1b[6n").unwrap();
         assert_eq!(read_all(&mut state, &mut line), b"\x1b[24;80Rx");
     }
 
@@ -640,10 +612,7 @@ mod tests {
         let mut state = AnswerbackState::new(8);
         let input = b"a\x1b[12;40R\x1b[A\x1bOB\x1b[1;5C\x1b[3~\x1b[200~\x1b[99999999999999999999;1Rb\x1b\x03";
         let mut line = ScriptedLine::new(input);
-        assert_eq!(
-            read_all(&mut state, &mut line),
-            b"a\x1b[A\x1b[B\x1b[C\x1b[3~b\x03"
-        );
+        assert_eq!(read_all(&mut state, &mut line), b"a\x1b[A\x1b[B\x1b[C\x1b[3~b\x03");
     }
 
     #[test]
@@ -662,9 +631,7 @@ mod tests {
     fn keystroke_during_wait_is_kept_after_answer() {
         let mut state = AnswerbackState::new(8);
         let mut line = ScriptedLine::new(b"\x1b[Ax");
-        TerminalAnswerback::new(&mut state, &mut line)
-            .write_all(b"\x1b[6n")
-            .unwrap();
+        TerminalAnswerback::new(&mut state, &mut line).write_all(b"\x1b[6n").unwrap();
         assert_eq!(read_all(&mut state, &mut line), b"\x1b[24;9R\x1b[Ax");
     }
 }

@@ -58,36 +58,16 @@ impl<C: System + 'static> BuiltinTable<C> {
             summary: "show the hypervisor log (LEVEL: error|warn|info|debug|trace)",
             run: run_dmesg::<C>,
         },
-        Command {
-            name: "cpus",
-            usage: "cpus",
-            summary: "list the physical CPUs and their state",
-            run: run_cpus::<C>,
-        },
+        Command { name: "cpus", usage: "cpus", summary: "list the physical CPUs and their state", run: run_cpus::<C> },
         Command {
             name: "mem",
             usage: "mem",
             summary: "show memory totals, heap use and the memory map",
             run: run_mem::<C>,
         },
-        Command {
-            name: "uptime",
-            usage: "uptime",
-            summary: "show the time since boot",
-            run: run_uptime::<C>,
-        },
-        Command {
-            name: "reboot",
-            usage: "reboot",
-            summary: "restart the machine",
-            run: run_reboot::<C>,
-        },
-        Command {
-            name: "poweroff",
-            usage: "poweroff",
-            summary: "turn the machine off",
-            run: run_poweroff::<C>,
-        },
+        Command { name: "uptime", usage: "uptime", summary: "show the time since boot", run: run_uptime::<C> },
+        Command { name: "reboot", usage: "reboot", summary: "restart the machine", run: run_reboot::<C> },
+        Command { name: "poweroff", usage: "poweroff", summary: "turn the machine off", run: run_poweroff::<C> },
     ];
 }
 
@@ -117,21 +97,14 @@ fn run_help<C: 'static>(invocation: &mut Invocation<'_, C>) -> Result<(), Comman
                 writeln!(invocation.out, "{}", command.summary)?;
                 Ok(())
             }
-            None => Err(CommandError::Usage(format!(
-                "unknown command '{}'",
-                Printable(name)
-            ))),
+            None => Err(CommandError::Usage(format!("unknown command '{}'", Printable(name)))),
         },
-        [_, unexpected, ..] => Err(CommandError::Usage(format!(
-            "unexpected argument '{unexpected}'"
-        ))),
+        [_, unexpected, ..] => Err(CommandError::Usage(format!("unexpected argument '{unexpected}'"))),
     }
 }
 
 /// `version`: `Basalt 0.1.0 (commit abc1234, release)`.
-fn run_version<C: System + 'static>(
-    invocation: &mut Invocation<'_, C>,
-) -> Result<(), CommandError> {
+fn run_version<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(), CommandError> {
     invocation.expect_no_arguments()?;
     let version = invocation.context.version();
     writeln!(
@@ -167,11 +140,7 @@ fn run_info<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(
         platform.model,
         platform.stepping
     )?;
-    writeln!(
-        out,
-        "CPUs: {} found, {} online",
-        platform.cpus_found, platform.cpus_online
-    )?;
+    writeln!(out, "CPUs: {} found, {} online", platform.cpus_found, platform.cpus_online)?;
     writeln!(
         out,
         "Memory: {} MiB total, {} MiB free",
@@ -179,12 +148,8 @@ fn run_info<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(
         memory.free_bytes / BYTES_PER_MEBIBYTE
     )?;
     let features_with = |present: bool| -> String {
-        let names: Vec<&str> = platform
-            .features
-            .iter()
-            .filter(|(_, is_present)| *is_present == present)
-            .map(|(name, _)| *name)
-            .collect();
+        let names: Vec<&str> =
+            platform.features.iter().filter(|(_, is_present)| *is_present == present).map(|(name, _)| *name).collect();
         if names.is_empty() {
             String::from("none")
         } else {
@@ -216,10 +181,7 @@ fn run_dmesg<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<
     let mut arguments = invocation.args.iter();
     while let Some(&option) = arguments.next() {
         let mut value_of = |option: &str| {
-            arguments
-                .next()
-                .copied()
-                .ok_or_else(|| CommandError::Usage(format!("option {option} needs a value")))
+            arguments.next().copied().ok_or_else(|| CommandError::Usage(format!("option {option} needs a value")))
         };
         match option {
             "-l" => {
@@ -234,19 +196,11 @@ fn run_dmesg<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<
             "-n" => {
                 let value = value_of("-n")?;
                 let count = parse_decimal(value).ok_or_else(|| {
-                    CommandError::Usage(format!(
-                        "COUNT must be a number, not '{}'",
-                        Printable(value)
-                    ))
+                    CommandError::Usage(format!("COUNT must be a number, not '{}'", Printable(value)))
                 })?;
                 last_count = Some(count);
             }
-            unknown => {
-                return Err(CommandError::Usage(format!(
-                    "unknown option '{}'",
-                    Printable(unknown)
-                )))
-            }
+            unknown => return Err(CommandError::Usage(format!("unknown option '{}'", Printable(unknown)))),
         }
     }
 
@@ -266,12 +220,7 @@ fn run_dmesg<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<
                 invocation.context.dmesg(&mut |line| {
                     if line.level <= most_verbose_level {
                         let mut formatted = String::new();
-                        let _ = write_log_line(
-                            &mut formatted,
-                            line.timestamp_ns,
-                            line.level,
-                            line.text,
-                        );
+                        let _ = write_log_line(&mut formatted, line.timestamp_ns, line.level, line.text);
                         if newest_lines.len() == count {
                             newest_lines.pop_front();
                         }
@@ -287,12 +236,7 @@ fn run_dmesg<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<
     write_result.map_err(CommandError::from)
 }
 
-fn write_log_line(
-    out: &mut dyn fmt::Write,
-    timestamp_ns: u64,
-    level: LogLevel,
-    text: &str,
-) -> fmt::Result {
+fn write_log_line(out: &mut dyn fmt::Write, timestamp_ns: u64, level: LogLevel, text: &str) -> fmt::Result {
     writeln!(
         out,
         "[{:>5}.{:06}] {}: {}",
@@ -349,12 +293,7 @@ fn run_mem<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<()
         memory.total_bytes / BYTES_PER_MEBIBYTE,
         memory.free_bytes / BYTES_PER_MEBIBYTE
     )?;
-    writeln!(
-        out,
-        "Heap: {} KiB used of {} KiB",
-        memory.heap_used_bytes / 1024,
-        memory.heap_total_bytes / 1024
-    )?;
+    writeln!(out, "Heap: {} KiB used of {} KiB", memory.heap_used_bytes / 1024, memory.heap_total_bytes / 1024)?;
     writeln!(out, "{:<18}  {:<18}  {:<10}  KIND", "START", "END", "SIZE")?;
     for region in &memory.regions {
         writeln!(
@@ -395,9 +334,7 @@ fn run_reboot<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result
 }
 
 /// `poweroff`: prints `Powering off...`; if the system returns, `error: <reason>`.
-fn run_poweroff<C: System + 'static>(
-    invocation: &mut Invocation<'_, C>,
-) -> Result<(), CommandError> {
+fn run_poweroff<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(), CommandError> {
     invocation.expect_no_arguments()?;
     writeln!(invocation.out, "Powering off...")?;
     power_action_failed("poweroff", invocation.context.poweroff())
@@ -426,10 +363,7 @@ pub struct Printable<'a>(pub &'a str);
 
 impl fmt::Display for Printable<'_> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for piece in self
-            .0
-            .split_inclusive(|c: char| c != '\t' && c.is_control())
-        {
+        for piece in self.0.split_inclusive(|c: char| c != '\t' && c.is_control()) {
             match piece.chars().last() {
                 Some(last) if last != '\t' && last.is_control() => {
                     formatter.write_str(&piece[..piece.len() - last.len_utf8()])?;
@@ -452,9 +386,7 @@ impl fmt::Display for HumanSize {
         const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
         let mut value = self.0;
         let mut unit_index = 0;
-        while unit_index + 1 < UNITS.len()
-            && ((value >= 1024 && value.is_multiple_of(1024)) || value >= 100_000)
-        {
+        while unit_index + 1 < UNITS.len() && ((value >= 1024 && value.is_multiple_of(1024)) || value >= 100_000) {
             value /= 1024;
             unit_index += 1;
         }
@@ -469,10 +401,7 @@ mod tests {
 
     #[test]
     fn printable_replaces_controls() {
-        assert_eq!(
-            format!("{}", Printable("a\x1b[6nb\tc\u{9b}d\x7f")),
-            "a?[6nb\tc?d?"
-        );
+        assert_eq!(format!("{}", Printable("a\x1b[6nb\tc\u{9b}d\x7f")), "a?[6nb\tc?d?");
         assert_eq!(format!("{}", Printable("plain ü")), "plain ü");
         assert_eq!(format!("{}", Printable("")), "");
     }

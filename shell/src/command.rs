@@ -69,9 +69,7 @@ impl<C: 'static> Invocation<'_, C> {
     pub fn expect_no_arguments(&self) -> Result<(), CommandError> {
         match self.args.first() {
             None => Ok(()),
-            Some(unexpected) => Err(CommandError::Usage(alloc::format!(
-                "unexpected argument '{unexpected}'"
-            ))),
+            Some(unexpected) => Err(CommandError::Usage(alloc::format!("unexpected argument '{unexpected}'"))),
         }
     }
 }
@@ -129,23 +127,16 @@ impl<C: 'static> Registry<C> {
     ///
     /// Rejects duplicate and untypeable names.
     pub fn new(tables: &[&'static [Command<C>]]) -> Result<Self, RegistryError> {
-        let mut commands_by_name: Vec<&'static Command<C>> =
-            tables.iter().flat_map(|table| table.iter()).collect();
+        let mut commands_by_name: Vec<&'static Command<C>> = tables.iter().flat_map(|table| table.iter()).collect();
         for command in &commands_by_name {
             let typeable = !command.name.is_empty()
-                && !command
-                    .name
-                    .chars()
-                    .any(|character| character.is_whitespace() || character.is_control());
+                && !command.name.chars().any(|character| character.is_whitespace() || character.is_control());
             if !typeable {
                 return Err(RegistryError::InvalidName(command.name));
             }
         }
         commands_by_name.sort_by(|left, right| left.name.cmp(right.name));
-        if let Some(pair) = commands_by_name
-            .windows(2)
-            .find(|pair| pair[0].name == pair[1].name)
-        {
+        if let Some(pair) = commands_by_name.windows(2).find(|pair| pair[0].name == pair[1].name) {
             return Err(RegistryError::DuplicateName(pair[0].name));
         }
         Ok(Self { commands_by_name })
@@ -184,37 +175,13 @@ mod tests {
     }
 
     const FIRST_TABLE: &[Command<()>] = &[
-        Command {
-            name: "zeta",
-            usage: "zeta",
-            summary: "last",
-            run: do_nothing,
-        },
-        Command {
-            name: "alpha",
-            usage: "alpha",
-            summary: "first",
-            run: do_nothing,
-        },
+        Command { name: "zeta", usage: "zeta", summary: "last", run: do_nothing },
+        Command { name: "alpha", usage: "alpha", summary: "first", run: do_nothing },
     ];
-    const SECOND_TABLE: &[Command<()>] = &[Command {
-        name: "mid",
-        usage: "mid",
-        summary: "middle",
-        run: do_nothing,
-    }];
-    const CLASHING_TABLE: &[Command<()>] = &[Command {
-        name: "alpha",
-        usage: "alpha",
-        summary: "again",
-        run: do_nothing,
-    }];
-    const BAD_NAME_TABLE: &[Command<()>] = &[Command {
-        name: "two words",
-        usage: "",
-        summary: "",
-        run: do_nothing,
-    }];
+    const SECOND_TABLE: &[Command<()>] = &[Command { name: "mid", usage: "mid", summary: "middle", run: do_nothing }];
+    const CLASHING_TABLE: &[Command<()>] =
+        &[Command { name: "alpha", usage: "alpha", summary: "again", run: do_nothing }];
+    const BAD_NAME_TABLE: &[Command<()>] = &[Command { name: "two words", usage: "", summary: "", run: do_nothing }];
 
     #[test]
     fn merges_tables_sorted_by_name() {
@@ -228,17 +195,8 @@ mod tests {
 
     #[test]
     fn rejects_duplicates_and_bad_names() {
-        assert_eq!(
-            Registry::new(&[FIRST_TABLE, CLASHING_TABLE]).err(),
-            Some(RegistryError::DuplicateName("alpha"))
-        );
-        assert_eq!(
-            Registry::new(&[SECOND_TABLE, SECOND_TABLE]).err(),
-            Some(RegistryError::DuplicateName("mid"))
-        );
-        assert_eq!(
-            Registry::new(&[BAD_NAME_TABLE]).err(),
-            Some(RegistryError::InvalidName("two words"))
-        );
+        assert_eq!(Registry::new(&[FIRST_TABLE, CLASHING_TABLE]).err(), Some(RegistryError::DuplicateName("alpha")));
+        assert_eq!(Registry::new(&[SECOND_TABLE, SECOND_TABLE]).err(), Some(RegistryError::DuplicateName("mid")));
+        assert_eq!(Registry::new(&[BAD_NAME_TABLE]).err(), Some(RegistryError::InvalidName("two words")));
     }
 }

@@ -41,10 +41,5 @@ mod tests;
 pub use builtin::builtin_commands;
 pub use command::{Command, CommandError, Invocation, Registry, RegistryError};
 pub use parse::{tokenize, ParseError, MAX_LINE_BYTES, MAX_WORDS};
-pub use shell::{
-    EditorStorage, LineEditor, LineEditorError, LineOutcome, SerialLine, SerialWriter, Shell,
-    PROMPT,
-};
-pub use system::{
-    CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, System, VersionInfo,
-};
+pub use shell::{EditorStorage, LineEditor, LineEditorError, LineOutcome, SerialLine, SerialWriter, Shell, PROMPT};
+pub use system::{CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, System, VersionInfo};

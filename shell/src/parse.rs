@@ -55,17 +55,15 @@ pub enum ParseError {
 impl fmt::Display for ParseError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseError::TooLong { length } => write!(
-                formatter,
-                "line too long ({length} bytes, at most {MAX_LINE_BYTES})"
-            ),
+            ParseError::TooLong { length } => {
+                write!(formatter, "line too long ({length} bytes, at most {MAX_LINE_BYTES})")
+            }
             ParseError::TooManyWords => {
                 write!(formatter, "too many words (at most {MAX_WORDS})")
             }
-            ParseError::ControlCharacter { code_point, offset } => write!(
-                formatter,
-                "control character U+{code_point:04X} at byte {offset}"
-            ),
+            ParseError::ControlCharacter { code_point, offset } => {
+                write!(formatter, "control character U+{code_point:04X} at byte {offset}")
+            }
             ParseError::UnterminatedQuote { quote } => {
                 write!(formatter, "unterminated {quote} quote")
             }
@@ -89,14 +87,10 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, ParseError> {
     if line.len() > MAX_LINE_BYTES {
         return Err(ParseError::TooLong { length: line.len() });
     }
-    if let Some((offset, character)) = line
-        .char_indices()
-        .find(|&(_, character)| character != '\t' && character.is_control())
+    if let Some((offset, character)) =
+        line.char_indices().find(|&(_, character)| character != '\t' && character.is_control())
     {
-        return Err(ParseError::ControlCharacter {
-            code_point: u32::from(character),
-            offset,
-        });
+        return Err(ParseError::ControlCharacter { code_point: u32::from(character), offset });
     }
 
     let mut words = Vec::new();
@@ -187,43 +181,14 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(
-            tokenize("echo 'open"),
-            Err(ParseError::UnterminatedQuote { quote: '\'' })
-        );
-        assert_eq!(
-            tokenize("echo \"open"),
-            Err(ParseError::UnterminatedQuote { quote: '"' })
-        );
+        assert_eq!(tokenize("echo 'open"), Err(ParseError::UnterminatedQuote { quote: '\'' }));
+        assert_eq!(tokenize("echo \"open"), Err(ParseError::UnterminatedQuote { quote: '"' }));
         assert_eq!(tokenize("echo \\"), Err(ParseError::TrailingBackslash));
-        assert_eq!(
-            tokenize("a\x1bb"),
-            Err(ParseError::ControlCharacter {
-                code_point: 0x1b,
-                offset: 1
-            })
-        );
-        assert_eq!(
-            tokenize("a\x7f"),
-            Err(ParseError::ControlCharacter {
-                code_point: 0x7f,
-                offset: 1
-            })
-        );
-        assert_eq!(
-            tokenize("a\u{9b}"),
-            Err(ParseError::ControlCharacter {
-                code_point: 0x9b,
-                offset: 1
-            })
-        );
+        assert_eq!(tokenize("a\x1bb"), Err(ParseError::ControlCharacter { code_point: 0x1b, offset: 1 }));
+        assert_eq!(tokenize("a\x7f"), Err(ParseError::ControlCharacter { code_point: 0x7f, offset: 1 }));
+        assert_eq!(tokenize("a\u{9b}"), Err(ParseError::ControlCharacter { code_point: 0x9b, offset: 1 }));
         let long_line = "x".repeat(MAX_LINE_BYTES + 1);
-        assert_eq!(
-            tokenize(&long_line),
-            Err(ParseError::TooLong {
-                length: MAX_LINE_BYTES + 1
-            })
-        );
+        assert_eq!(tokenize(&long_line), Err(ParseError::TooLong { length: MAX_LINE_BYTES + 1 }));
         assert_eq!(words(&"x".repeat(MAX_LINE_BYTES)).len(), 1);
     }
 
@@ -240,10 +205,7 @@ mod tests {
         let errors = [
             ParseError::TooLong { length: 5000 },
             ParseError::TooManyWords,
-            ParseError::ControlCharacter {
-                code_point: 1,
-                offset: 0,
-            },
+            ParseError::ControlCharacter { code_point: 1, offset: 0 },
             ParseError::UnterminatedQuote { quote: '"' },
             ParseError::TrailingBackslash,
         ];

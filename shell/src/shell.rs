@@ -86,10 +86,7 @@ pub struct EditorStorage {
 impl EditorStorage {
     /// Zeroed storage.
     pub const fn new() -> Self {
-        Self {
-            line: [0; LINE_BUFFER_BYTES],
-            history: [0; HISTORY_BUFFER_BYTES],
-        }
+        Self { line: [0; LINE_BUFFER_BYTES], history: [0; HISTORY_BUFFER_BYTES] }
     }
 }
 
@@ -187,20 +184,11 @@ impl<C: 'static> Shell<C> {
             return;
         };
         let Some(command) = self.registry.find(name) else {
-            let _ = writeln!(
-                out,
-                "error: unknown command '{}'; type 'help' for a list",
-                Printable(name)
-            );
+            let _ = writeln!(out, "error: unknown command '{}'; type 'help' for a list", Printable(name));
             return;
         };
         let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
-        let mut invocation = Invocation {
-            context,
-            args: &arguments,
-            out: &mut *out,
-            registry: &self.registry,
-        };
+        let mut invocation = Invocation { context, args: &arguments, out: &mut *out, registry: &self.registry };
         match (command.run)(&mut invocation) {
             Ok(()) => {}
             Err(CommandError::Usage(message)) => {
@@ -222,10 +210,7 @@ impl<C: 'static> Shell<C> {
     ) -> LineOutcome {
         let result = {
             let mut terminal = TerminalAnswerback::new(&mut editor.answerback, &mut *line);
-            editor
-                .editor
-                .readline(PROMPT, &mut terminal)
-                .map(String::from)
+            editor.editor.readline(PROMPT, &mut terminal).map(String::from)
         };
         match result {
             Ok(text) => {
@@ -257,10 +242,7 @@ impl<C: 'static> Shell<C> {
                 }
             },
             Err(error) => {
-                let _ = writeln!(
-                    SerialWriter::new(line),
-                    "error: shell line editor unavailable: {error:?}"
-                );
+                let _ = writeln!(SerialWriter::new(line), "error: shell line editor unavailable: {error:?}");
                 loop {
                     let _ = line.read_byte(IDLE_POLL_MS);
                 }

@@ -118,13 +118,7 @@ pub enum LogLevel {
 
 impl LogLevel {
     /// All levels, most severe first.
-    pub const ALL: [LogLevel; 5] = [
-        LogLevel::Error,
-        LogLevel::Warn,
-        LogLevel::Info,
-        LogLevel::Debug,
-        LogLevel::Trace,
-    ];
+    pub const ALL: [LogLevel; 5] = [LogLevel::Error, LogLevel::Warn, LogLevel::Info, LogLevel::Debug, LogLevel::Trace];
 
     /// Lower-case name, as printed: `"error"`, `"warn"`, `"info"`, `"debug"`, `"trace"`.
     pub const fn name(self) -> &'static str {
@@ -142,9 +136,7 @@ impl LogLevel {
         if text.eq_ignore_ascii_case("warning") {
             return Some(LogLevel::Warn);
         }
-        LogLevel::ALL
-            .into_iter()
-            .find(|level| text.eq_ignore_ascii_case(level.name()))
+        LogLevel::ALL.into_iter().find(|level| text.eq_ignore_ascii_case(level.name()))
     }
 }
 

@@ -16,9 +16,7 @@ use crate::builtin::builtin_commands;
 use crate::command::Registry;
 use crate::parse::tokenize;
 use crate::shell::{SerialLine, Shell};
-use crate::system::{
-    CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, System, VersionInfo,
-};
+use crate::system::{CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, System, VersionInfo};
 
 /// The line `version` prints for [`FakeSystem`].
 pub const FAKE_VERSION_LINE: &str = "Basalt 0.1.0 (commit abc1234, test)";
@@ -62,13 +60,7 @@ impl FakeSystem {
                 cpus_found: 2,
                 cpus_online: 1,
                 tsc_khz: 2_994_374,
-                features: vec![
-                    ("SVM", true),
-                    ("NPT", true),
-                    ("VMX", false),
-                    ("EPT", false),
-                    ("x2APIC", true),
-                ],
+                features: vec![("SVM", true), ("NPT", true), ("VMX", false), ("EPT", false), ("x2APIC", true)],
                 firmware: String::from("BIOS"),
                 cmdline: String::from("console=ttyS0 loglevel=debug"),
             },
@@ -78,53 +70,21 @@ impl FakeSystem {
                 heap_total_bytes: 16 << 20,
                 heap_used_bytes: 1 << 20,
                 regions: vec![
-                    MemoryRegion {
-                        start: 0,
-                        end: 0x9fc00,
-                        kind: "usable",
-                    },
-                    MemoryRegion {
-                        start: 0xf0000,
-                        end: 0x100000,
-                        kind: "reserved",
-                    },
-                    MemoryRegion {
-                        start: 0x100000,
-                        end: 0x8000_0000,
-                        kind: "usable",
-                    },
+                    MemoryRegion { start: 0, end: 0x9fc00, kind: "usable" },
+                    MemoryRegion { start: 0xf0000, end: 0x100000, kind: "reserved" },
+                    MemoryRegion { start: 0x100000, end: 0x8000_0000, kind: "usable" },
                 ],
             },
             cpus: vec![
-                CpuStatus {
-                    index: 0,
-                    apic_id: 0,
-                    online: true,
-                    bootstrap: true,
-                    timer_ticks: 1234,
-                },
-                CpuStatus {
-                    index: 1,
-                    apic_id: 2,
-                    online: false,
-                    bootstrap: false,
-                    timer_ticks: 0,
-                },
+                CpuStatus { index: 0, apic_id: 0, online: true, bootstrap: true, timer_ticks: 1234 },
+                CpuStatus { index: 1, apic_id: 2, online: false, bootstrap: false, timer_ticks: 0 },
             ],
             uptime_ns: 83_456_000_000,
             log: vec![
                 (1_000_000, LogLevel::Info, String::from("basalt booting")),
-                (
-                    12_345_678_000,
-                    LogLevel::Warn,
-                    String::from("cpu 1 did not start"),
-                ),
+                (12_345_678_000, LogLevel::Warn, String::from("cpu 1 did not start")),
                 (12_400_000_000, LogLevel::Debug, String::from("npt ready")),
-                (
-                    13_000_000_000,
-                    LogLevel::Error,
-                    String::from("evil \x1b[6n text"),
-                ),
+                (13_000_000_000, LogLevel::Error, String::from("evil \x1b[6n text")),
                 (14_000_000_000, LogLevel::Trace, String::from("tick")),
             ],
             reboot_requests: 0,
@@ -135,12 +95,7 @@ impl FakeSystem {
 
 impl System for FakeSystem {
     fn version(&self) -> VersionInfo {
-        VersionInfo {
-            product: "Basalt",
-            version: "0.1.0",
-            commit: "abc1234",
-            build_profile: "test",
-        }
+        VersionInfo { product: "Basalt", version: "0.1.0", commit: "abc1234", build_profile: "test" }
     }
     fn platform(&self) -> PlatformInfo {
         self.platform.clone()
@@ -156,12 +111,7 @@ impl System for FakeSystem {
     }
     fn dmesg(&self, sink: &mut dyn FnMut(LogLine<'_>)) {
         for (seq, (timestamp_ns, level, text)) in self.log.iter().enumerate() {
-            sink(LogLine {
-                seq: seq as u64,
-                timestamp_ns: *timestamp_ns,
-                level: *level,
-                text,
-            });
+            sink(LogLine { seq: seq as u64, timestamp_ns: *timestamp_ns, level: *level, text });
         }
     }
     fn reboot(&mut self) -> Result<(), String> {
@@ -193,26 +143,17 @@ pub struct ScriptedLine {
 impl ScriptedLine {
     /// A line delivering `input`, a dumb terminal that answers nothing.
     pub fn new(input: &[u8]) -> Self {
-        Self {
-            script: input.iter().map(|&byte| Some(byte)).collect(),
-            ..Self::default()
-        }
+        Self { script: input.iter().map(|&byte| Some(byte)).collect(), ..Self::default() }
     }
 
     /// A line with explicit timeouts (`None` entries).
     pub fn with_pauses(script: &[Option<u8>]) -> Self {
-        Self {
-            script: script.iter().copied().collect(),
-            ..Self::default()
-        }
+        Self { script: script.iter().copied().collect(), ..Self::default() }
     }
 
     /// A line that answers terminal queries like a `rows`×`columns` terminal.
     pub fn answering(input: &[u8], rows: u32, columns: u32) -> Self {
-        Self {
-            terminal_size: Some((rows, columns)),
-            ..Self::new(input)
-        }
+        Self { terminal_size: Some((rows, columns)), ..Self::new(input) }
     }
 
     /// The output as text (lossy for non-UTF-8 bytes).
@@ -248,9 +189,7 @@ impl ScriptedLine {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 impl SerialLine for ScriptedLine {
@@ -274,11 +213,7 @@ pub struct Xorshift(u64);
 impl Xorshift {
     /// A generator from a seed (0 is replaced, xorshift must not start at 0).
     pub fn new(seed: u64) -> Self {
-        Self(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
+        Self(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
     }
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
@@ -338,9 +273,7 @@ pub fn fuzz_shell_input(data: &[u8]) {
     shell.run_until_closed(&mut system, &mut line);
 
     let output = line.output_text();
-    let version_at = output
-        .rfind(FAKE_VERSION_LINE)
-        .unwrap_or_else(|| panic!("no version output after {garbage:?}"));
+    let version_at = output.rfind(FAKE_VERSION_LINE).unwrap_or_else(|| panic!("no version output after {garbage:?}"));
     let after_version = &output[version_at..];
     assert_eq!(
         after_version.matches(crate::PROMPT).count(),

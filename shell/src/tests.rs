@@ -9,8 +9,7 @@ use alloc::vec::Vec;
 
 use crate::command::{Command, CommandError, Invocation, Registry, RegistryError};
 use crate::testing::{
-    fake_shell, fuzz_shell_input, fuzz_tokenize, FakeSystem, ScriptedLine, Xorshift,
-    FAKE_VERSION_LINE, RECOVERY_INPUT,
+    fake_shell, fuzz_shell_input, fuzz_tokenize, FakeSystem, ScriptedLine, Xorshift, FAKE_VERSION_LINE, RECOVERY_INPUT,
 };
 use crate::{builtin_commands, Shell, PROMPT};
 
@@ -31,9 +30,7 @@ fn serve(input: &[u8]) -> String {
     line.output_text()
 }
 
-const BUILTIN_NAMES: [&str; 9] = [
-    "cpus", "dmesg", "help", "info", "mem", "poweroff", "reboot", "uptime", "version",
-];
+const BUILTIN_NAMES: [&str; 9] = ["cpus", "dmesg", "help", "info", "mem", "poweroff", "reboot", "uptime", "version"];
 
 #[test]
 fn help_lists_every_command_with_usage_and_summary() {
@@ -55,23 +52,14 @@ fn help_for_one_command() {
         run_command("help dmesg"),
         "usage: dmesg [-l LEVEL] [-n COUNT]\nshow the hypervisor log (LEVEL: error|warn|info|debug|trace)\n"
     );
-    assert_eq!(
-        run_command("help nope"),
-        "error: unknown command 'nope'\nusage: help [COMMAND]\n"
-    );
-    assert_eq!(
-        run_command("help a b"),
-        "error: unexpected argument 'b'\nusage: help [COMMAND]\n"
-    );
+    assert_eq!(run_command("help nope"), "error: unknown command 'nope'\nusage: help [COMMAND]\n");
+    assert_eq!(run_command("help a b"), "error: unexpected argument 'b'\nusage: help [COMMAND]\n");
 }
 
 #[test]
 fn version_line() {
     assert_eq!(run_command("version"), format!("{FAKE_VERSION_LINE}\n"));
-    assert_eq!(
-        run_command("version now"),
-        "error: unexpected argument 'now'\nusage: version\n"
-    );
+    assert_eq!(run_command("version now"), "error: unexpected argument 'now'\nusage: version\n");
 }
 
 #[test]
@@ -119,23 +107,11 @@ fn cpus_table() {
 #[test]
 fn mem_totals_and_regions() {
     let output = run_command("mem");
-    assert!(
-        output.contains("Memory: 2048 MiB total, 1900 MiB free\n"),
-        "{output}"
-    );
-    assert!(
-        output.contains("Heap: 1024 KiB used of 16384 KiB\n"),
-        "{output}"
-    );
+    assert!(output.contains("Memory: 2048 MiB total, 1900 MiB free\n"), "{output}");
+    assert!(output.contains("Heap: 1024 KiB used of 16384 KiB\n"), "{output}");
     assert!(output.contains("START"), "{output}");
-    assert!(
-        output.contains("0x0000000000000000  0x000000000009fc00  639 KiB     usable\n"),
-        "{output}"
-    );
-    assert!(
-        output.contains("0x0000000000100000  0x0000000080000000  2047 MiB    usable\n"),
-        "{output}"
-    );
+    assert!(output.contains("0x0000000000000000  0x000000000009fc00  639 KiB     usable\n"), "{output}");
+    assert!(output.contains("0x0000000000100000  0x0000000080000000  2047 MiB    usable\n"), "{output}");
 }
 
 #[test]
@@ -153,10 +129,7 @@ fn uptime_format() {
 fn dmesg_all_filtered_and_last() {
     let output = run_command("dmesg");
     assert_eq!(output.lines().count(), 5, "{output}");
-    assert!(
-        output.starts_with("[    0.001000] info: basalt booting\n"),
-        "{output}"
-    );
+    assert!(output.starts_with("[    0.001000] info: basalt booting\n"), "{output}");
     assert!(output.contains("[   12.345678] warn: cpu 1 did not start\n"));
     // Escape sequences in log text are neutralized.
     assert!(output.contains("error: evil ?[6n text\n"), "{output}");
@@ -167,19 +140,10 @@ fn dmesg_all_filtered_and_last() {
     assert!(warnings.contains("warn: cpu 1") && warnings.contains("error: evil"));
 
     let last_two = run_command("dmesg -n 2");
-    assert_eq!(
-        last_two,
-        "[   13.000000] error: evil ?[6n text\n[   14.000000] trace: tick\n"
-    );
-    assert_eq!(
-        run_command("dmesg -l info -n 1"),
-        "[   13.000000] error: evil ?[6n text\n"
-    );
+    assert_eq!(last_two, "[   13.000000] error: evil ?[6n text\n[   14.000000] trace: tick\n");
+    assert_eq!(run_command("dmesg -l info -n 1"), "[   13.000000] error: evil ?[6n text\n");
     assert_eq!(run_command("dmesg -n 0"), "");
-    assert_eq!(
-        run_command("dmesg -n 18446744073709551615").lines().count(),
-        5
-    );
+    assert_eq!(run_command("dmesg -n 18446744073709551615").lines().count(), 5);
 }
 
 #[test]
@@ -189,18 +153,9 @@ fn dmesg_bad_arguments() {
         run_command("dmesg -l loud"),
         format!("error: unknown log level 'loud' (error, warn, info, debug, trace)\n{usage}")
     );
-    assert_eq!(
-        run_command("dmesg -n many"),
-        format!("error: COUNT must be a number, not 'many'\n{usage}")
-    );
-    assert_eq!(
-        run_command("dmesg -n"),
-        format!("error: option -n needs a value\n{usage}")
-    );
-    assert_eq!(
-        run_command("dmesg -x"),
-        format!("error: unknown option '-x'\n{usage}")
-    );
+    assert_eq!(run_command("dmesg -n many"), format!("error: COUNT must be a number, not 'many'\n{usage}"));
+    assert_eq!(run_command("dmesg -n"), format!("error: option -n needs a value\n{usage}"));
+    assert_eq!(run_command("dmesg -x"), format!("error: unknown option '-x'\n{usage}"));
     assert_eq!(
         run_command("dmesg -n 99999999999999999999999"),
         format!("error: COUNT must be a number, not '99999999999999999999999'\n{usage}")
@@ -228,28 +183,13 @@ fn reboot_and_poweroff_report_failure() {
 
 #[test]
 fn unknown_commands_and_parse_errors_get_one_line() {
-    assert_eq!(
-        run_command("frobnicate --hard"),
-        "error: unknown command 'frobnicate'; type 'help' for a list\n"
-    );
-    assert_eq!(
-        run_command("version 'open"),
-        "error: unterminated ' quote\n"
-    );
+    assert_eq!(run_command("frobnicate --hard"), "error: unknown command 'frobnicate'; type 'help' for a list\n");
+    assert_eq!(run_command("version 'open"), "error: unterminated ' quote\n");
     let long_line = "x".repeat(10_000);
-    assert_eq!(
-        run_command(&long_line),
-        "error: line too long (10000 bytes, at most 1024)\n"
-    );
-    assert_eq!(
-        run_command("a\x07b"),
-        "error: control character U+0007 at byte 1\n"
-    );
+    assert_eq!(run_command(&long_line), "error: line too long (10000 bytes, at most 1024)\n");
+    assert_eq!(run_command("a\x07b"), "error: control character U+0007 at byte 1\n");
     let many_words = ["w"; 100].join(" ");
-    assert_eq!(
-        run_command(&many_words),
-        "error: too many words (at most 64)\n"
-    );
+    assert_eq!(run_command(&many_words), "error: too many words (at most 64)\n");
 }
 
 #[test]
@@ -273,18 +213,10 @@ fn run_greet(invocation: &mut Invocation<'_, FakeSystem>) -> Result<(), CommandE
         _ => Err(CommandError::Usage(String::from("need exactly one NAME"))),
     }
 }
-static GREETING_COMMANDS: &[Command<FakeSystem>] = &[Command {
-    name: "greet",
-    usage: "greet NAME",
-    summary: "say hello",
-    run: run_greet,
-}];
-static CLASHING_COMMANDS: &[Command<FakeSystem>] = &[Command {
-    name: "version",
-    usage: "version",
-    summary: "an impostor",
-    run: run_greet,
-}];
+static GREETING_COMMANDS: &[Command<FakeSystem>] =
+    &[Command { name: "greet", usage: "greet NAME", summary: "say hello", run: run_greet }];
+static CLASHING_COMMANDS: &[Command<FakeSystem>] =
+    &[Command { name: "version", usage: "version", summary: "an impostor", run: run_greet }];
 
 #[test]
 fn extra_tables_join_the_registry() {
@@ -295,8 +227,7 @@ fn extra_tables_join_the_registry() {
     shell.execute_line(&mut system, "greet \"Basalt operator\"", &mut output);
     shell.execute_line(&mut system, "greet", &mut output);
     shell.execute_line(&mut system, "help", &mut output);
-    assert!(output
-        .starts_with("hello, Basalt operator\nerror: need exactly one NAME\nusage: greet NAME\n"));
+    assert!(output.starts_with("hello, Basalt operator\nerror: need exactly one NAME\nusage: greet NAME\n"));
     assert!(output.contains("greet     greet NAME"), "{output}");
     assert_eq!(
         Registry::new(&[builtin_commands::<FakeSystem>(), CLASHING_COMMANDS]).err(),
@@ -308,10 +239,7 @@ fn extra_tables_join_the_registry() {
 fn serial_session_with_dumb_terminal() {
     let output = serve(b"version\r");
     assert!(output.contains(PROMPT), "{output:?}");
-    assert!(
-        output.contains(&format!("\n\r{FAKE_VERSION_LINE}\r\n")),
-        "{output:?}"
-    );
+    assert!(output.contains(&format!("\n\r{FAKE_VERSION_LINE}\r\n")), "{output:?}");
     // Two prompts: one for `version`, one after it.
     assert_eq!(output.matches(PROMPT).count(), 2, "{output:?}");
 }
@@ -345,9 +273,7 @@ fn silent_terminal_with_timeouts_loses_no_keystroke() {
 fn error_lines_use_crlf_on_serial() {
     let output = serve(b"nope\rdmesg -n x\r");
     assert!(output.contains("error: unknown command 'nope'; type 'help' for a list\r\n"));
-    assert!(output.contains(
-        "error: COUNT must be a number, not 'x'\r\nusage: dmesg [-l LEVEL] [-n COUNT]\r\n"
-    ));
+    assert!(output.contains("error: COUNT must be a number, not 'x'\r\nusage: dmesg [-l LEVEL] [-n COUNT]\r\n"));
 }
 
 #[test]
@@ -394,11 +320,7 @@ fn survives_a_10_kb_line() {
     long_word.push(b'\r');
     let output = serve(&long_word);
     let expected = format!("error: unknown command '{}';", "y".repeat(256));
-    assert!(
-        output.contains(&expected),
-        "{}",
-        &output[output.len() - 400..]
-    );
+    assert!(output.contains(&expected), "{}", &output[output.len() - 400..]);
 }
 
 #[test]
@@ -482,10 +404,7 @@ fn survives_malformed_answers_from_a_real_terminal() {
         let mut input = answers.to_vec();
         input.extend_from_slice(b"version\r");
         let output = serve(&input);
-        assert!(
-            output.contains(FAKE_VERSION_LINE),
-            "{answers:?}: {output:?}"
-        );
+        assert!(output.contains(FAKE_VERSION_LINE), "{answers:?}: {output:?}");
     }
 }
 
@@ -538,9 +457,7 @@ fn history_wraps_with_multibyte_entries() {
     // ring's wrap point must still be valid UTF-8 (noline reads them unchecked).
     let mut input = Vec::new();
     for index in 0..400u32 {
-        input.extend_from_slice(
-            format!("é€😀 {index} {}\r", "ü".repeat(index as usize % 17)).as_bytes(),
-        );
+        input.extend_from_slice(format!("é€😀 {index} {}\r", "ü".repeat(index as usize % 17)).as_bytes());
     }
     for _ in 0..300 {
         input.extend_from_slice(b"\x1b[A");
@@ -590,9 +507,6 @@ fn invalid_utf8_never_reaches_the_editor() {
         input.extend_from_slice(invalid);
         input.extend_from_slice("é\r".as_bytes());
         let output = serve(&input);
-        assert!(
-            output.contains("error: unknown command 'xé'; type 'help' for a list\r\n"),
-            "{invalid:?}: {output:?}"
-        );
+        assert!(output.contains("error: unknown command 'xé'; type 'help' for a list\r\n"), "{invalid:?}: {output:?}");
     }
 }

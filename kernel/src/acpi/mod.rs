@@ -33,7 +33,7 @@ mod glue {
         let mut areas: [(u64, usize); 2] = [(0xe0000, 0x20000), (0, 0)];
         if memory.read(0x40e, &mut ebda_segment) {
             let ebda = u64::from(u16::from_le_bytes(ebda_segment)) << 4;
-            if ebda >= 0x80000 && ebda < 0xa0000 {
+            if (0x80000..0xa0000).contains(&ebda) {
                 areas[1] = (ebda, 1024);
             }
         }

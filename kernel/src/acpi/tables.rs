@@ -82,11 +82,7 @@ impl fmt::Display for AcpiError {
                 write!(formatter, "root table at {address:#x} is not readable")
             }
             AcpiError::BadRootTableSignature(signature) => {
-                write!(
-                    formatter,
-                    "bad root table signature {}",
-                    Signature(signature)
-                )
+                write!(formatter, "bad root table signature {}", Signature(signature))
             }
             AcpiError::BadRootTableLength(length) => {
                 write!(formatter, "bad root table length {length}")
@@ -102,11 +98,7 @@ pub struct Signature<'a>(pub &'a [u8; 4]);
 impl fmt::Display for Signature<'_> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         for &byte in self.0 {
-            let shown = if byte.is_ascii_graphic() || byte == b' ' {
-                char::from(byte)
-            } else {
-                '.'
-            };
+            let shown = if byte.is_ascii_graphic() || byte == b' ' { char::from(byte) } else { '.' };
             fmt::Write::write_char(formatter, shown)?;
         }
         Ok(())
@@ -142,9 +134,7 @@ impl Rsdp {
             if length < RSDP_V2_LENGTH as u32 || length > RSDP_MAX_LENGTH {
                 return Err(AcpiError::BadRsdpLength(length));
             }
-            let whole = bytes
-                .get(..length as usize)
-                .ok_or(AcpiError::RsdpTooShort)?;
+            let whole = bytes.get(..length as usize).ok_or(AcpiError::RsdpTooShort)?;
             if checksum(whole) != 0 {
                 return Err(AcpiError::BadRsdpExtendedChecksum);
             }
@@ -152,22 +142,16 @@ impl Rsdp {
         } else {
             None
         };
-        Ok(Rsdp {
-            revision,
-            oem_id,
-            rsdt_address,
-            xsdt_address,
-        })
+        Ok(Rsdp { revision, oem_id, rsdt_address, xsdt_address })
     }
 }
 
 /// Offset of the first valid RSDP in `area` (the EBDA's first KiB or 0xE0000..0x100000),
 /// searching on 16-byte boundaries of the slice.
 pub fn find_rsdp(area: &[u8]) -> Option<usize> {
-    (0..area.len()).step_by(16).find(|&offset| {
-        area.get(offset..)
-            .is_some_and(|candidate| Rsdp::parse(candidate).is_ok())
-    })
+    (0..area.len())
+        .step_by(16)
+        .find(|&offset| area.get(offset..).is_some_and(|candidate| Rsdp::parse(candidate).is_ok()))
 }
 
 /// The header fields of one table as found.
@@ -297,10 +281,7 @@ impl Madt {
         let mut offset = MADT_ENTRIES_OFFSET;
         while let Some(&[entry_type, length]) = table.get(offset..offset + 2) {
             let length = usize::from(length);
-            let Some(entry) = (length >= 2)
-                .then(|| table.get(offset..offset + length))
-                .flatten()
-            else {
+            let Some(entry) = (length >= 2).then(|| table.get(offset..offset + length)).flatten() else {
                 break;
             };
             madt.add_entry(entry_type, entry);
@@ -313,9 +294,7 @@ impl Madt {
     fn add_entry(&mut self, entry_type: u8, entry: &[u8]) {
         match entry_type {
             MADT_PROCESSOR_LOCAL_APIC => {
-                if let (Some(&uid), Some(&apic_id), Some(flags)) =
-                    (entry.get(2), entry.get(3), read_u32(entry, 4))
-                {
+                if let (Some(&uid), Some(&apic_id), Some(flags)) = (entry.get(2), entry.get(3), read_u32(entry, 4)) {
                     self.cpus.push(MadtCpu {
                         processor_uid: u32::from(uid),
                         apic_id: u32::from(apic_id),
@@ -329,26 +308,14 @@ impl Madt {
                 if let (Some(&id), Some(address), Some(gsi_base)) =
                     (entry.get(2), read_u32(entry, 4), read_u32(entry, 8))
                 {
-                    self.ioapics.push(MadtIoApic {
-                        id,
-                        address,
-                        gsi_base,
-                    });
+                    self.ioapics.push(MadtIoApic { id, address, gsi_base });
                 }
             }
             MADT_INTERRUPT_SOURCE_OVERRIDE => {
-                if let (Some(&bus), Some(&source_irq), Some(gsi), Some(flags)) = (
-                    entry.get(2),
-                    entry.get(3),
-                    read_u32(entry, 4),
-                    read_u16(entry, 8),
-                ) {
-                    self.overrides.push(InterruptOverride {
-                        bus,
-                        source_irq,
-                        gsi,
-                        flags,
-                    });
+                if let (Some(&bus), Some(&source_irq), Some(gsi), Some(flags)) =
+                    (entry.get(2), entry.get(3), read_u32(entry, 4), read_u16(entry, 8))
+                {
+                    self.overrides.push(InterruptOverride { bus, source_irq, gsi, flags });
                 }
             }
             MADT_LOCAL_APIC_ADDRESS_OVERRIDE => {
@@ -376,18 +343,10 @@ impl Madt {
     /// Where ISA IRQ `irq` arrives: (GSI, active low, level triggered). Without an
     /// override an ISA IRQ is edge-triggered, active high, with GSI = IRQ (§5.2.12.5).
     pub fn isa_irq_to_gsi(&self, irq: u8) -> (u32, bool, bool) {
-        match self
-            .overrides
-            .iter()
-            .find(|entry| entry.bus == 0 && entry.source_irq == irq)
-        {
+        match self.overrides.iter().find(|entry| entry.bus == 0 && entry.source_irq == irq) {
             // Polarity 0b11 = active low; trigger mode 0b11 = level. 0b00 "conforms to the
             // bus" means the ISA default (active high, edge).
-            Some(entry) => (
-                entry.gsi,
-                entry.flags & 0b11 == 0b11,
-                (entry.flags >> 2) & 0b11 == 0b11,
-            ),
+            Some(entry) => (entry.gsi, entry.flags & 0b11 == 0b11, (entry.flags >> 2) & 0b11 == 0b11),
             None => (u32::from(irq), false, false),
         }
     }
@@ -466,9 +425,8 @@ impl Fadt {
         } else {
             None
         };
-        let dsdt_address = read_u64(table, X_DSDT)
-            .filter(|&address| address != 0)
-            .unwrap_or(u64::from(read_u32(table, DSDT)?));
+        let dsdt_address =
+            read_u64(table, X_DSDT).filter(|&address| address != 0).unwrap_or(u64::from(read_u32(table, DSDT)?));
         let io_port_of = |offset: usize| {
             GenericAddress::parse(table, offset)
                 .filter(|gas| gas.address_space == ADDRESS_SPACE_SYSTEM_IO && gas.address != 0)
@@ -478,16 +436,10 @@ impl Fadt {
             sci_interrupt: read_u16(table, SCI_INT)?,
             smi_command_port: read_u32(table, SMI_CMD)?,
             acpi_enable: *table.get(ACPI_ENABLE)?,
-            pm1a_control_block: io_port_of(X_PM1A_CNT_BLK)
-                .unwrap_or(read_u32(table, PM1A_CNT_BLK)?),
-            pm1b_control_block: io_port_of(X_PM1B_CNT_BLK)
-                .unwrap_or(read_u32(table, PM1B_CNT_BLK)?),
+            pm1a_control_block: io_port_of(X_PM1A_CNT_BLK).unwrap_or(read_u32(table, PM1A_CNT_BLK)?),
+            pm1b_control_block: io_port_of(X_PM1B_CNT_BLK).unwrap_or(read_u32(table, PM1B_CNT_BLK)?),
             reset_register,
-            reset_value: if reset_register.is_some() {
-                table.get(RESET_VALUE).copied().unwrap_or(0)
-            } else {
-                0
-            },
+            reset_value: if reset_register.is_some() { table.get(RESET_VALUE).copied().unwrap_or(0) } else { 0 },
             dsdt_address,
             flags,
         })
@@ -534,9 +486,7 @@ pub fn find_s5(aml: &[u8]) -> Option<SleepTypes> {
 }
 
 fn find_subslice(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 /// Whether the bytes before `name_at` are NameOp followed by optional `\` or `^`s.
@@ -567,10 +517,7 @@ fn decode_s5_package(after_name: &[u8]) -> Option<SleepTypes> {
     let (slp_typ_a, used) = decode_integer_byte(after_name.get(offset..)?)?;
     offset += used;
     let (slp_typ_b, _) = decode_integer_byte(after_name.get(offset..)?)?;
-    Some(SleepTypes {
-        slp_typ_a,
-        slp_typ_b,
-    })
+    Some(SleepTypes { slp_typ_a, slp_typ_b })
 }
 
 /// One AML integer data object, as (low byte, bytes consumed).
@@ -612,15 +559,11 @@ pub fn load(mem: &dyn PhysMemory, rsdp: &Rsdp) -> Result<AcpiTables, AcpiError> 
         match &info.signature {
             b"APIC" if result.madt.is_none() => match Madt::parse(&bytes) {
                 Some(madt) => result.madt = Some(madt),
-                None => result
-                    .skipped
-                    .push(skipped(&info, SkipReason::TooShortForType)),
+                None => result.skipped.push(skipped(&info, SkipReason::TooShortForType)),
             },
             b"FACP" if result.fadt.is_none() => match Fadt::parse(&bytes) {
                 Some(fadt) => result.fadt = Some(fadt),
-                None => result
-                    .skipped
-                    .push(skipped(&info, SkipReason::TooShortForType)),
+                None => result.skipped.push(skipped(&info, SkipReason::TooShortForType)),
             },
             _ => {}
         }
@@ -640,11 +583,7 @@ pub fn load(mem: &dyn PhysMemory, rsdp: &Rsdp) -> Result<AcpiTables, AcpiError> 
 }
 
 fn skipped(info: &TableInfo, reason: SkipReason) -> SkippedTable {
-    SkippedTable {
-        signature: info.signature,
-        address: info.address,
-        reason,
-    }
+    SkippedTable { signature: info.signature, address: info.address, reason }
 }
 
 /// Reads and checks the RSDT or XSDT, returning the table addresses it lists.
@@ -690,11 +629,7 @@ fn read_table(
     skipped_tables: &mut Vec<SkippedTable>,
 ) -> Option<(TableInfo, Vec<u8>)> {
     let mut skip = |signature: [u8; 4], reason: SkipReason| {
-        skipped_tables.push(SkippedTable {
-            signature,
-            address,
-            reason,
-        });
+        skipped_tables.push(SkippedTable { signature, address, reason });
         None
     };
     if address == 0 {
@@ -777,10 +712,7 @@ mod tests {
                 let Ok(offset) = usize::try_from(offset) else {
                     continue;
                 };
-                if let Some(source) = offset
-                    .checked_add(buf.len())
-                    .and_then(|end| bytes.get(offset..end))
-                {
+                if let Some(source) = offset.checked_add(buf.len()).and_then(|end| bytes.get(offset..end)) {
                     buf.copy_from_slice(source);
                     return true;
                 }
@@ -897,10 +829,7 @@ mod tests {
         let hpet_address = 0x7FE_3000u64;
         let dsdt_address = 0x7FE_0000u64;
         memory.place(dsdt_address, table(b"DSDT", 1, &dsdt_body(dsdt_package)));
-        memory.place(
-            fadt_address,
-            table(b"FACP", 3, &fadt_body(0, dsdt_address, 244)),
-        );
+        memory.place(fadt_address, table(b"FACP", 3, &fadt_body(0, dsdt_address, 244)));
         memory.place(madt_address, table(b"APIC", 1, &madt_body()));
         memory.place(hpet_address, table(b"HPET", 1, &[0; 20]));
         let mut xsdt_body = Vec::new();
@@ -920,24 +849,13 @@ mod tests {
     #[test]
     fn rsdp_versions_and_errors() {
         let v1 = Rsdp::parse(&rsdp_v1(0x1234)).unwrap();
-        assert_eq!(
-            v1,
-            Rsdp {
-                revision: 0,
-                oem_id: *b"BOCHS ",
-                rsdt_address: 0x1234,
-                xsdt_address: None
-            }
-        );
+        assert_eq!(v1, Rsdp { revision: 0, oem_id: *b"BOCHS ", rsdt_address: 0x1234, xsdt_address: None });
         let v2 = Rsdp::parse(&rsdp_v2(1, 0x1_0000_0000)).unwrap();
         assert_eq!(v2.xsdt_address, Some(0x1_0000_0000));
         assert_eq!(v2.revision, 2);
 
         assert_eq!(Rsdp::parse(&rsdp_v1(1)[..19]), Err(AcpiError::RsdpTooShort));
-        assert_eq!(
-            Rsdp::parse(&rsdp_v2(1, 2)[..35]),
-            Err(AcpiError::RsdpTooShort)
-        );
+        assert_eq!(Rsdp::parse(&rsdp_v2(1, 2)[..35]), Err(AcpiError::RsdpTooShort));
         let mut bad = rsdp_v1(1);
         bad[0] = b'r';
         assert_eq!(Rsdp::parse(&bad), Err(AcpiError::BadRsdpSignature));
@@ -985,44 +903,13 @@ mod tests {
         assert_eq!(
             madt.cpus,
             [
-                MadtCpu {
-                    processor_uid: 0,
-                    apic_id: 0,
-                    enabled: true,
-                    online_capable: false,
-                    x2apic: false
-                },
-                MadtCpu {
-                    processor_uid: 1,
-                    apic_id: 1,
-                    enabled: false,
-                    online_capable: false,
-                    x2apic: false
-                },
-                MadtCpu {
-                    processor_uid: 2,
-                    apic_id: 2,
-                    enabled: false,
-                    online_capable: true,
-                    x2apic: false
-                },
-                MadtCpu {
-                    processor_uid: 7,
-                    apic_id: 300,
-                    enabled: true,
-                    online_capable: false,
-                    x2apic: true
-                },
+                MadtCpu { processor_uid: 0, apic_id: 0, enabled: true, online_capable: false, x2apic: false },
+                MadtCpu { processor_uid: 1, apic_id: 1, enabled: false, online_capable: false, x2apic: false },
+                MadtCpu { processor_uid: 2, apic_id: 2, enabled: false, online_capable: true, x2apic: false },
+                MadtCpu { processor_uid: 7, apic_id: 300, enabled: true, online_capable: false, x2apic: true },
             ]
         );
-        assert_eq!(
-            madt.ioapics,
-            [MadtIoApic {
-                id: 0,
-                address: 0xFEC0_0000,
-                gsi_base: 0
-            }]
-        );
+        assert_eq!(madt.ioapics, [MadtIoApic { id: 0, address: 0xFEC0_0000, gsi_base: 0 }]);
         assert_eq!(madt.overrides.len(), 3);
         assert_eq!(madt.isa_irq_to_gsi(0), (2, false, false));
         assert_eq!(madt.isa_irq_to_gsi(9), (9, false, true));
@@ -1038,90 +925,24 @@ mod tests {
         assert_eq!(fadt.dsdt_address, 0x7FE_0000, "X_DSDT used");
         assert_eq!(
             fadt.reset_register,
-            Some(GenericAddress {
-                address_space: 1,
-                bit_width: 8,
-                bit_offset: 0,
-                access_size: 1,
-                address: 0xCF9
-            })
+            Some(GenericAddress { address_space: 1, bit_width: 8, bit_offset: 0, access_size: 1, address: 0xCF9 })
         );
         assert_eq!(fadt.reset_value, 6);
-        assert_eq!(
-            tables.s5,
-            Some(SleepTypes {
-                slp_typ_a: 0,
-                slp_typ_b: 0
-            })
-        );
+        assert_eq!(tables.s5, Some(SleepTypes { slp_typ_a: 0, slp_typ_b: 0 }));
     }
 
     #[test]
     fn s5_encodings() {
         // BytePrefix elements, 2-byte PkgLength.
-        let body = dsdt_body(&[
-            AML_PACKAGE_OP,
-            0x40,
-            0x00,
-            0x04,
-            0x0A,
-            0x05,
-            0x0A,
-            0x07,
-            0x00,
-            0x00,
-        ]);
-        assert_eq!(
-            find_s5(&body),
-            Some(SleepTypes {
-                slp_typ_a: 5,
-                slp_typ_b: 7
-            })
-        );
+        let body = dsdt_body(&[AML_PACKAGE_OP, 0x40, 0x00, 0x04, 0x0A, 0x05, 0x0A, 0x07, 0x00, 0x00]);
+        assert_eq!(find_s5(&body), Some(SleepTypes { slp_typ_a: 5, slp_typ_b: 7 }));
         // Mixed OneOp and BytePrefix, 4-byte PkgLength, no root prefix.
-        let aml = [
-            AML_NAME_OP,
-            b'_',
-            b'S',
-            b'5',
-            b'_',
-            AML_PACKAGE_OP,
-            0xC0,
-            0,
-            0,
-            0,
-            2,
-            AML_ONE_OP,
-            0x0A,
-            3,
-        ];
-        assert_eq!(
-            find_s5(&aml),
-            Some(SleepTypes {
-                slp_typ_a: 1,
-                slp_typ_b: 3
-            })
-        );
+        let aml = [AML_NAME_OP, b'_', b'S', b'5', b'_', AML_PACKAGE_OP, 0xC0, 0, 0, 0, 2, AML_ONE_OP, 0x0A, 3];
+        assert_eq!(find_s5(&aml), Some(SleepTypes { slp_typ_a: 1, slp_typ_b: 3 }));
         // No NameOp before it: only the decoy method.
-        assert_eq!(
-            find_s5(&[0x14, 0x06, b'_', b'S', b'5', b'_', 0x12, 0x04, 0x02, 0, 0]),
-            None
-        );
+        assert_eq!(find_s5(&[0x14, 0x06, b'_', b'S', b'5', b'_', 0x12, 0x04, 0x02, 0, 0]), None);
         // Truncated package.
-        assert_eq!(
-            find_s5(&[
-                AML_NAME_OP,
-                b'_',
-                b'S',
-                b'5',
-                b'_',
-                AML_PACKAGE_OP,
-                0x04,
-                0x02,
-                0x0A
-            ]),
-            None
-        );
+        assert_eq!(find_s5(&[AML_NAME_OP, b'_', b'S', b'5', b'_', AML_PACKAGE_OP, 0x04, 0x02, 0x0A]), None);
         assert_eq!(find_s5(&[]), None);
         assert_eq!(find_s5(b"_S5_"), None);
     }
@@ -1146,12 +967,7 @@ mod tests {
         // X_PM1a_CNT_BLK in memory space is not used.
         let mut body = fadt_body(1, 0, 244);
         body[172 - 36] = ADDRESS_SPACE_SYSTEM_MEMORY;
-        assert_eq!(
-            Fadt::parse(&table(b"FACP", 3, &body))
-                .unwrap()
-                .pm1a_control_block,
-            0x604
-        );
+        assert_eq!(Fadt::parse(&table(b"FACP", 3, &body)).unwrap().pm1a_control_block, 0x604);
         assert_eq!(Fadt::parse(&table(b"FACP", 1, &fadt_body(1, 0, 115))), None);
     }
 
@@ -1159,30 +975,16 @@ mod tests {
     fn bad_tables_are_skipped_not_fatal() {
         let mut machine = machine(&[AML_PACKAGE_OP, 0x04, 0x02, 0x0A, 0x05, 0x0A, 0x05]);
         // Corrupt the HPET's checksum, add a null entry, an unreadable one and a huge one.
-        let hpet = machine
-            .memory
-            .chunks
-            .iter_mut()
-            .find(|(a, _)| *a == 0x7FE_3000)
-            .unwrap();
+        let hpet = machine.memory.chunks.iter_mut().find(|(a, _)| *a == 0x7FE_3000).unwrap();
         hpet.1[20] ^= 0xFF;
         let mut huge = table(b"SSDT", 1, &[]);
         huge[4..8].copy_from_slice(&(MAX_TABLE_LENGTH + 1).to_le_bytes());
         machine.memory.place(0x900_0000, huge);
         let mut xsdt_body = Vec::new();
-        for address in [
-            0u64,
-            0x7FE_3000,
-            0xDEAD_0000,
-            0x900_0000,
-            0x7FE_1000,
-            0x7FE_2000,
-        ] {
+        for address in [0u64, 0x7FE_3000, 0xDEAD_0000, 0x900_0000, 0x7FE_1000, 0x7FE_2000] {
             xsdt_body.extend_from_slice(&address.to_le_bytes());
         }
-        machine
-            .memory
-            .place(0x800_0000, table(b"XSDT", 1, &xsdt_body));
+        machine.memory.place(0x800_0000, table(b"XSDT", 1, &xsdt_body));
         machine.rsdp.xsdt_address = Some(0x800_0000);
         let tables = load(&machine.memory, &machine.rsdp).unwrap();
         let reasons: Vec<SkipReason> = tables.skipped.iter().map(|s| s.reason).collect();
@@ -1197,76 +999,32 @@ mod tests {
         );
         assert_eq!(tables.skipped[1].signature, *b"HPET");
         assert!(tables.madt.is_some() && tables.fadt.is_some());
-        assert_eq!(
-            tables.s5,
-            Some(SleepTypes {
-                slp_typ_a: 5,
-                slp_typ_b: 5
-            })
-        );
+        assert_eq!(tables.s5, Some(SleepTypes { slp_typ_a: 5, slp_typ_b: 5 }));
     }
 
     #[test]
     fn root_table_choice_and_errors() {
         let mut machine = machine(&[AML_PACKAGE_OP, 0x04, 0x02, 0x00, 0x00]);
         // RSDT only (ACPI 1.0): no HPET in the RSDT.
-        let v1 = Rsdp {
-            revision: 0,
-            oem_id: *b"BOCHS ",
-            rsdt_address: 0x7FE_5000,
-            xsdt_address: None,
-        };
+        let v1 = Rsdp { revision: 0, oem_id: *b"BOCHS ", rsdt_address: 0x7FE_5000, xsdt_address: None };
         let tables = load(&machine.memory, &v1).unwrap();
         assert_eq!(tables.tables.len(), 3);
         // XSDT address 0 falls to the RSDT too.
-        let zero_xsdt = Rsdp {
-            xsdt_address: Some(0),
-            ..v1
-        };
+        let zero_xsdt = Rsdp { xsdt_address: Some(0), ..v1 };
         assert_eq!(load(&machine.memory, &zero_xsdt).unwrap().tables.len(), 3);
         // A corrupt XSDT falls back to the RSDT.
-        let xsdt = machine
-            .memory
-            .chunks
-            .iter_mut()
-            .find(|(a, _)| *a == 0x7FE_4000)
-            .unwrap();
+        let xsdt = machine.memory.chunks.iter_mut().find(|(a, _)| *a == 0x7FE_4000).unwrap();
         xsdt.1[40] ^= 1;
-        assert_eq!(
-            load(&machine.memory, &machine.rsdp).unwrap().tables.len(),
-            3
-        );
+        assert_eq!(load(&machine.memory, &machine.rsdp).unwrap().tables.len(), 3);
         // ...but with no RSDT the XSDT's error is reported.
-        let xsdt_only = Rsdp {
-            rsdt_address: 0,
-            ..machine.rsdp
-        };
-        assert_eq!(
-            load(&machine.memory, &xsdt_only),
-            Err(AcpiError::BadRootTableChecksum)
-        );
-        let nothing = Rsdp {
-            rsdt_address: 0,
-            xsdt_address: None,
-            ..v1
-        };
+        let xsdt_only = Rsdp { rsdt_address: 0, ..machine.rsdp };
+        assert_eq!(load(&machine.memory, &xsdt_only), Err(AcpiError::BadRootTableChecksum));
+        let nothing = Rsdp { rsdt_address: 0, xsdt_address: None, ..v1 };
         assert_eq!(load(&machine.memory, &nothing), Err(AcpiError::NoRootTable));
-        let unreadable = Rsdp {
-            rsdt_address: 0x10,
-            ..v1
-        };
-        assert_eq!(
-            load(&machine.memory, &unreadable),
-            Err(AcpiError::RootTableUnreadable(0x10))
-        );
-        let wrong = Rsdp {
-            rsdt_address: 0x7FE_2000,
-            ..v1
-        };
-        assert_eq!(
-            load(&machine.memory, &wrong),
-            Err(AcpiError::BadRootTableSignature(*b"APIC"))
-        );
+        let unreadable = Rsdp { rsdt_address: 0x10, ..v1 };
+        assert_eq!(load(&machine.memory, &unreadable), Err(AcpiError::RootTableUnreadable(0x10)));
+        let wrong = Rsdp { rsdt_address: 0x7FE_2000, ..v1 };
+        assert_eq!(load(&machine.memory, &wrong), Err(AcpiError::BadRootTableSignature(*b"APIC")));
     }
 
     #[test]
@@ -1312,14 +1070,7 @@ mod tests {
             // Sprinkle _S5_ patterns so the package decoder sees random tails.
             if bytes.len() > 8 {
                 let at = (xorshift(&mut state) as usize) % (bytes.len() - 6);
-                bytes[at..at + 6].copy_from_slice(&[
-                    AML_NAME_OP,
-                    b'_',
-                    b'S',
-                    b'5',
-                    b'_',
-                    AML_PACKAGE_OP,
-                ]);
+                bytes[at..at + 6].copy_from_slice(&[AML_NAME_OP, b'_', b'S', b'5', b'_', AML_PACKAGE_OP]);
                 let _ = find_s5(&bytes);
             }
         }
@@ -1350,12 +1101,7 @@ mod tests {
                 xsdt_body.extend_from_slice(&address.to_le_bytes());
             }
             memory.place(0x1000, table(b"XSDT", 1, &xsdt_body));
-            let rsdp = Rsdp {
-                revision: 2,
-                oem_id: [0; 6],
-                rsdt_address: 0,
-                xsdt_address: Some(0x1000),
-            };
+            let rsdp = Rsdp { revision: 2, oem_id: [0; 6], rsdt_address: 0, xsdt_address: Some(0x1000) };
             let tables = load(&memory, &rsdp).unwrap();
             assert!(tables.tables.len() + tables.skipped.len() >= 4);
         }

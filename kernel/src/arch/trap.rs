@@ -81,29 +81,80 @@ pub(crate) fn dispatch(frame: &mut TrapFrame) {
 }
 
 const EXCEPTION_NAMES: [&str; 32] = [
-    "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow", "#BR bound range",
-    "#UD invalid opcode", "#NM device not available", "#DF double fault", "coprocessor overrun",
-    "#TS invalid TSS", "#NP segment not present", "#SS stack fault", "#GP general protection",
-    "#PF page fault", "reserved (15)", "#MF x87 error", "#AC alignment check", "#MC machine check",
-    "#XM SIMD error", "#VE virtualization exception", "#CP control protection", "reserved (22)",
-    "reserved (23)", "reserved (24)", "reserved (25)", "reserved (26)", "reserved (27)",
-    "#HV hypervisor injection", "#VC VMM communication", "#SX security exception", "reserved (31)",
+    "#DE divide error",
+    "#DB debug",
+    "NMI",
+    "#BP breakpoint",
+    "#OF overflow",
+    "#BR bound range",
+    "#UD invalid opcode",
+    "#NM device not available",
+    "#DF double fault",
+    "coprocessor overrun",
+    "#TS invalid TSS",
+    "#NP segment not present",
+    "#SS stack fault",
+    "#GP general protection",
+    "#PF page fault",
+    "reserved (15)",
+    "#MF x87 error",
+    "#AC alignment check",
+    "#MC machine check",
+    "#XM SIMD error",
+    "#VE virtualization exception",
+    "#CP control protection",
+    "reserved (22)",
+    "reserved (23)",
+    "reserved (24)",
+    "reserved (25)",
+    "reserved (26)",
+    "reserved (27)",
+    "#HV hypervisor injection",
+    "#VC VMM communication",
+    "#SX security exception",
+    "reserved (31)",
 ];
 
 fn exception(frame: &TrapFrame) -> ! {
     let mut out = EmergencyWriter::new();
     let cpu = crate::cpu::percpu::current_index();
     let name = EXCEPTION_NAMES.get(frame.vector as usize).copied().unwrap_or("?");
-    let _ = writeln!(out, "\n*** HYPERVISOR EXCEPTION on CPU {cpu}: vector {} {name}, error code {:#x}", frame.vector, frame.error_code);
+    let _ = writeln!(
+        out,
+        "\n*** HYPERVISOR EXCEPTION on CPU {cpu}: vector {} {name}, error code {:#x}",
+        frame.vector, frame.error_code
+    );
     if frame.vector == 14 {
         let _ = writeln!(out, "*** faulting address (CR2) {:#018x}", instructions::read_cr2());
     }
-    let _ = writeln!(out, "RIP {:#018x}  CS {:#06x}  RFLAGS {:#010x}  RSP {:#018x}  SS {:#06x}", frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss);
-    let _ = writeln!(out, "RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}", frame.rax, frame.rbx, frame.rcx, frame.rdx);
-    let _ = writeln!(out, "RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}", frame.rsi, frame.rdi, frame.rbp, frame.r8);
-    let _ = writeln!(out, "R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}", frame.r9, frame.r10, frame.r11, frame.r12);
+    let _ = writeln!(
+        out,
+        "RIP {:#018x}  CS {:#06x}  RFLAGS {:#010x}  RSP {:#018x}  SS {:#06x}",
+        frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss
+    );
+    let _ = writeln!(
+        out,
+        "RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}",
+        frame.rax, frame.rbx, frame.rcx, frame.rdx
+    );
+    let _ = writeln!(
+        out,
+        "RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}",
+        frame.rsi, frame.rdi, frame.rbp, frame.r8
+    );
+    let _ = writeln!(
+        out,
+        "R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}",
+        frame.r9, frame.r10, frame.r11, frame.r12
+    );
     let _ = writeln!(out, "R13 {:#018x}  R14 {:#018x}  R15 {:#018x}", frame.r13, frame.r14, frame.r15);
-    let _ = writeln!(out, "CR0 {:#018x}  CR3 {:#018x}  CR4 {:#018x}", instructions::read_cr0(), instructions::read_cr3(), instructions::read_cr4());
+    let _ = writeln!(
+        out,
+        "CR0 {:#018x}  CR3 {:#018x}  CR4 {:#018x}",
+        instructions::read_cr0(),
+        instructions::read_cr3(),
+        instructions::read_cr4()
+    );
     let _ = writeln!(out, "backtrace:");
     let stack = crate::cpu::percpu::current_stack_bounds();
     write_backtrace(&mut out, frame.rip, frame.rbp, stack);
@@ -120,7 +171,7 @@ pub fn write_backtrace(out: &mut dyn Write, rip: u64, mut rbp: u64, stack: (u64,
     write_frame(out, 0, rip);
     let (bottom, top) = stack;
     for depth in 1..64 {
-        if rbp % 8 != 0 || rbp < bottom || rbp.saturating_add(16) > top {
+        if !rbp.is_multiple_of(8) || rbp < bottom || rbp.saturating_add(16) > top {
             break;
         }
         // SAFETY: rbp..rbp+16 lies inside this CPU's mapped kernel stack (checked above).

@@ -99,10 +99,8 @@ pub fn parse(cmdline: &str) -> (BootOptions, Vec<CmdlineWarning>) {
             Some((key, value)) => (key, Some(value)),
             None => (token, None),
         };
-        let bad_value = |option: &'static str, value: &str| CmdlineWarning::BadValue {
-            option,
-            value: value.to_string(),
-        };
+        let bad_value =
+            |option: &'static str, value: &str| CmdlineWarning::BadValue { option, value: value.to_string() };
         match (key, value) {
             ("console", Some(value)) => match parse_console(value) {
                 Some(console) => options.console = console,
@@ -120,9 +118,7 @@ pub fn parse(cmdline: &str) -> (BootOptions, Vec<CmdlineWarning>) {
                 None => warnings.push(bad_value("loglvl", value)),
             },
             ("maxcpus", Some(value)) => match value.parse::<u32>() {
-                Ok(count) if (1..=MAX_CPUS_LIMIT).contains(&count) => {
-                    options.max_cpus = Some(count)
-                }
+                Ok(count) if (1..=MAX_CPUS_LIMIT).contains(&count) => options.max_cpus = Some(count),
                 _ => warnings.push(bad_value("maxcpus", value)),
             },
             ("verbose", None) => options.verbose = true,
@@ -151,10 +147,7 @@ fn parse_console(value: &str) -> Option<ConsoleSelection> {
         ("vga", ConsoleSelection::Vga),
         ("both", ConsoleSelection::Both),
     ];
-    NAMES
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(value))
-        .map(|&(_, console)| console)
+    NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(value)).map(|&(_, console)| console)
 }
 
 /// `BAUD` or Xen's `BAUD,8n1` (the only data format the UART driver programs).
@@ -201,8 +194,7 @@ mod tests {
 
     #[test]
     fn grub_line_with_kernel_path() {
-        let (options, warnings) =
-            parse("/boot/basalt.elf console=com1 com1=9600,8n1 loglvl=WARNING maxcpus=4");
+        let (options, warnings) = parse("/boot/basalt.elf console=com1 com1=9600,8n1 loglvl=WARNING maxcpus=4");
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(
             options,
@@ -219,10 +211,7 @@ mod tests {
     #[test]
     fn path_only_ignored_as_first_token() {
         let (_, warnings) = parse("console=vga /boot/x");
-        assert_eq!(
-            warnings,
-            [CmdlineWarning::UnknownOption("/boot/x".to_string())]
-        );
+        assert_eq!(warnings, [CmdlineWarning::UnknownOption("/boot/x".to_string())]);
     }
 
     #[test]

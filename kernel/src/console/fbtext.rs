@@ -39,15 +39,8 @@ pub const DEFAULT_BACKGROUND: (u8, u8, u8) = (0, 0, 0);
 
 /// The 16 row bitmaps of the cell for `c` as drawn (bit 0 = leftmost pixel).
 pub fn glyph_cell(c: char) -> [u8; CELL_HEIGHT] {
-    let printable = if (' '..='~').contains(&c) {
-        c
-    } else {
-        REPLACEMENT_CHARACTER
-    };
-    let glyph = font8x8::legacy::BASIC_LEGACY
-        .get(printable as usize)
-        .copied()
-        .unwrap_or([0; 8]);
+    let printable = if (' '..='~').contains(&c) { c } else { REPLACEMENT_CHARACTER };
+    let glyph = font8x8::legacy::BASIC_LEGACY.get(printable as usize).copied().unwrap_or([0; 8]);
     let mut cell = [0u8; CELL_HEIGHT];
     for (pixel_row, bits) in cell.iter_mut().enumerate() {
         *bits = glyph.get(pixel_row / 2).copied().unwrap_or(0);
@@ -92,11 +85,9 @@ impl PixelFormat {
             return Err(FbError::UnsupportedBytesPerPixel(self.bytes_per_pixel));
         }
         let pixel_bits = u32::from(self.bytes_per_pixel) * 8;
-        for (shift, bits) in [
-            (self.red_shift, self.red_bits),
-            (self.green_shift, self.green_bits),
-            (self.blue_shift, self.blue_bits),
-        ] {
+        for (shift, bits) in
+            [(self.red_shift, self.red_bits), (self.green_shift, self.green_bits), (self.blue_shift, self.blue_bits)]
+        {
             if bits > 8 || u32::from(shift) + u32::from(bits) > pixel_bits {
                 return Err(FbError::BadChannelLayout);
             }
@@ -110,9 +101,7 @@ fn pack_channel(value: u8, shift: u8, bits: u8) -> u32 {
     if bits == 0 || bits > 8 {
         return 0;
     }
-    (u32::from(value) >> (8 - bits))
-        .checked_shl(u32::from(shift))
-        .unwrap_or(0)
+    (u32::from(value) >> (8 - bits)).checked_shl(u32::from(shift)).unwrap_or(0)
 }
 
 /// Why a framebuffer cannot carry a text console.
@@ -136,15 +125,10 @@ impl fmt::Display for FbError {
             FbError::ZeroSize => formatter.write_str("framebuffer width or height is zero"),
             FbError::PitchTooSmall => formatter.write_str("framebuffer pitch is too small"),
             FbError::UnsupportedBytesPerPixel(bytes) => {
-                write!(
-                    formatter,
-                    "unsupported framebuffer depth: {bytes} bytes per pixel"
-                )
+                write!(formatter, "unsupported framebuffer depth: {bytes} bytes per pixel")
             }
             FbError::BadChannelLayout => formatter.write_str("bad framebuffer colour layout"),
-            FbError::TooSmallForOneCell => {
-                formatter.write_str("framebuffer too small for one text cell")
-            }
+            FbError::TooSmallForOneCell => formatter.write_str("framebuffer too small for one text cell"),
         }
     }
 }
@@ -177,9 +161,7 @@ impl TextConsole {
             return Err(FbError::ZeroSize);
         }
         format.validate()?;
-        let line_bytes = width_px
-            .checked_mul(usize::from(format.bytes_per_pixel))
-            .ok_or(FbError::PitchTooSmall)?;
+        let line_bytes = width_px.checked_mul(usize::from(format.bytes_per_pixel)).ok_or(FbError::PitchTooSmall)?;
         if pitch_bytes < line_bytes {
             return Err(FbError::PitchTooSmall);
         }
@@ -280,13 +262,7 @@ impl TextConsole {
         }
         let last_row_top = (self.rows - 1) * CELL_HEIGHT;
         for pixel_row in last_row_top..last_row_top + CELL_HEIGHT {
-            self.fill_pixels(
-                fb,
-                pixel_row,
-                0,
-                self.columns * CELL_WIDTH,
-                self.background_pixel,
-            );
+            self.fill_pixels(fb, pixel_row, 0, self.columns * CELL_WIDTH, self.background_pixel);
         }
     }
 
@@ -295,11 +271,7 @@ impl TextConsole {
         for (cell_row, bits) in cell.iter().enumerate() {
             let pixel_row = row * CELL_HEIGHT + cell_row;
             for cell_column in 0..CELL_WIDTH {
-                let pixel = if bits & (1 << cell_column) != 0 {
-                    self.foreground_pixel
-                } else {
-                    self.background_pixel
-                };
+                let pixel = if bits & (1 << cell_column) != 0 { self.foreground_pixel } else { self.background_pixel };
                 self.put_pixel(fb, pixel_row, column * CELL_WIDTH + cell_column, pixel);
             }
         }
@@ -323,10 +295,8 @@ impl TextConsole {
         let Some(end) = offset.checked_add(bytes_per_pixel) else {
             return;
         };
-        if let (Some(destination), Some(source)) = (
-            fb.get_mut(offset..end),
-            pixel.to_le_bytes().get(..bytes_per_pixel),
-        ) {
+        if let (Some(destination), Some(source)) = (fb.get_mut(offset..end), pixel.to_le_bytes().get(..bytes_per_pixel))
+        {
             destination.copy_from_slice(source);
         }
     }
@@ -360,13 +330,7 @@ mod tests {
 
     /// Reads the framebuffer back as text: a cell whose foreground bits match a glyph is
     /// that character; a blank cell is ' '; anything else is '#'.
-    fn decode(
-        console: &TextConsole,
-        fb: &[u8],
-        pitch: usize,
-        format: PixelFormat,
-        fg: u32,
-    ) -> Vec<String> {
+    fn decode(console: &TextConsole, fb: &[u8], pitch: usize, format: PixelFormat, fg: u32) -> Vec<String> {
         let bytes_per_pixel = usize::from(format.bytes_per_pixel);
         let mut lines = Vec::new();
         for row in 0..console.rows() {
@@ -375,11 +339,9 @@ mod tests {
                 let mut cell = [0u8; CELL_HEIGHT];
                 for (y, bits) in cell.iter_mut().enumerate() {
                     for x in 0..CELL_WIDTH {
-                        let offset = (row * CELL_HEIGHT + y) * pitch
-                            + (column * CELL_WIDTH + x) * bytes_per_pixel;
+                        let offset = (row * CELL_HEIGHT + y) * pitch + (column * CELL_WIDTH + x) * bytes_per_pixel;
                         let mut value = [0u8; 4];
-                        value[..bytes_per_pixel]
-                            .copy_from_slice(&fb[offset..offset + bytes_per_pixel]);
+                        value[..bytes_per_pixel].copy_from_slice(&fb[offset..offset + bytes_per_pixel]);
                         if u32::from_le_bytes(value) == fg {
                             *bits |= 1 << x;
                         }
@@ -393,12 +355,7 @@ mod tests {
         lines
     }
 
-    fn setup(
-        columns: usize,
-        rows: usize,
-        format: PixelFormat,
-        pitch_padding: usize,
-    ) -> (TextConsole, Vec<u8>, usize) {
+    fn setup(columns: usize, rows: usize, format: PixelFormat, pitch_padding: usize) -> (TextConsole, Vec<u8>, usize) {
         let width = columns * CELL_WIDTH;
         let height = rows * CELL_HEIGHT;
         let pitch = width * usize::from(format.bytes_per_pixel) + pitch_padding;
@@ -424,38 +381,17 @@ mod tests {
     #[test]
     fn rejects_bad_geometry() {
         let format = PixelFormat::XRGB8888;
-        assert_eq!(
-            TextConsole::new(0, 16, 0, format).unwrap_err(),
-            FbError::ZeroSize
-        );
-        assert_eq!(
-            TextConsole::new(8, 16, 31, format).unwrap_err(),
-            FbError::PitchTooSmall
-        );
-        assert_eq!(
-            TextConsole::new(7, 16, 28, format).unwrap_err(),
-            FbError::TooSmallForOneCell
-        );
-        assert_eq!(
-            TextConsole::new(8, 15, 32, format).unwrap_err(),
-            FbError::TooSmallForOneCell
-        );
+        assert_eq!(TextConsole::new(0, 16, 0, format).unwrap_err(), FbError::ZeroSize);
+        assert_eq!(TextConsole::new(8, 16, 31, format).unwrap_err(), FbError::PitchTooSmall);
+        assert_eq!(TextConsole::new(7, 16, 28, format).unwrap_err(), FbError::TooSmallForOneCell);
+        assert_eq!(TextConsole::new(8, 15, 32, format).unwrap_err(), FbError::TooSmallForOneCell);
         let mut one_byte = format;
         one_byte.bytes_per_pixel = 1;
-        assert_eq!(
-            TextConsole::new(8, 16, 32, one_byte).unwrap_err(),
-            FbError::UnsupportedBytesPerPixel(1)
-        );
+        assert_eq!(TextConsole::new(8, 16, 32, one_byte).unwrap_err(), FbError::UnsupportedBytesPerPixel(1));
         let mut wide = format;
         wide.red_shift = 30;
-        assert_eq!(
-            TextConsole::new(8, 16, 32, wide).unwrap_err(),
-            FbError::BadChannelLayout
-        );
-        assert_eq!(
-            TextConsole::new(usize::MAX, 16, usize::MAX, format).unwrap_err(),
-            FbError::PitchTooSmall
-        );
+        assert_eq!(TextConsole::new(8, 16, 32, wide).unwrap_err(), FbError::BadChannelLayout);
+        assert_eq!(TextConsole::new(usize::MAX, 16, usize::MAX, format).unwrap_err(), FbError::PitchTooSmall);
         let console = TextConsole::new(1024, 768, 4096, format).unwrap();
         assert_eq!((console.columns(), console.rows()), (128, 48));
     }
@@ -474,10 +410,7 @@ mod tests {
             let (mut console, mut fb, pitch) = setup(20, 4, format, 12);
             console.write_str(&mut fb, "Hello, world!\nab\rX\tY\n\u{1F600}é");
             let fg = format.pack(DEFAULT_FOREGROUND);
-            assert_eq!(
-                decode(&console, &fb, pitch, format, fg),
-                ["Hello, world!", "Xb      Y", "??", ""]
-            );
+            assert_eq!(decode(&console, &fb, pitch, format, fg), ["Hello, world!", "Xb      Y", "??", ""]);
             // Padding bytes at the end of each line are never touched by drawing text.
             assert_eq!(fb[pitch - 1], 0x55);
         }
@@ -490,16 +423,10 @@ mod tests {
         console.write_str(&mut fb, "abcdefgh\n12345\nxyz\nlast");
         let fg = format.pack(DEFAULT_FOREGROUND);
         // "abcde" "fgh" "12345" "xyz" "last": the first two lines scrolled away.
-        assert_eq!(
-            decode(&console, &fb, pitch, format, fg),
-            ["12345", "xyz", "last"]
-        );
+        assert_eq!(decode(&console, &fb, pitch, format, fg), ["12345", "xyz", "last"]);
         assert_eq!(console.cursor(), (4, 2));
         console.write_str(&mut fb, "\t");
-        assert_eq!(
-            decode(&console, &fb, pitch, format, fg),
-            ["xyz", "last", ""]
-        );
+        assert_eq!(decode(&console, &fb, pitch, format, fg), ["xyz", "last", ""]);
     }
 
     #[test]
@@ -523,10 +450,7 @@ mod tests {
             let mut console = console.clone();
             let mut fb = vec![0u8; length];
             console.clear(&mut fb);
-            console.write_str(
-                &mut fb,
-                "some text\nthat scrolls\n\n\n\n\n\nmany times\t\tx",
-            );
+            console.write_str(&mut fb, "some text\nthat scrolls\n\n\n\n\n\nmany times\t\tx");
             assert_eq!(fb.len(), length);
         }
     }

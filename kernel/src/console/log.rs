@@ -57,5 +57,5 @@ pub fn log(level: Level, args: core::fmt::Arguments<'_>) {
 
 /// Visits the log ring's records, oldest first.
 pub fn dmesg(mut visit: impl FnMut(LogRecord<'_>)) {
-    without_interrupts(|| RING.lock().for_each(|record| visit(record)));
+    without_interrupts(|| RING.lock().for_each(&mut visit));
 }

@@ -51,13 +51,7 @@ pub enum Level {
 
 impl Level {
     /// All levels, most severe first.
-    pub const ALL: [Level; 5] = [
-        Level::Error,
-        Level::Warn,
-        Level::Info,
-        Level::Debug,
-        Level::Trace,
-    ];
+    pub const ALL: [Level; 5] = [Level::Error, Level::Warn, Level::Info, Level::Debug, Level::Trace];
 
     /// The lower-case name used on the command line and in the log ("error" .. "trace").
     pub fn as_str(self) -> &'static str {
@@ -83,10 +77,7 @@ impl Level {
             ("trace", Level::Trace),
             ("all", Level::Trace),
         ];
-        ALIASES
-            .iter()
-            .find(|(alias, _)| alias.eq_ignore_ascii_case(name))
-            .map(|&(_, level)| level)
+        ALIASES.iter().find(|(alias, _)| alias.eq_ignore_ascii_case(name)).map(|&(_, level)| level)
     }
 
     fn to_byte(self) -> u8 {
@@ -94,10 +85,7 @@ impl Level {
     }
 
     fn from_byte(byte: u8) -> Level {
-        Level::ALL
-            .get(usize::from(byte))
-            .copied()
-            .unwrap_or(Level::Trace)
+        Level::ALL.get(usize::from(byte)).copied().unwrap_or(Level::Trace)
     }
 }
 
@@ -142,15 +130,7 @@ impl<const BYTES: usize> Default for LogRing<BYTES> {
 impl<const BYTES: usize> LogRing<BYTES> {
     /// An empty ring; `const` so it can initialise a `static`.
     pub const fn new() -> Self {
-        LogRing {
-            buffer: [0; BYTES],
-            head: 0,
-            tail: 0,
-            records: 0,
-            first_seq: 0,
-            next_seq: 0,
-            overwritten: 0,
-        }
+        LogRing { buffer: [0; BYTES], head: 0, tail: 0, records: 0, first_seq: 0, next_seq: 0, overwritten: 0 }
     }
 
     /// Appends a record and returns its sequence number. Text longer than
@@ -244,9 +224,7 @@ impl<const BYTES: usize> LogRing<BYTES> {
 
     /// Maps an offset that points at a wrap marker or at a tail too short for a header to 0.
     fn normalize(&self, offset: usize) -> usize {
-        if offset + RECORD_HEADER_BYTES > BYTES
-            || self.buffer.get(offset) == Some(&RECORD_KIND_WRAP)
-        {
+        if offset + RECORD_HEADER_BYTES > BYTES || self.buffer.get(offset) == Some(&RECORD_KIND_WRAP) {
             0
         } else {
             offset
@@ -272,12 +250,7 @@ impl<const BYTES: usize> LogRing<BYTES> {
             .get(text_start..text_start + self.text_len_at(offset))
             .and_then(|bytes| core::str::from_utf8(bytes).ok())
             .unwrap_or("");
-        LogRecord {
-            seq,
-            timestamp_ns: u64::from_le_bytes(timestamp),
-            level,
-            text,
-        }
+        LogRecord { seq, timestamp_ns: u64::from_le_bytes(timestamp), level, text }
     }
 
     /// Calls `f` for every live record, oldest first.
@@ -375,14 +348,7 @@ mod tests {
 
     fn collect<const N: usize>(ring: &LogRing<N>) -> Vec<(u64, u64, Level, String)> {
         let mut out = Vec::new();
-        ring.for_each(|record| {
-            out.push((
-                record.seq,
-                record.timestamp_ns,
-                record.level,
-                record.text.to_string(),
-            ))
-        });
+        ring.for_each(|record| out.push((record.seq, record.timestamp_ns, record.level, record.text.to_string())));
         out
     }
 
@@ -467,9 +433,7 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let length = (state % 700) as usize;
-            let text: String = (0..length)
-                .map(|i| char::from(b'a' + ((i as u64 + index) % 26) as u8))
-                .collect();
+            let text: String = (0..length).map(|i| char::from(b'a' + ((i as u64 + index) % 26) as u8)).collect();
             ring.push(index, Level::ALL[(state % 5) as usize], &text);
             let records = collect(&ring);
             let last = records.last().unwrap();
@@ -482,11 +446,7 @@ mod tests {
     #[test]
     fn record_larger_than_tiny_ring() {
         let mut ring = LogRing::<40>::new();
-        ring.push(
-            1,
-            Level::Info,
-            "this text is much longer than the ring can hold",
-        );
+        ring.push(1, Level::Info, "this text is much longer than the ring can hold");
         assert_eq!(collect(&ring)[0].3, "this text is much longer");
         ring.push(2, Level::Info, "x");
         assert_eq!(collect(&ring).len(), 1);
@@ -509,14 +469,8 @@ mod tests {
     #[test]
     fn timestamps_format_like_dmesg() {
         assert_eq!(format!("{}", format_timestamp(0)), "[    0.000000]");
-        assert_eq!(
-            format!("{}", format_timestamp(12_345_678_901)),
-            "[   12.345678]"
-        );
-        assert_eq!(
-            format!("{}", format_timestamp(123_456_000_000_000)),
-            "[123456.000000]"
-        );
+        assert_eq!(format!("{}", format_timestamp(12_345_678_901)), "[   12.345678]");
+        assert_eq!(format!("{}", format_timestamp(123_456_000_000_000)), "[123456.000000]");
         assert!(format!("{}", format_timestamp(u64::MAX)).starts_with("[18446744073."));
     }
 }

@@ -150,7 +150,12 @@ fn offset(symbol: &u8) -> u64 {
 /// Starts each CPU in `apic_ids` (the bootstrap CPU excluded) with `entry`, using the
 /// 4 KiB page at `trampoline_page` (< 1 MiB, page aligned). At most `max_cpus` CPUs
 /// run in total.
-pub fn start_application_processors(apic_ids: &[u32], trampoline_page: u64, entry: ApMain, max_cpus: usize) -> SmpReport {
+pub fn start_application_processors(
+    apic_ids: &[u32],
+    trampoline_page: u64,
+    entry: ApMain,
+    max_cpus: usize,
+) -> SmpReport {
     let mut report = SmpReport::default();
     // SAFETY: linker symbols; only their addresses are used, and the `.equ` offsets are
     // absolute symbols whose "address" is the offset value.
@@ -191,7 +196,8 @@ pub fn start_application_processors(apic_ids: &[u32], trampoline_page: u64, entr
             report.skipped += 1;
             continue;
         }
-        let stack_memory: &'static mut [u8] = alloc::boxed::Box::leak(alloc::vec![0u8; AP_STACK_SIZE].into_boxed_slice());
+        let stack_memory: &'static mut [u8] =
+            alloc::boxed::Box::leak(alloc::vec![0u8; AP_STACK_SIZE].into_boxed_slice());
         let bottom = stack_memory.as_ptr() as u64;
         let top = (bottom + AP_STACK_SIZE as u64) & !0xf;
         if percpu::prepare(next_index, apic_id, (bottom, top)).is_none() {

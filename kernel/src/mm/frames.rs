@@ -44,10 +44,7 @@ impl PhysRange {
 
     /// A range from its start and length (saturating at the top of the address space).
     pub const fn from_start_length(start: u64, length: u64) -> PhysRange {
-        PhysRange {
-            start,
-            end: start.saturating_add(length),
-        }
+        PhysRange { start, end: start.saturating_add(length) }
     }
 
     /// Bytes in the range (0 if `end <= start`).
@@ -73,10 +70,7 @@ impl PhysRange {
             Some(start) => start,
             None => u64::MAX - (FRAME_SIZE - 1),
         };
-        PhysRange {
-            start,
-            end: self.end - self.end % FRAME_SIZE,
-        }
+        PhysRange { start, end: self.end - self.end % FRAME_SIZE }
     }
 
     /// The frames touching the range (start rounded down, end rounded up; an end past the
@@ -86,10 +80,7 @@ impl PhysRange {
             Some(end) => end,
             None => u64::MAX,
         };
-        PhysRange {
-            start: self.start - self.start % FRAME_SIZE,
-            end,
-        }
+        PhysRange { start: self.start - self.start % FRAME_SIZE, end }
     }
 
     /// Number of whole frames in an aligned range.
@@ -122,10 +113,7 @@ impl fmt::Display for FrameError {
                 write!(formatter, "frame {address:#x} is not aligned")
             }
             FrameError::NotManaged(address) => {
-                write!(
-                    formatter,
-                    "frame {address:#x} is not managed by the allocator"
-                )
+                write!(formatter, "frame {address:#x} is not managed by the allocator")
             }
             FrameError::DoubleFree(address) => {
                 write!(formatter, "frame {address:#x} is already free")
@@ -170,9 +158,7 @@ impl Region {
     }
 
     fn is_free(&self, index: u64) -> bool {
-        self.free_bitmap
-            .get((index / 64) as usize)
-            .is_some_and(|word| word & (1 << (index % 64)) != 0)
+        self.free_bitmap.get((index / 64) as usize).is_some_and(|word| word & (1 << (index % 64)) != 0)
     }
 
     fn mark_used(&mut self, index: u64) {
@@ -238,16 +224,9 @@ impl FrameAllocator {
     /// Both lists may be unsorted and overlapping.
     pub fn new(usable: &[PhysRange], reserved: &[PhysRange]) -> FrameAllocator {
         let usable = merge_ranges(usable.iter().map(PhysRange::align_inward));
-        let reserved = merge_ranges(
-            reserved
-                .iter()
-                .map(PhysRange::align_outward)
-                .chain([PhysRange::new(0, FRAME_SIZE)]),
-        );
-        let regions = subtract_ranges(&usable, &reserved)
-            .into_iter()
-            .map(Region::new)
-            .collect();
+        let reserved =
+            merge_ranges(reserved.iter().map(PhysRange::align_outward).chain([PhysRange::new(0, FRAME_SIZE)]));
+        let regions = subtract_ranges(&usable, &reserved).into_iter().map(Region::new).collect();
         FrameAllocator { regions }
     }
 
@@ -288,10 +267,8 @@ impl FrameAllocator {
             return Err(FrameError::NotAligned(addr));
         }
         let frame = addr / FRAME_SIZE;
-        let region = self
-            .region_of(frame)
-            .and_then(|index| self.regions.get_mut(index))
-            .ok_or(FrameError::NotManaged(addr))?;
+        let region =
+            self.region_of(frame).and_then(|index| self.regions.get_mut(index)).ok_or(FrameError::NotManaged(addr))?;
         let index = frame - region.first_frame;
         if region.is_free(index) {
             return Err(FrameError::DoubleFree(addr));
@@ -322,19 +299,14 @@ impl FrameAllocator {
 
     /// The managed ranges, by address.
     pub fn regions(&self) -> impl Iterator<Item = PhysRange> + '_ {
-        self.regions.iter().map(|region| {
-            PhysRange::new(
-                region.first_frame * FRAME_SIZE,
-                region.end_frame() * FRAME_SIZE,
-            )
-        })
+        self.regions
+            .iter()
+            .map(|region| PhysRange::new(region.first_frame * FRAME_SIZE, region.end_frame() * FRAME_SIZE))
     }
 
     /// Index of the region holding frame number `frame`.
     fn region_of(&self, frame: u64) -> Option<usize> {
-        let after = self
-            .regions
-            .partition_point(|region| region.first_frame <= frame);
+        let after = self.regions.partition_point(|region| region.first_frame <= frame);
         let index = after.checked_sub(1)?;
         (frame < self.regions.get(index)?.end_frame()).then_some(index)
     }
@@ -360,20 +332,12 @@ impl FrameAllocator {
 
     /// Finds (region index, first frame number) of a free aligned run at or above
     /// `from_frame`.
-    fn find_contiguous(
-        &self,
-        frames: u64,
-        align_frames: u64,
-        from_frame: u64,
-    ) -> Option<(usize, u64)> {
+    fn find_contiguous(&self, frames: u64, align_frames: u64, from_frame: u64) -> Option<(usize, u64)> {
         for (region_index, region) in self.regions.iter().enumerate() {
             if region.free_frames < frames || region.end_frame() <= from_frame {
                 continue;
             }
-            let mut candidate = region
-                .first_frame
-                .max(from_frame)
-                .checked_next_multiple_of(align_frames)?;
+            let mut candidate = region.first_frame.max(from_frame).checked_next_multiple_of(align_frames)?;
             'candidates: loop {
                 let end = candidate.checked_add(frames)?;
                 if end > region.end_frame() {
@@ -415,10 +379,7 @@ fn subtract_ranges(usable: &[PhysRange], reserved: &[PhysRange]) -> Vec<PhysRang
         let mut start = range.start;
         while start < range.end {
             // Skip reservations that end before this piece.
-            while reserved
-                .get(reserved_index)
-                .is_some_and(|reservation| reservation.end <= start)
-            {
+            while reserved.get(reserved_index).is_some_and(|reservation| reservation.end <= start) {
                 reserved_index += 1;
             }
             match reserved.get(reserved_index) {
@@ -446,10 +407,7 @@ mod tests {
     const GIB: u64 = 1 << 30;
 
     fn ranges(allocator: &FrameAllocator) -> Vec<(u64, u64)> {
-        allocator
-            .regions()
-            .map(|range| (range.start, range.end))
-            .collect()
+        allocator.regions().map(|range| (range.start, range.end)).collect()
     }
 
     #[test]
@@ -462,13 +420,8 @@ mod tests {
         assert!(range.contains(0x1001) && !range.contains(0x5fff));
         assert!(range.overlaps(&PhysRange::new(0x5000, 0x7000)));
         assert!(!range.overlaps(&PhysRange::new(0x5fff, 0x7000)));
-        assert_eq!(
-            PhysRange::new(u64::MAX - 5, u64::MAX).align_outward().end,
-            u64::MAX
-        );
-        assert!(PhysRange::new(u64::MAX - 5, u64::MAX)
-            .align_inward()
-            .is_empty());
+        assert_eq!(PhysRange::new(u64::MAX - 5, u64::MAX).align_outward().end, u64::MAX);
+        assert!(PhysRange::new(u64::MAX - 5, u64::MAX).align_inward().is_empty());
         assert_eq!(PhysRange::from_start_length(u64::MAX, 10).end, u64::MAX);
     }
 
@@ -498,20 +451,14 @@ mod tests {
                 (0x40_2000, 0x45_0000),
             ]
         );
-        let expected: u64 = ranges(&allocator)
-            .iter()
-            .map(|(start, end)| (end - start) / FRAME_SIZE)
-            .sum();
+        let expected: u64 = ranges(&allocator).iter().map(|(start, end)| (end - start) / FRAME_SIZE).sum();
         assert_eq!(allocator.total_frames(), expected);
         assert_eq!(allocator.free_frames(), expected);
     }
 
     #[test]
     fn allocate_prefers_high_memory_and_never_returns_zero() {
-        let mut allocator = FrameAllocator::new(
-            &[PhysRange::new(0, 0x3000), PhysRange::new(MIB, MIB + 0x2000)],
-            &[],
-        );
+        let mut allocator = FrameAllocator::new(&[PhysRange::new(0, 0x3000), PhysRange::new(MIB, MIB + 0x2000)], &[]);
         assert_eq!(allocator.allocate(), Some(MIB));
         assert_eq!(allocator.allocate(), Some(MIB + 0x1000));
         // Only low memory is left: it is used, but frame 0 never is.
@@ -525,21 +472,10 @@ mod tests {
 
     #[test]
     fn allocate_below_uses_low_memory() {
-        let mut allocator = FrameAllocator::new(
-            &[PhysRange::new(0, 0xA_0000), PhysRange::new(MIB, 2 * MIB)],
-            &[],
-        );
+        let mut allocator = FrameAllocator::new(&[PhysRange::new(0, 0xA_0000), PhysRange::new(MIB, 2 * MIB)], &[]);
         assert_eq!(allocator.allocate_below(MIB), Some(0x1000));
-        assert_eq!(
-            allocator.allocate_below(0x2000),
-            None,
-            "0x1000 taken, 0 never"
-        );
-        assert_eq!(
-            allocator.allocate_below(0x2fff),
-            None,
-            "frame must end below the limit"
-        );
+        assert_eq!(allocator.allocate_below(0x2000), None, "0x1000 taken, 0 never");
+        assert_eq!(allocator.allocate_below(0x2fff), None, "frame must end below the limit");
         assert_eq!(allocator.allocate_below(0x3000), Some(0x2000));
         assert_eq!(allocator.allocate(), Some(MIB));
     }
@@ -548,36 +484,24 @@ mod tests {
     fn free_errors() {
         let mut allocator = FrameAllocator::new(&[PhysRange::new(MIB, MIB + 0x4000)], &[]);
         let frame = allocator.allocate().unwrap();
-        assert_eq!(
-            allocator.free(frame + 1),
-            Err(FrameError::NotAligned(frame + 1))
-        );
+        assert_eq!(allocator.free(frame + 1), Err(FrameError::NotAligned(frame + 1)));
         assert_eq!(allocator.free(0), Err(FrameError::NotManaged(0)));
-        assert_eq!(
-            allocator.free(2 * MIB),
-            Err(FrameError::NotManaged(2 * MIB))
-        );
+        assert_eq!(allocator.free(2 * MIB), Err(FrameError::NotManaged(2 * MIB)));
         assert_eq!(allocator.free(frame), Ok(()));
         assert_eq!(allocator.free(frame), Err(FrameError::DoubleFree(frame)));
-        assert_eq!(
-            allocator.free(MIB + 0x3000),
-            Err(FrameError::DoubleFree(MIB + 0x3000))
-        );
+        assert_eq!(allocator.free(MIB + 0x3000), Err(FrameError::DoubleFree(MIB + 0x3000)));
         assert_eq!(allocator.free_frames(), 4);
     }
 
     #[test]
     fn exhaustion_and_full_reuse() {
-        let mut allocator =
-            FrameAllocator::new(&[PhysRange::new(MIB, MIB + 200 * FRAME_SIZE)], &[]);
+        let mut allocator = FrameAllocator::new(&[PhysRange::new(MIB, MIB + 200 * FRAME_SIZE)], &[]);
         let mut frames = Vec::new();
         while let Some(frame) = allocator.allocate() {
             frames.push(frame);
         }
         assert_eq!(frames.len(), 200);
-        assert!(frames
-            .windows(2)
-            .all(|pair| pair[1] == pair[0] + FRAME_SIZE));
+        assert!(frames.windows(2).all(|pair| pair[1] == pair[0] + FRAME_SIZE));
         for &frame in frames.iter().rev().step_by(3) {
             allocator.free(frame).unwrap();
         }
@@ -592,16 +516,11 @@ mod tests {
 
     #[test]
     fn contiguous_with_alignment() {
-        let mut allocator =
-            FrameAllocator::new(&[PhysRange::new(MIB + 0x1000, 8 * MIB - 0x1000)], &[]);
+        let mut allocator = FrameAllocator::new(&[PhysRange::new(MIB + 0x1000, 8 * MIB - 0x1000)], &[]);
         // 2 MiB aligned, 512 frames: the first candidate is 2 MiB.
         assert_eq!(allocator.allocate_contiguous(512, 512), Some(2 * MIB));
         assert_eq!(allocator.allocate_contiguous(512, 512), Some(4 * MIB));
-        assert_eq!(
-            allocator.allocate_contiguous(512, 512),
-            None,
-            "6..8 MiB has only 511 frames"
-        );
+        assert_eq!(allocator.allocate_contiguous(512, 512), None, "6..8 MiB has only 511 frames");
         assert_eq!(allocator.allocate_contiguous(3, 0), Some(MIB + 0x1000));
         assert_eq!(allocator.allocate_contiguous(0, 1), None);
         // A hole in the middle: allocate a run, free a frame inside it, ask again.
@@ -615,10 +534,8 @@ mod tests {
 
     #[test]
     fn contiguous_spanning_reservation_is_refused() {
-        let mut allocator = FrameAllocator::new(
-            &[PhysRange::new(MIB, 2 * MIB)],
-            &[PhysRange::new(MIB + 0x8000, MIB + 0x9000)],
-        );
+        let mut allocator =
+            FrameAllocator::new(&[PhysRange::new(MIB, 2 * MIB)], &[PhysRange::new(MIB + 0x8000, MIB + 0x9000)]);
         // Two regions of 8 and 247 frames: 9 contiguous must come from the second.
         assert_eq!(allocator.allocate_contiguous(9, 1), Some(MIB + 0x9000));
         assert_eq!(allocator.allocate_contiguous(8, 1), Some(MIB));
@@ -628,21 +545,14 @@ mod tests {
     fn sparse_terabyte_address_space_is_cheap() {
         let mut usable = Vec::new();
         for index in 0..16u64 {
-            usable.push(PhysRange::from_start_length(
-                (index + 1) * 64 * GIB,
-                16 * MIB,
-            ));
+            usable.push(PhysRange::from_start_length((index + 1) * 64 * GIB, 16 * MIB));
         }
         let mut allocator = FrameAllocator::new(&usable, &[]);
         assert_eq!(allocator.regions().count(), 16);
         let bitmap_words: usize = allocator.regions.iter().map(|r| r.free_bitmap.len()).sum();
         assert!(bitmap_words <= 16 * 64 + 16);
         assert_eq!(allocator.allocate(), Some(64 * GIB));
-        assert_eq!(
-            allocator.allocate_contiguous(4096, 4096),
-            Some(128 * GIB),
-            "16 MiB aligned run in a later region"
-        );
+        assert_eq!(allocator.allocate_contiguous(4096, 4096), Some(128 * GIB), "16 MiB aligned run in a later region");
     }
 
     #[test]
@@ -658,17 +568,14 @@ mod tests {
             let usable: Vec<PhysRange> = (0..(next() % 6))
                 .map(|_| PhysRange::from_start_length(next() % (64 * MIB), next() % (4 * MIB)))
                 .collect();
-            let reserved: Vec<PhysRange> = (0..(next() % 6))
-                .map(|_| PhysRange::from_start_length(next() % (64 * MIB), next() % MIB))
-                .collect();
+            let reserved: Vec<PhysRange> =
+                (0..(next() % 6)).map(|_| PhysRange::from_start_length(next() % (64 * MIB), next() % MIB)).collect();
             let mut allocator = FrameAllocator::new(&usable, &reserved);
             for range in allocator.regions() {
                 assert!(range.start % FRAME_SIZE == 0 && range.end % FRAME_SIZE == 0);
                 assert!(range.start > 0);
                 assert!(
-                    usable
-                        .iter()
-                        .any(|u| u.start <= range.start && range.end <= u.end)
+                    usable.iter().any(|u| u.start <= range.start && range.end <= u.end)
                         || usable.iter().any(|u| u.overlaps(&range))
                 );
                 assert!(!reserved.iter().any(|r| r.overlaps(&range)));
@@ -678,9 +585,7 @@ mod tests {
                 match next() % 4 {
                     0 | 1 => held.extend(allocator.allocate()),
                     2 => {
-                        if let Some(first) =
-                            allocator.allocate_contiguous(next() % 5 + 1, next() % 4)
-                        {
+                        if let Some(first) = allocator.allocate_contiguous(next() % 5 + 1, next() % 4) {
                             held.push(first);
                         }
                     }
@@ -697,13 +602,7 @@ mod tests {
             let counted: u64 = allocator
                 .regions
                 .iter()
-                .map(|region| {
-                    region
-                        .free_bitmap
-                        .iter()
-                        .map(|w| u64::from(w.count_ones()))
-                        .sum::<u64>()
-                })
+                .map(|region| region.free_bitmap.iter().map(|w| u64::from(w.count_ones())).sum::<u64>())
                 .sum();
             assert_eq!(counted, allocator.free_frames());
         }

@@ -24,6 +24,6 @@ pub unsafe fn init(base: u64, size: u64) {
 /// (total bytes, bytes in use).
 pub fn usage() -> (u64, u64) {
     let total = HEAP_SIZE.load(core::sync::atomic::Ordering::Relaxed);
-    let counters = HEAP.lock().get_counters().clone();
+    let counters = *HEAP.lock().get_counters();
     (total, counters.allocated_bytes as u64)
 }

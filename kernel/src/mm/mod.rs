@@ -20,7 +20,7 @@ pub const fn phys_to_virt(physical: u64) -> u64 {
 }
 
 #[cfg(target_os = "none")]
-pub use global::{frame_allocator_stats, with_frames, set_frame_allocator};
+pub use global::{frame_allocator_stats, set_frame_allocator, with_frames};
 
 #[cfg(target_os = "none")]
 mod global {
