@@ -68,6 +68,8 @@ const MIN_TERMINAL_COLUMNS: u32 = 20;
 const MAX_OUTSTANDING_QUERIES: usize = 4;
 
 const ESCAPE: u8 = 0x1b;
+/// Longest control string (OSC, DCS, ...) skipped as one sequence.
+const MAX_CONTROL_STRING_BYTES: usize = 256;
 const KEY_UP: &[u8] = b"\x1b[A";
 const KEY_DOWN: &[u8] = b"\x1b[B";
 const KEY_RIGHT: &[u8] = b"\x1b[C";
@@ -291,6 +293,11 @@ impl<'a> TerminalAnswerback<'a> {
         };
         match introducer {
             b'[' => self.read_control_sequence(),
+            // OSC, DCS, SOS, PM, APC: a string up to BEL or ST (ESC \\), all dropped.
+            b']' | b'P' | b'X' | b'^' | b'_' => {
+                self.skip_control_string();
+                EscapeInput::Dropped
+            }
             b'O' => {
                 // SS3: cursor keys in "application" mode.
                 let Some(final_byte) = self.read_raw(SEQUENCE_BYTE_TIMEOUT_MS) else {
@@ -317,6 +324,32 @@ impl<'a> TerminalAnswerback<'a> {
             other => {
                 self.state.byte_to_reexamine = Some(other);
                 EscapeInput::Dropped
+            }
+        }
+    }
+
+    /// Skips a control string's body through its terminator (BEL, or ESC followed by
+    /// `\\`), so a terminal's title report never reaches the editor as typed text.
+    /// A string is bounded: another control byte (Enter, Ctrl-C, ...) ends it and is read
+    /// again as input, and so does reaching [`MAX_CONTROL_STRING_BYTES`], so an
+    /// unterminated string cannot swallow the operator's next command.
+    fn skip_control_string(&mut self) {
+        let mut after_escape = false;
+        for _ in 0..MAX_CONTROL_STRING_BYTES {
+            let Some(byte) = self.read_raw(SEQUENCE_BYTE_TIMEOUT_MS) else { return };
+            match byte {
+                0x07 => return,
+                b'\\' if after_escape => return,
+                ESCAPE => after_escape = true,
+                0x00..=0x1f | 0x7f => {
+                    self.state.byte_to_reexamine = Some(byte);
+                    return;
+                }
+                _ if after_escape => {
+                    self.state.byte_to_reexamine = Some(byte);
+                    return;
+                }
+                _ => {}
             }
         }
     }

@@ -510,3 +510,18 @@ fn invalid_utf8_never_reaches_the_editor() {
         assert!(output.contains("error: unknown command 'xé'; type 'help' for a list\r\n"), "{invalid:?}: {output:?}");
     }
 }
+
+#[test]
+fn terminal_control_strings_are_not_typed_text() {
+    // A terminal's title report (OSC ... BEL) and a DCS string ended by ST arrive
+    // before a command; neither may reach the line editor.
+    let output = serve(b"\x1b]0;title\x07\x1bP1$r0m\x1b\\version\r");
+    assert!(output.contains(FAKE_VERSION_LINE), "{output}");
+    assert!(!output.contains("unknown command"), "{output}");
+    assert!(!output.contains("title"), "{output}");
+    // An unterminated control string is bounded: input after it is still read.
+    let mut input = b"\x1b]".to_vec();
+    input.extend(core::iter::repeat_n(b'z', 600));
+    input.extend_from_slice(b"\r");
+    assert_survives(&input);
+}
