@@ -51,9 +51,7 @@ const BEL: u8 = 0x07;
 impl AnsiStripper {
     /// A stripper in the plain-text state.
     pub fn new() -> Self {
-        Self {
-            state: State::Ground,
-        }
+        Self { state: State::Ground }
     }
 
     /// Feeds `input`, appending the readable text to `output`.
@@ -139,10 +137,7 @@ mod tests {
 
     #[test]
     fn csi_colours_cursor_motion_and_private_modes() {
-        assert_eq!(
-            strip_str("\x1b[1;37;44mGNU GRUB\x1b[0m\x1b[?25l\x1b[2J\x1b[H ok"),
-            "GNU GRUB ok"
-        );
+        assert_eq!(strip_str("\x1b[1;37;44mGNU GRUB\x1b[0m\x1b[?25l\x1b[2J\x1b[H ok"), "GNU GRUB ok");
         assert_eq!(strip_str("a\x1b[Kb\x1b[3;1Hc"), "abc");
     }
 

@@ -94,13 +94,18 @@ pub struct MachineConfig {
     pub allow_reset: bool,
     /// How long [`crate::Machine::expect_boot_prompt`] waits for the first prompt.
     pub boot_timeout: Duration,
-    /// Serial text that means the machine is dead (a hypervisor panic): an `expect`
-    /// that sees one fails at once instead of waiting for its timeout.
+    /// Serial text that means the machine is dead or damaged (a hypervisor panic, a CPU
+    /// exception): an `expect` that sees one fails at once instead of waiting for its
+    /// timeout.
     pub fatal_markers: Vec<String>,
 }
 
 /// The kernel's panic banner (`*** HYPERVISOR PANIC on CPU n: ...`).
 pub const PANIC_MARKER: &str = "*** HYPERVISOR PANIC";
+/// The kernel's CPU-exception banner (`*** HYPERVISOR EXCEPTION on CPU n: vector ...`);
+/// the CPU that prints it halts. Fatal unless a test expects it (the `fault` command):
+/// see [`crate::Machine::expect_allowing`].
+pub const EXCEPTION_MARKER: &str = "*** HYPERVISOR EXCEPTION";
 
 impl MachineConfig {
     /// A QEMU machine with 2 CPUs, 512 MiB and the default image.
@@ -117,7 +122,7 @@ impl MachineConfig {
                 Firmware::Bios => Duration::from_secs(180),
                 Firmware::Uefi => Duration::from_secs(300),
             },
-            fatal_markers: vec![PANIC_MARKER.to_owned()],
+            fatal_markers: vec![PANIC_MARKER.to_owned(), EXCEPTION_MARKER.to_owned()],
         }
     }
 

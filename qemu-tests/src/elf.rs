@@ -37,8 +37,7 @@ pub fn segments(data: &[u8]) -> Result<Vec<Segment>> {
     if read::<1>(data, 4)?[0] != 2 || read::<1>(data, 5)?[0] != 1 {
         return Err(Error::new("not a 64-bit little-endian ELF file"));
     }
-    let table = usize::try_from(u64::from_le_bytes(read(data, 0x20)?))
-        .map_err(|_| Error::new("e_phoff too large"))?;
+    let table = usize::try_from(u64::from_le_bytes(read(data, 0x20)?)).map_err(|_| Error::new("e_phoff too large"))?;
     let entry_size = usize::from(u16::from_le_bytes(read(data, 0x36)?));
     let count = usize::from(u16::from_le_bytes(read(data, 0x38)?));
     if count > 0 && entry_size < 56 {
@@ -46,9 +45,8 @@ pub fn segments(data: &[u8]) -> Result<Vec<Segment>> {
     }
     (0..count)
         .map(|index| {
-            let base = table
-                .checked_add(index * entry_size)
-                .ok_or_else(|| Error::new("program header offset overflows"))?;
+            let base =
+                table.checked_add(index * entry_size).ok_or_else(|| Error::new("program header offset overflows"))?;
             Ok(Segment {
                 kind: u32::from_le_bytes(read(data, base)?),
                 flags: u32::from_le_bytes(read(data, base + 4)?),
@@ -87,11 +85,8 @@ mod tests {
         let data = fake_elf(&[(PT_LOAD, 100, 200), (0x6474e551, 0, 0), (PT_LOAD, 30, 30)]);
         let segments = segments(&data).unwrap();
         assert_eq!(segments.len(), 3);
-        let load: u64 = segments
-            .iter()
-            .filter(|segment| segment.kind == PT_LOAD)
-            .map(|segment| segment.memory_size)
-            .sum();
+        let load: u64 =
+            segments.iter().filter(|segment| segment.kind == PT_LOAD).map(|segment| segment.memory_size).sum();
         assert_eq!(load, 230);
         assert_eq!(segments[0].flags, 5);
     }

@@ -23,19 +23,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An error carrying `message` verbatim.
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            assertion: false,
-        }
+        Self { message: message.into(), assertion: false }
     }
 
     /// A failed check: the machine answered, but not as expected. Tests may record it
     /// and carry on with further checks on the same boot.
     pub fn assertion(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            assertion: true,
-        }
+        Self { message: message.into(), assertion: true }
     }
 
     /// Whether this is a failed check (see [`Error::assertion`]) rather than a broken
@@ -67,10 +61,7 @@ impl Error {
 
     /// Prefixes the message with what was being done when it happened.
     pub fn context(self, what: impl fmt::Display) -> Self {
-        Self {
-            message: format!("{what}: {}", self.message),
-            assertion: self.assertion,
-        }
+        Self { message: format!("{what}: {}", self.message), assertion: self.assertion }
     }
 }
 
@@ -156,9 +147,7 @@ mod tests {
         assert!(!fatal.is_assertion());
         let combined = failures.with_fatal(fatal);
         assert!(combined.message().starts_with("3 checks failed:"));
-        assert!(
-            combined.message().contains("1. first") && combined.message().contains("3. timeout")
-        );
+        assert!(combined.message().contains("1. first") && combined.message().contains("3. timeout"));
         assert!(!combined.is_assertion());
         assert!(Failures::new().finish().is_ok());
     }

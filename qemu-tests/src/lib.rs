@@ -32,7 +32,7 @@ pub mod qmp;
 pub mod screen;
 pub mod transcript;
 
-pub use config::{Emulator, Firmware, MachineConfig, Medium};
+pub use config::{Emulator, Firmware, MachineConfig, Medium, EXCEPTION_MARKER, PANIC_MARKER};
 pub use error::{ensure, Error, Failures, Result};
 pub use machine::{Machine, COMMAND_TIMEOUT, PROMPT};
 pub use pattern::{Pattern, Regex};

@@ -144,10 +144,7 @@ impl Machine {
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         self.note(format!("sent {}", describe_bytes(bytes)));
         let result = {
-            let mut input = self
-                .serial_input
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut input = self.serial_input.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             input.write_all(bytes).and_then(|()| input.flush())
         };
         result.map_err(|error| self.fail(format!("writing to the serial line failed: {error}")))
@@ -163,14 +160,25 @@ impl Machine {
     /// Waits up to `timeout` for `pattern` in the output after the previous match;
     /// returns the text from there up to and including the match, and moves past it.
     pub fn expect(&mut self, pattern: impl Into<Pattern>, timeout: Duration) -> Result<String> {
+        self.expect_allowing(pattern, timeout, &[])
+    }
+
+    /// [`Machine::expect`], except that the fatal markers listed in `allowed` (e.g.
+    /// [`crate::config::EXCEPTION_MARKER`] while a test provokes an exception on
+    /// purpose) do not end the wait. Other fatal markers still do.
+    pub fn expect_allowing(
+        &mut self,
+        pattern: impl Into<Pattern>,
+        timeout: Duration,
+        allowed: &[&str],
+    ) -> Result<String> {
         let pattern = pattern.into();
         let deadline = Instant::now() + timeout;
         let mut transcript = transcript::lock(&self.transcript);
         loop {
             let cursor = self.cursor.min(transcript.stripped.len());
             if let Some((_, end)) = pattern.find(&transcript.stripped[cursor..]) {
-                let captured = String::from_utf8_lossy(&transcript.stripped[cursor..cursor + end])
-                    .into_owned();
+                let captured = String::from_utf8_lossy(&transcript.stripped[cursor..cursor + end]).into_owned();
                 self.cursor = cursor + end;
                 transcript.note(format!("matched {pattern}"));
                 return Ok(captured);
@@ -180,6 +188,7 @@ impl Machine {
                 .config
                 .fatal_markers
                 .iter()
+                .filter(|marker| !allowed.contains(&marker.as_str()))
                 .find(|marker| Pattern::literal(marker.as_str()).find(unread).is_some())
                 .cloned();
             if let Some(marker) = fatal {
@@ -187,20 +196,16 @@ impl Machine {
                 // Let the rest of the report (message, backtrace) arrive for the error.
                 self.settle(Duration::from_secs(2), Duration::from_secs(15));
                 self.cursor = transcript::lock(&self.transcript).stripped.len();
-                return Err(self.fail(format!(
-                    "the machine printed {marker:?} while waiting for {pattern}"
-                )));
+                return Err(self.fail(format!("the machine printed {marker:?} while waiting for {pattern}")));
             }
             if transcript.closed {
                 drop(transcript);
                 let status = self.poll_exit(Duration::from_secs(5));
-                let status = status.map_or_else(
-                    || "still running".to_owned(),
-                    |status| self.control.explain_exit(status),
+                let status =
+                    status.map_or_else(|| "still running".to_owned(), |status| self.control.explain_exit(status));
+                return Err(
+                    self.fail(format!("the emulator closed the serial line ({status}) while waiting for {pattern}"))
                 );
-                return Err(self.fail(format!(
-                    "the emulator closed the serial line ({status}) while waiting for {pattern}"
-                )));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -232,10 +237,7 @@ impl Machine {
     /// returns everything printed before it: firmware, GRUB, the hypervisor log.
     pub fn expect_boot_prompt(&mut self) -> Result<String> {
         let text = self.expect_prompt_within(self.config.boot_timeout)?;
-        self.note(format!(
-            "boot prompt {:.1} s after start",
-            self.elapsed().as_secs_f64()
-        ));
+        self.note(format!("boot prompt {:.1} s after start", self.elapsed().as_secs_f64()));
         Ok(text)
     }
 
@@ -249,9 +251,8 @@ impl Machine {
         self.send_line(command)?;
         self.expect(format!("{command}\n"), COMMAND_TIMEOUT)
             .map_err(|error| error.context(format!("echo of command {command:?}")))?;
-        let output = self
-            .expect_prompt()
-            .map_err(|error| error.context(format!("prompt after command {command:?}")))?;
+        let output =
+            self.expect_prompt().map_err(|error| error.context(format!("prompt after command {command:?}")))?;
         Ok(output.trim_end_matches('\n').to_owned())
     }
 
@@ -261,15 +262,22 @@ impl Machine {
         self.cursor = transcript::lock(&self.transcript).stripped.len();
     }
 
+    /// Like [`Machine::skip_pending_output`], but returns the text it skips.
+    pub fn take_pending_output(&mut self) -> String {
+        let transcript = transcript::lock(&self.transcript);
+        let cursor = self.cursor.min(transcript.stripped.len());
+        let text = String::from_utf8_lossy(&transcript.stripped[cursor..]).into_owned();
+        self.cursor = transcript.stripped.len();
+        text
+    }
+
     /// Waits until the serial line has been silent for `quiet` (at most `limit`), e.g.
     /// after input that makes the shell print several prompts.
     pub fn wait_quiet(&mut self, quiet: Duration, limit: Duration) -> Result<()> {
         if self.settle(quiet, limit) {
             Ok(())
         } else {
-            Err(self.fail(format!(
-                "the serial line did not go quiet for {quiet:?} within {limit:?}"
-            )))
+            Err(self.fail(format!("the serial line did not go quiet for {quiet:?} within {limit:?}")))
         }
     }
 
@@ -287,15 +295,9 @@ impl Machine {
             if now >= deadline {
                 return false;
             }
-            let wait = (quiet_since + quiet)
-                .min(deadline)
-                .saturating_duration_since(now);
-            transcript = self
-                .transcript
-                .1
-                .wait_timeout(transcript, wait)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
+            let wait = (quiet_since + quiet).min(deadline).saturating_duration_since(now);
+            transcript =
+                self.transcript.1.wait_timeout(transcript, wait).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
             if transcript.raw.len() != length {
                 length = transcript.raw.len();
                 quiet_since = Instant::now();
@@ -317,16 +319,12 @@ impl Machine {
     /// as `<test>.screen-N.ppm` / `.txt` in the artifacts directory.
     pub fn screendump(&mut self) -> Result<Screen> {
         self.screendumps += 1;
-        let ppm = self
-            .work_dir
-            .join(format!("screen-{}.ppm", self.screendumps));
+        let ppm = self.work_dir.join(format!("screen-{}.ppm", self.screendumps));
         if let Err(error) = self.control.screendump(&ppm) {
             return Err(self.fail(format!("screen dump failed: {error}")));
         }
-        let data = std::fs::read(&ppm)
-            .map_err(|error| self.fail(format!("reading {}: {error}", ppm.display())))?;
-        let image = RgbImage::from_ppm(&data)
-            .map_err(|error| self.fail(format!("screen dump: {error}")))?;
+        let data = std::fs::read(&ppm).map_err(|error| self.fail(format!("reading {}: {error}", ppm.display())))?;
+        let image = RgbImage::from_ppm(&data).map_err(|error| self.fail(format!("screen dump: {error}")))?;
         let screen = screen::decode(&image);
         let stem = artifacts_dir().join(format!("{}.screen-{}", self.name, self.screendumps));
         let _ = std::fs::write(format!("{}.ppm", stem.display()), &data);
@@ -345,10 +343,7 @@ impl Machine {
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         match self.poll_exit(timeout) {
             Some(status) => {
-                self.note(format!(
-                    "emulator exited: {}",
-                    self.control.explain_exit(status)
-                ));
+                self.note(format!("emulator exited: {}", self.control.explain_exit(status)));
                 Ok(status)
             }
             None => Err(self.fail(format!("the emulator did not exit within {timeout:?}"))),
@@ -437,11 +432,7 @@ impl Machine {
         let message = message();
         self.note(format!("CHECK FAILED: {message}"));
         let (stripped_path, _) = self.save_transcript();
-        Err(Error::assertion(format!(
-            "[{}] {message}\n(transcript: {})",
-            self.name,
-            stripped_path.display()
-        )))
+        Err(Error::assertion(format!("[{}] {message}\n(transcript: {})", self.name, stripped_path.display())))
     }
 
     /// The workspace-relative path of the saved transcript, for messages.
@@ -476,12 +467,8 @@ impl Drop for Machine {
 /// Describes sent bytes for the event log: printable text quoted, long input summarized.
 fn describe_bytes(bytes: &[u8]) -> String {
     const SHOWN: usize = 80;
-    let escaped: String = bytes
-        .iter()
-        .take(SHOWN)
-        .flat_map(|&byte| std::ascii::escape_default(byte))
-        .map(char::from)
-        .collect();
+    let escaped: String =
+        bytes.iter().take(SHOWN).flat_map(|&byte| std::ascii::escape_default(byte)).map(char::from).collect();
     if bytes.len() > SHOWN {
         format!("{} bytes \"{escaped}...\"", bytes.len())
     } else {
@@ -503,12 +490,7 @@ mod tests {
     fn missing_image_fails_with_build_hint() {
         let mut config = MachineConfig::qemu(crate::Firmware::Bios, crate::Medium::IdeDisk);
         config.image = PathBuf::from("/nonexistent/basalt.img");
-        let error = Machine::boot(config, "unit_missing_image")
-            .err()
-            .expect("boot must fail");
-        assert!(
-            error.message().contains("run `make image` first"),
-            "{error}"
-        );
+        let error = Machine::boot(config, "unit_missing_image").err().expect("boot must fail");
+        assert!(error.message().contains("run `make image` first"), "{error}");
     }
 }

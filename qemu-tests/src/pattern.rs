@@ -58,8 +58,7 @@ impl Pattern {
     pub fn find_str<'a>(&self, haystack: &'a str) -> Option<&'a str> {
         // Ranges are byte ranges; literal/regex matches of ASCII patterns on UTF-8 text
         // can still split a multi-byte character with `.`, so fall back to lossless get.
-        self.find(haystack.as_bytes())
-            .and_then(|(start, end)| haystack.get(start..end))
+        self.find(haystack.as_bytes()).and_then(|(start, end)| haystack.get(start..end))
     }
 }
 
@@ -100,10 +99,7 @@ fn find_literal(haystack: &[u8], needle: &[u8]) -> Option<(usize, usize)> {
     if needle.is_empty() {
         return Some((0, 0));
     }
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
-        .map(|start| (start, start + needle.len()))
+    haystack.windows(needle.len()).position(|window| window == needle).map(|start| (start, start + needle.len()))
 }
 
 /// One thing a regex position can match.
@@ -156,10 +152,7 @@ fn escape_class(letter: u8) -> Option<Atom> {
         b'S' => (true, SPACE),
         _ => return None,
     };
-    Some(Atom::Class {
-        negated,
-        ranges: ranges.to_vec(),
-    })
+    Some(Atom::Class { negated, ranges: ranges.to_vec() })
 }
 
 fn escape_byte(letter: u8) -> u8 {
@@ -202,10 +195,7 @@ impl Regex {
             index += 1;
         }
         branches.push(parse_branch(&bytes[start.min(bytes.len())..])?);
-        Ok(Self {
-            source: source.to_owned(),
-            branches,
-        })
+        Ok(Self { source: source.to_owned(), branches })
     }
 
     /// The source text.
@@ -216,10 +206,7 @@ impl Regex {
     /// The leftmost (then longest-greedy) match as a byte range.
     pub fn find(&self, haystack: &[u8]) -> Option<(usize, usize)> {
         (0..=haystack.len()).find_map(|start| {
-            self.branches
-                .iter()
-                .find_map(|nodes| match_here(nodes, haystack, start))
-                .map(|end| (start, end))
+            self.branches.iter().find_map(|nodes| match_here(nodes, haystack, start)).map(|end| (start, end))
         })
     }
 }
@@ -240,8 +227,7 @@ fn parse_branch(bytes: &[u8]) -> Result<Vec<Node>> {
                 };
                 match nodes.last_mut() {
                     Some(node)
-                        if node.repeat == Repeat::One
-                            && !matches!(node.atom, Atom::LineStart | Atom::LineEnd) =>
+                        if node.repeat == Repeat::One && !matches!(node.atom, Atom::LineStart | Atom::LineEnd) =>
                     {
                         node.repeat = repeat;
                     }
@@ -278,10 +264,7 @@ fn parse_branch(bytes: &[u8]) -> Result<Vec<Node>> {
             }
             other => Atom::Byte(other),
         };
-        nodes.push(Node {
-            atom,
-            repeat: Repeat::One,
-        });
+        nodes.push(Node { atom, repeat: Repeat::One });
     }
     Ok(nodes)
 }
@@ -310,11 +293,7 @@ fn parse_class(bytes: &[u8], mut index: usize) -> Result<(Atom, usize)> {
                 return Err(Error::new("trailing backslash in class"));
             };
             index += 1;
-            if let Some(Atom::Class {
-                negated: false,
-                ranges: class,
-            }) = escape_class(letter)
-            {
+            if let Some(Atom::Class { negated: false, ranges: class }) = escape_class(letter) {
                 ranges.extend(class);
                 continue;
             }
@@ -326,10 +305,7 @@ fn parse_class(bytes: &[u8], mut index: usize) -> Result<(Atom, usize)> {
             let high = bytes[index + 1];
             index += 2;
             if high < low {
-                return Err(Error::new(format!(
-                    "bad range {}-{}",
-                    low as char, high as char
-                )));
+                return Err(Error::new(format!("bad range {}-{}", low as char, high as char)));
             }
             ranges.push((low, high));
         } else {
@@ -347,12 +323,7 @@ fn atom_consumes(atom: &Atom, haystack: &[u8], position: usize) -> bool {
     match atom {
         Atom::Byte(expected) => byte == *expected,
         Atom::AnyButNewline => byte != b'\n',
-        Atom::Class { negated, ranges } => {
-            ranges
-                .iter()
-                .any(|&(low, high)| (low..=high).contains(&byte))
-                != *negated
-        }
+        Atom::Class { negated, ranges } => ranges.iter().any(|&(low, high)| (low..=high).contains(&byte)) != *negated,
         Atom::LineStart | Atom::LineEnd => false,
     }
 }
@@ -365,20 +336,12 @@ fn match_here(nodes: &[Node], haystack: &[u8], position: usize) -> Option<usize>
     match node.atom {
         Atom::LineStart => {
             let at_line_start = position == 0 || haystack.get(position - 1) == Some(&b'\n');
-            return if at_line_start {
-                match_here(rest, haystack, position)
-            } else {
-                None
-            };
+            return if at_line_start { match_here(rest, haystack, position) } else { None };
         }
         Atom::LineEnd => {
             // Only before a newline: the text after the end of the transcript so far is
             // unknown (see module docs).
-            return if haystack.get(position) == Some(&b'\n') {
-                match_here(rest, haystack, position)
-            } else {
-                None
-            };
+            return if haystack.get(position) == Some(&b'\n') { match_here(rest, haystack, position) } else { None };
         }
         _ => {}
     }
@@ -396,9 +359,7 @@ fn match_here(nodes: &[Node], haystack: &[u8], position: usize) -> Option<usize>
         return None;
     }
     // Greedy: try the longest run first, then back off.
-    (min..=count)
-        .rev()
-        .find_map(|taken| match_here(rest, haystack, position + taken))
+    (min..=count).rev().find_map(|taken| match_here(rest, haystack, position + taken))
 }
 
 #[cfg(test)]
@@ -420,15 +381,9 @@ mod tests {
 
     #[test]
     fn classes_and_quantifiers() {
-        assert_eq!(
-            found(r"CPUs: \d+ found, \d+ online", "CPUs: 2 found, 2 online\n"),
-            Some("CPUs: 2 found, 2 online")
-        );
+        assert_eq!(found(r"CPUs: \d+ found, \d+ online", "CPUs: 2 found, 2 online\n"), Some("CPUs: 2 found, 2 online"));
         assert_eq!(found(r"[a-c]+x", "zzabcabx"), Some("abcabx"));
-        assert_eq!(
-            found(r"commit [^,]+,", "(commit 1a2b3c-dirty, release)"),
-            Some("commit 1a2b3c-dirty,")
-        );
+        assert_eq!(found(r"commit [^,]+,", "(commit 1a2b3c-dirty, release)"), Some("commit 1a2b3c-dirty,"));
         assert_eq!(found(r"colou?r", "color colour"), Some("color"));
         assert_eq!(found(r"a.*c", "abcabc\nc"), Some("abcabc"));
         assert_eq!(found(r"\w+\s\S", "  foo_1 x"), Some("foo_1 x"));
@@ -452,10 +407,7 @@ mod tests {
 
     #[test]
     fn alternation_is_leftmost_over_branches() {
-        assert_eq!(
-            found(r"Shell> |startup\.nsh", "xx startup.nsh Shell> "),
-            Some("startup.nsh")
-        );
+        assert_eq!(found(r"Shell> |startup\.nsh", "xx startup.nsh Shell> "), Some("startup.nsh"));
         assert_eq!(found(r"GRUB|Basalt", "[ 0.1] Basalt up"), Some("Basalt"));
         assert_eq!(found(r"[|]x|y", "a|x"), Some("|x"));
         assert_eq!(found(r"a\|b", "a|b"), Some("a|b"));

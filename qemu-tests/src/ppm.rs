@@ -22,37 +22,19 @@ pub struct RgbImage {
 impl RgbImage {
     /// A black image.
     pub fn new(width: usize, height: usize) -> Self {
-        Self {
-            width,
-            height,
-            pixels: vec![0; width * height * 3],
-        }
+        Self { width, height, pixels: vec![0; width * height * 3] }
     }
 
     /// The pixel at (x, y) as (r, g, b); panics when out of range.
     pub fn get(&self, x: usize, y: usize) -> (u8, u8, u8) {
-        assert!(
-            x < self.width && y < self.height,
-            "pixel ({x},{y}) outside {}x{}",
-            self.width,
-            self.height
-        );
+        assert!(x < self.width && y < self.height, "pixel ({x},{y}) outside {}x{}", self.width, self.height);
         let offset = (y * self.width + x) * 3;
-        (
-            self.pixels[offset],
-            self.pixels[offset + 1],
-            self.pixels[offset + 2],
-        )
+        (self.pixels[offset], self.pixels[offset + 1], self.pixels[offset + 2])
     }
 
     /// Sets the pixel at (x, y); panics when out of range.
     pub fn set(&mut self, x: usize, y: usize, (red, green, blue): (u8, u8, u8)) {
-        assert!(
-            x < self.width && y < self.height,
-            "pixel ({x},{y}) outside {}x{}",
-            self.width,
-            self.height
-        );
+        assert!(x < self.width && y < self.height, "pixel ({x},{y}) outside {}x{}", self.width, self.height);
         let offset = (y * self.width + x) * 3;
         self.pixels[offset..offset + 3].copy_from_slice(&[red, green, blue]);
     }
@@ -71,12 +53,7 @@ impl RgbImage {
         let binary = match magic {
             b"P6" => true,
             b"P3" => false,
-            other => {
-                return Err(Error::new(format!(
-                    "not a PPM image (magic {:?})",
-                    String::from_utf8_lossy(other)
-                )))
-            }
+            other => return Err(Error::new(format!("not a PPM image (magic {:?})", String::from_utf8_lossy(other)))),
         };
         let width = reader.number()?;
         let height = reader.number()?;
@@ -105,9 +82,7 @@ impl RgbImage {
                 }
             } else {
                 pixels.extend(
-                    raster
-                        .chunks_exact(2)
-                        .map(|pair| scale(usize::from(u16::from_be_bytes([pair[0], pair[1]])))),
+                    raster.chunks_exact(2).map(|pair| scale(usize::from(u16::from_be_bytes([pair[0], pair[1]])))),
                 );
             }
         } else {
@@ -115,11 +90,7 @@ impl RgbImage {
                 pixels.push(scale(reader.number()?.min(maxval)));
             }
         }
-        Ok(Self {
-            width,
-            height,
-            pixels,
-        })
+        Ok(Self { width, height, pixels })
     }
 }
 
@@ -135,11 +106,7 @@ impl<'a> HeaderReader<'a> {
             match self.data.get(self.position) {
                 Some(byte) if byte.is_ascii_whitespace() => self.position += 1,
                 Some(b'#') => {
-                    while self
-                        .data
-                        .get(self.position)
-                        .is_some_and(|&byte| byte != b'\n')
-                    {
+                    while self.data.get(self.position).is_some_and(|&byte| byte != b'\n') {
                         self.position += 1;
                     }
                 }
@@ -148,11 +115,7 @@ impl<'a> HeaderReader<'a> {
             }
         }
         let start = self.position;
-        while self
-            .data
-            .get(self.position)
-            .is_some_and(|byte| !byte.is_ascii_whitespace() && *byte != b'#')
-        {
+        while self.data.get(self.position).is_some_and(|byte| !byte.is_ascii_whitespace() && *byte != b'#') {
             self.position += 1;
         }
         Ok(&self.data[start..self.position])
@@ -163,12 +126,7 @@ impl<'a> HeaderReader<'a> {
         std::str::from_utf8(token)
             .ok()
             .and_then(|text| text.parse().ok())
-            .ok_or_else(|| {
-                Error::new(format!(
-                    "bad number {:?} in PPM header",
-                    String::from_utf8_lossy(token)
-                ))
-            })
+            .ok_or_else(|| Error::new(format!("bad number {:?} in PPM header", String::from_utf8_lossy(token))))
     }
 }
 

@@ -34,19 +34,13 @@ impl QmpClient {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(error) => {
-                    return Err(Error::new(format!(
-                        "cannot connect to QMP socket {}: {error}",
-                        socket.display()
-                    )))
+                    return Err(Error::new(format!("cannot connect to QMP socket {}: {error}", socket.display())))
                 }
             }
         };
         stream.set_read_timeout(Some(timeout))?;
         let writer = stream.try_clone()?;
-        let mut client = Self {
-            reader: BufReader::new(stream),
-            writer,
-        };
+        let mut client = Self { reader: BufReader::new(stream), writer };
         let greeting = client.read_message()?;
         if !greeting.contains("\"QMP\"") {
             return Err(Error::new(format!("unexpected QMP greeting: {greeting}")));
@@ -82,10 +76,8 @@ impl QmpClient {
 
     fn read_message(&mut self) -> Result<String> {
         let mut line = String::new();
-        let count = self
-            .reader
-            .read_line(&mut line)
-            .map_err(|error| Error::new(format!("reading QMP reply: {error}")))?;
+        let count =
+            self.reader.read_line(&mut line).map_err(|error| Error::new(format!("reading QMP reply: {error}")))?;
         if count == 0 {
             return Err(Error::new("QMP connection closed by QEMU"));
         }
@@ -127,9 +119,7 @@ pub fn json_string(text: &str) -> String {
             '\n' => output.push_str("\\n"),
             '\r' => output.push_str("\\r"),
             '\t' => output.push_str("\\t"),
-            control if u32::from(control) < 0x20 => {
-                output.push_str(&format!("\\u{:04x}", u32::from(control)))
-            }
+            control if u32::from(control) < 0x20 => output.push_str(&format!("\\u{:04x}", u32::from(control))),
             other => output.push(other),
         }
     }
@@ -151,14 +141,8 @@ mod tests {
     #[test]
     fn replies_are_classified() {
         assert_eq!(classify(r#"{"return": {}}"#), Reply::Return);
-        assert_eq!(
-            classify(r#"{"error": {"class": "GenericError", "desc": "x"}}"#),
-            Reply::Error
-        );
-        assert_eq!(
-            classify(r#"{"timestamp": {"seconds": 1}, "event": "RESET"}"#),
-            Reply::Event
-        );
+        assert_eq!(classify(r#"{"error": {"class": "GenericError", "desc": "x"}}"#), Reply::Error);
+        assert_eq!(classify(r#"{"timestamp": {"seconds": 1}, "event": "RESET"}"#), Reply::Event);
         assert_eq!(classify(r#"{"event": "STOP"}"#), Reply::Event);
     }
 
@@ -166,8 +150,7 @@ mod tests {
     /// screendump by writing a file.
     #[test]
     fn handshake_and_screendump_against_fake_server() {
-        let directory =
-            std::env::temp_dir().join(format!("basalt-qmp-unit-{}", std::process::id()));
+        let directory = std::env::temp_dir().join(format!("basalt-qmp-unit-{}", std::process::id()));
         std::fs::create_dir_all(&directory).unwrap();
         let socket = directory.join("qmp.sock");
         let _ = std::fs::remove_file(&socket);
@@ -176,11 +159,7 @@ mod tests {
             let (stream, _) = listener.accept().unwrap();
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut writer = stream;
-            writeln!(
-                writer,
-                r#"{{"QMP": {{"version": {{}}, "capabilities": []}}}}"#
-            )
-            .unwrap();
+            writeln!(writer, r#"{{"QMP": {{"version": {{}}, "capabilities": []}}}}"#).unwrap();
             let mut line = String::new();
             reader.read_line(&mut line).unwrap();
             assert_eq!(line.trim(), r#"{"execute":"qmp_capabilities"}"#);
@@ -188,19 +167,11 @@ mod tests {
             line.clear();
             reader.read_line(&mut line).unwrap();
             assert!(line.contains(r#""execute":"screendump""#), "{line}");
-            writeln!(
-                writer,
-                r#"{{"timestamp": {{"seconds": 1, "microseconds": 2}}, "event": "RTC_CHANGE"}}"#
-            )
-            .unwrap();
+            writeln!(writer, r#"{{"timestamp": {{"seconds": 1, "microseconds": 2}}, "event": "RTC_CHANGE"}}"#).unwrap();
             writeln!(writer, r#"{{"return": {{}}}}"#).unwrap();
             line.clear();
             reader.read_line(&mut line).unwrap();
-            writeln!(
-                writer,
-                r#"{{"error": {{"class": "CommandNotFound", "desc": "nope"}}}}"#
-            )
-            .unwrap();
+            writeln!(writer, r#"{{"error": {{"class": "CommandNotFound", "desc": "nope"}}}}"#).unwrap();
         });
         let mut client = QmpClient::connect(&socket, Duration::from_secs(10)).unwrap();
         client.screendump(&directory.join("screen.ppm")).unwrap();

@@ -43,11 +43,7 @@ pub struct Screen {
 impl Screen {
     /// The rows joined with newlines, trailing empty rows dropped.
     pub fn text(&self) -> String {
-        let last = self
-            .rows
-            .iter()
-            .rposition(|row| !row.is_empty())
-            .map_or(0, |index| index + 1);
+        let last = self.rows.iter().rposition(|row| !row.is_empty()).map_or(0, |index| index + 1);
         self.rows[..last].join("\n")
     }
 
@@ -58,10 +54,7 @@ impl Screen {
 
     /// Non-empty rows with surrounding whitespace trimmed.
     pub fn lines(&self) -> impl Iterator<Item = &str> {
-        self.rows
-            .iter()
-            .map(|row| row.trim())
-            .filter(|row| !row.is_empty())
+        self.rows.iter().map(|row| row.trim()).filter(|row| !row.is_empty())
     }
 }
 
@@ -74,9 +67,7 @@ fn is_on((red, green, blue): (u8, u8, u8)) -> bool {
 fn glyph_table() -> HashMap<[u8; 8], char> {
     let mut table = HashMap::new();
     for code in 0x21u8..0x7f {
-        table
-            .entry(BASIC_LEGACY[usize::from(code)])
-            .or_insert(char::from(code));
+        table.entry(BASIC_LEGACY[usize::from(code)]).or_insert(char::from(code));
     }
     table
 }
@@ -99,21 +90,11 @@ pub fn decode(image: &RgbImage) -> Screen {
         }
         decoded.push(line.trim_end().to_owned());
     }
-    Screen {
-        rows: decoded,
-        width: image.width,
-        height: image.height,
-        unknown_cells,
-    }
+    Screen { rows: decoded, width: image.width, height: image.height, unknown_cells }
 }
 
 /// The character in one cell: `None` when it is neither blank nor a known glyph.
-fn decode_cell(
-    image: &RgbImage,
-    column: usize,
-    row: usize,
-    table: &HashMap<[u8; 8], char>,
-) -> Option<char> {
+fn decode_cell(image: &RgbImage, column: usize, row: usize, table: &HashMap<[u8; 8], char>) -> Option<char> {
     let mut glyph = [0u8; 8];
     for (glyph_row, bits) in glyph.iter_mut().enumerate() {
         let mut pair = [0u8; 2];
@@ -142,20 +123,12 @@ pub fn render(lines: &[&str], columns: usize, rows: usize, foreground: (u8, u8, 
     let mut image = RgbImage::new(columns * CELL_WIDTH, rows * CELL_HEIGHT);
     for (row, line) in lines.iter().enumerate().take(rows) {
         for (column, character) in line.chars().enumerate().take(columns) {
-            let glyph = if character.is_ascii() {
-                BASIC_LEGACY[character as usize]
-            } else {
-                [0; 8]
-            };
+            let glyph = if character.is_ascii() { BASIC_LEGACY[character as usize] } else { [0; 8] };
             for (glyph_row, bits) in glyph.iter().enumerate() {
                 for bit in 0..CELL_WIDTH {
                     if bits & (1 << bit) != 0 {
                         for half in 0..2 {
-                            image.set(
-                                column * CELL_WIDTH + bit,
-                                row * CELL_HEIGHT + glyph_row * 2 + half,
-                                foreground,
-                            );
+                            image.set(column * CELL_WIDTH + bit, row * CELL_HEIGHT + glyph_row * 2 + half, foreground);
                         }
                     }
                 }
@@ -182,12 +155,7 @@ mod tests {
 
     #[test]
     fn log_lines_round_trip_through_ppm() {
-        let lines = [
-            "[    0.000000] Basalt 0.1.0 booting",
-            "",
-            "  indented: CPUs 2, 512 MiB  ",
-            "basalt> help",
-        ];
+        let lines = ["[    0.000000] Basalt 0.1.0 booting", "", "  indented: CPUs 2, 512 MiB  ", "basalt> help"];
         let image = render(&lines, 60, 6, (0x20, 0xff, 0x20));
         let parsed = RgbImage::from_ppm(&image.to_ppm()).unwrap();
         let screen = decode(&parsed);

@@ -71,11 +71,7 @@ impl Transcript {
             self.query_scan += index + CURSOR_POSITION_QUERY.len();
         }
         // Keep a partial query at the end for the next chunk.
-        self.query_scan = self.query_scan.max(
-            self.raw
-                .len()
-                .saturating_sub(CURSOR_POSITION_QUERY.len() - 1),
-        );
+        self.query_scan = self.query_scan.max(self.raw.len().saturating_sub(CURSOR_POSITION_QUERY.len() - 1));
         queries
     }
 
@@ -122,19 +118,12 @@ pub fn shared(started: Instant) -> SharedTranscript {
 /// Locks the transcript, recovering from a poisoned lock (a panicking test thread must
 /// not hide the transcript from the error report).
 pub fn lock(shared: &SharedTranscript) -> MutexGuard<'_, Transcript> {
-    shared
-        .0
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    shared.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Reads `serial_output` until end of stream, appending to `shared` and answering
 /// cursor-position queries on `serial_input`. Runs on its own thread.
-pub fn pump(
-    mut serial_output: Box<dyn Read + Send>,
-    shared: SharedTranscript,
-    serial_input: SerialInput,
-) {
+pub fn pump(mut serial_output: Box<dyn Read + Send>, shared: SharedTranscript, serial_input: SerialInput) {
     let mut buffer = [0u8; 4096];
     loop {
         let count = match serial_output.read(&mut buffer) {
@@ -153,9 +142,7 @@ pub fn pump(
         }
         let queries = transcript.push(&buffer[..count]);
         if queries > 0 {
-            let mut input = serial_input
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut input = serial_input.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             for _ in 0..queries {
                 // A write error means the emulator is gone; the closed stream reports it.
                 let _ = input.write_all(CURSOR_POSITION_REPLY);
@@ -198,8 +185,7 @@ mod tests {
         let written = Arc::new(Mutex::new(Vec::new()));
         let input: SerialInput = Arc::new(Mutex::new(Box::new(Sink(written.clone()))));
         let shared = shared(Instant::now());
-        let output: Box<dyn Read + Send> =
-            Box::new(std::io::Cursor::new(b"\x1b[6nhi\x1b[6n\r\n".to_vec()));
+        let output: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(b"\x1b[6nhi\x1b[6n\r\n".to_vec()));
         pump(output, shared.clone(), input);
         let transcript = lock(&shared);
         assert!(transcript.closed);

@@ -1,12 +1,18 @@
 //! The boot matrix: boot the real image once per machine and check the shell end to end.
 //!
 //! One test per boot-matrix entry — BIOS + IDE disk, BIOS + USB stick on xHCI, UEFI +
-//! disk. Each boots ONCE (TCG boots are the expensive part) and then runs every check
-//! on that boot: the prompt, `info`, `cpus`, `help`, `version`, `dmesg`, `uptime`,
-//! `mem`, error handling for unknown commands, bad arguments and garbage input, the
-//! framebuffer log (decoded from a screen dump), `reboot` (on the USB machine) and
-//! finally `poweroff`, which must make QEMU exit with status 0 (ACPI S5; status 1 would
-//! mean the isa-debug-exit fallback fired).
+//! disk, and BIOS + CD-ROM booting GRUB's recovery entry. Each boots ONCE (TCG boots
+//! are the expensive part) and then runs every check on that boot: the prompt, `info`,
+//! `cpus`, `help`, `version`, `dmesg`, `uptime`, `mem`, error handling for unknown
+//! commands, bad arguments and garbage input, the framebuffer log (decoded from a screen
+//! dump), `reboot` (on the USB machine), the exception report of `fault 1 pf` (on the
+//! IDE machine, last, since it takes CPU 1 away) and finally `poweroff`, which must make
+//! QEMU exit with status 0 (ACPI S5; status 1 would mean the isa-debug-exit fallback
+//! fired). The recovery machine checks what its entry changes: command line, debug log
+//! on serial, one CPU online, nothing drawn on the screen.
+//!
+//! A CPU exception report ("*** HYPERVISOR EXCEPTION") fails any wait at once, like a
+//! panic, except while `check_fault` waits for the one it provoked.
 //!
 //! The tests need build/basalt.img and fail — never skip — without it. Transcripts of
 //! every run are in build/qemu-tests/<test>.serial.log.
@@ -15,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::{Failures, Firmware, Machine, MachineConfig, Medium, Pattern, Result};
 
-/// Every command the shell's table must list in `help`.
-const COMMANDS: [&str; 9] = [
-    "help", "version", "info", "dmesg", "cpus", "mem", "uptime", "reboot", "poweroff",
-];
+/// Every command the shell's tables must list in `help` (the built-ins, then the
+/// appliance's diagnostic `fault`).
+const COMMANDS: [&str; 10] =
+    ["help", "version", "info", "dmesg", "cpus", "mem", "uptime", "reboot", "poweroff", "fault"];
 
 /// How long QEMU may take to exit after `poweroff`.
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
@@ -27,10 +33,7 @@ const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
 fn boot_to_prompt(config: MachineConfig, name: &str) -> Result<(Machine, String)> {
     let mut machine = Machine::boot(config, name)?;
     let boot_log = machine.expect_boot_prompt()?;
-    eprintln!(
-        "[{name}] first prompt after {:.1} s",
-        machine.elapsed().as_secs_f64()
-    );
+    eprintln!("[{name}] first prompt after {:.1} s", machine.elapsed().as_secs_f64());
     Ok((machine, boot_log))
 }
 
@@ -40,14 +43,12 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
 
 /// The boot log shows the hypervisor's first line and (per the contract) GRUB's menu.
 fn check_boot_log(machine: &Machine, boot_log: &str, failures: &mut Failures) -> Result<()> {
-    failures.soft(machine.check(boot_log.contains("GRUB"), || {
-        "GRUB's menu never appeared on the serial line".to_owned()
-    }))?;
     failures.soft(
-        machine.check(lines(boot_log).any(|line| line.contains("Basalt")), || {
-            "no hypervisor log line containing \"Basalt\" before the first prompt".to_owned()
-        }),
+        machine.check(boot_log.contains("GRUB"), || "GRUB's menu never appeared on the serial line".to_owned()),
     )?;
+    failures.soft(machine.check(lines(boot_log).any(|line| line.contains("Basalt")), || {
+        "no hypervisor log line containing \"Basalt\" before the first prompt".to_owned()
+    }))?;
     failures.soft(machine.check(machine.queries_answered() > 0, || {
         "the shell sent no cursor-position query (ESC [6n) before its prompt".to_owned()
     }))
@@ -56,98 +57,107 @@ fn check_boot_log(machine: &Machine, boot_log: &str, failures: &mut Failures) ->
 /// The number after `label` in `text` (e.g. "Memory: " → 511).
 fn number_after(text: &str, label: &str) -> Option<u64> {
     let start = text.find(label)? + label.len();
-    let digits: String = text[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
 
 fn check_info(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    let cpus = machine.config().cpus;
+    check_info_online(machine, cpus, failures).map(drop)
+}
+
+/// `info` with `online` of the machine's CPUs online (fewer after `maxcpus=` or `fault`).
+fn check_info_online(machine: &mut Machine, online: u32, failures: &mut Failures) -> Result<String> {
     let info = machine.run_command("info")?;
     let cpus = machine.config().cpus;
-    let line_starting = |prefix: &str| {
-        lines(&info)
-            .find(|line| line.starts_with(prefix))
-            .map(str::to_owned)
-    };
-    failures.soft(machine.check(
-        info.contains(&format!("CPUs: {cpus} found, {cpus} online")),
-        || format!("`info` does not say \"CPUs: {cpus} found, {cpus} online\":\n{info}"),
-    ))?;
+    let line_starting = |prefix: &str| lines(&info).find(|line| line.starts_with(prefix)).map(str::to_owned);
+    failures.soft(machine.check(info.contains(&format!("CPUs: {cpus} found, {online} online")), || {
+        format!("`info` does not say \"CPUs: {cpus} found, {online} online\":\n{info}")
+    }))?;
     let virtualization = line_starting("Virtualization:").unwrap_or_default();
     for feature in ["SVM", "NPT"] {
-        failures.soft(
-            machine.check(
-                virtualization
-                    .split_whitespace()
-                    .any(|word| word == feature),
-                || format!("`info` does not list {feature} under Virtualization:\n{info}"),
-            ),
-        )?;
+        failures.soft(machine.check(virtualization.split_whitespace().any(|word| word == feature), || {
+            format!("`info` does not list {feature} under Virtualization:\n{info}")
+        }))?;
     }
     if let Some(missing) = line_starting("Missing:") {
-        failures.soft(
-            machine.check(
-                !missing
-                    .split_whitespace()
-                    .any(|word| word == "SVM" || word == "NPT"),
-                || format!("`info` lists SVM or NPT as missing:\n{info}"),
-            ),
-        )?;
+        failures.soft(machine.check(!missing.split_whitespace().any(|word| word == "SVM" || word == "NPT"), || {
+            format!("`info` lists SVM or NPT as missing:\n{info}")
+        }))?;
     }
     let firmware = machine.config().emulator.firmware().shell_name();
-    failures.soft(machine.check(
-        line_starting("Firmware:").is_some_and(|line| line.ends_with(firmware)),
-        || format!("`info` does not say \"Firmware: {firmware}\":\n{info}"),
-    ))?;
-    for pattern in [
-        r"CPU: .+ \(family \d+ model \d+ stepping \d+\)",
-        r"Memory: \d+ MiB total, \d+ MiB free",
-        r"TSC: \d+ MHz",
-    ] {
+    failures.soft(machine.check(line_starting("Firmware:").is_some_and(|line| line.ends_with(firmware)), || {
+        format!("`info` does not say \"Firmware: {firmware}\":\n{info}")
+    }))?;
+    for pattern in
+        [r"CPU: .+ \(family \d+ model \d+ stepping \d+\)", r"Memory: \d+ MiB total, \d+ MiB free", r"TSC: \d+ MHz"]
+    {
         failures.soft(machine.check(Pattern::regex(pattern).is_match(&info), || {
             format!("`info` has no line like /{pattern}/:\n{info}")
         }))?;
     }
-    failures.soft(machine.check(line_starting("Command line:").is_some(), || {
-        format!("`info` has no \"Command line:\":\n{info}")
-    }))?;
+    failures.soft(
+        machine.check(line_starting("Command line:").is_some(), || format!("`info` has no \"Command line:\":\n{info}")),
+    )?;
     let total = number_after(&info, "Memory: ").unwrap_or(0);
     let free = number_after(&info, "MiB total, ").unwrap_or(u64::MAX);
     let configured = u64::from(machine.config().memory_mib);
     failures.soft(machine.check(total <= configured && total >= configured / 2 && free <= total, || {
-        format!("`info` memory numbers implausible for a {configured} MiB machine (total {total}, free {free}):\n{info}")
-    }))
+        format!(
+            "`info` memory numbers implausible for a {configured} MiB machine (total {total}, free {free}):\n{info}"
+        )
+    }))?;
+    Ok(info)
 }
 
 fn check_cpus(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
-    let table = machine.run_command("cpus")?;
-    let cpus = machine.config().cpus as usize;
-    failures.soft(machine.check(
-        Pattern::regex(r"CPU\s+APIC\s+STATE\s+TICKS").is_match(&table),
-        || format!("`cpus` has no \"CPU  APIC  STATE    TICKS\" header:\n{table}"),
-    ))?;
-    // Rows look like "  0     0  online   1234 ..."; the summary line ("2 CPUs, 2 online")
-    // does not start with a number.
-    let online = lines(&table)
-        .filter(|line| {
+    let cpus = machine.config().cpus;
+    check_cpus_online(machine, &(0..cpus).collect::<Vec<_>>(), failures).map(drop)
+}
+
+/// The STATE column of each `cpus` row, by CPU index. Rows look like
+/// "  0     0  online   1234   bootstrap"; the summary ("2 CPUs, 2 online") does not
+/// start with a number.
+fn cpu_states(table: &str) -> Vec<(u32, String)> {
+    lines(table)
+        .filter_map(|line| {
             let words: Vec<&str> = line.split_whitespace().collect();
-            words.len() >= 3 && words[0].parse::<u32>().is_ok() && words[2] == "online"
+            match words[..] {
+                [index, _apic, state, ..] => Some((index.parse().ok()?, state.to_owned())),
+                _ => None,
+            }
         })
-        .count();
-    failures.soft(machine.check(online == cpus, || {
-        format!("`cpus` shows {online} online rows, expected {cpus}:\n{table}")
-    }))
+        .collect()
+}
+
+/// `cpus` has its header and exactly the CPUs `online` in "online" rows; returns the
+/// table.
+fn check_cpus_online(machine: &mut Machine, online: &[u32], failures: &mut Failures) -> Result<String> {
+    let table = machine.run_command("cpus")?;
+    failures.soft(machine.check(Pattern::regex(r"CPU\s+APIC\s+STATE\s+TICKS").is_match(&table), || {
+        format!("`cpus` has no \"CPU  APIC  STATE    TICKS\" header:\n{table}")
+    }))?;
+    let shown: Vec<u32> =
+        cpu_states(&table).into_iter().filter(|(_, state)| state == "online").map(|(index, _)| index).collect();
+    failures.soft(
+        machine.check(shown == online, || format!("`cpus` shows CPUs {shown:?} online, expected {online:?}:\n{table}")),
+    )?;
+    let summary = format!("CPUs, {} online", online.len());
+    failures
+        .soft(machine.check(table.contains(&summary), || {
+            format!("`cpus` has no summary line ending \"{summary}\":\n{table}")
+        }))?;
+    Ok(table)
 }
 
 fn check_help(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
     let help = machine.run_command("help")?;
     for command in COMMANDS {
-        failures.soft(machine.check(
-            lines(&help).any(|line| line.split_whitespace().next() == Some(command)),
-            || format!("`help` has no line for {command:?}:\n{help}"),
-        ))?;
+        failures.soft(
+            machine.check(lines(&help).any(|line| line.split_whitespace().next() == Some(command)), || {
+                format!("`help` has no line for {command:?}:\n{help}")
+            }),
+        )?;
     }
     Ok(())
 }
@@ -155,15 +165,11 @@ fn check_help(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
 /// `version` prints exactly one "Basalt <crate version> (commit ..., <profile>)" line.
 fn check_version(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
     let version = machine.run_command("version")?;
-    let expected = format!(
-        r"^Basalt {} \(commit [^,]+, \w+\)$",
-        env!("CARGO_PKG_VERSION").replace('.', r"\.")
-    );
+    let expected = format!(r"^Basalt {} \(commit [^,]+, \w+\)$", env!("CARGO_PKG_VERSION").replace('.', r"\."));
     let text = format!("{}\n", version.trim());
-    failures.soft(machine.check(
-        Pattern::regex(&expected).is_match(&text) && lines(&version).count() == 1,
-        || format!("`version` printed {version:?}, expected one line like /{expected}/"),
-    ))
+    failures.soft(machine.check(Pattern::regex(&expected).is_match(&text) && lines(&version).count() == 1, || {
+        format!("`version` printed {version:?}, expected one line like /{expected}/")
+    }))
 }
 
 fn check_dmesg(machine: &mut Machine, boot_log: &str, failures: &mut Failures) -> Result<()> {
@@ -180,10 +186,7 @@ fn check_dmesg(machine: &mut Machine, boot_log: &str, failures: &mut Failures) -
         .filter(|message| !message.starts_with("debug: ") && !message.starts_with("trace: "))
         .map(|message| message.strip_prefix("info: ").unwrap_or(message))
         .collect();
-    let on_serial = shown
-        .iter()
-        .filter(|message| serial.iter().any(|line| line.ends_with(*message)))
-        .count();
+    let on_serial = shown.iter().filter(|message| serial.iter().any(|line| line.ends_with(*message))).count();
     failures.soft(machine.check(!shown.is_empty() && on_serial == shown.len(), || {
         format!(
             "only {on_serial} of {} info-or-higher `dmesg` messages also appeared on the serial console during boot:\n{dmesg}",
@@ -195,19 +198,18 @@ fn check_dmesg(machine: &mut Machine, boot_log: &str, failures: &mut Failures) -
 fn check_simple(machine: &mut Machine, command: &str, failures: &mut Failures) -> Result<()> {
     let output = machine.run_command(command)?;
     failures.soft(machine.check(
-        !output.trim().is_empty()
-            && output.chars().any(|c| c.is_ascii_digit())
-            && !output.contains("error:"),
+        !output.trim().is_empty() && output.chars().any(|c| c.is_ascii_digit()) && !output.contains("error:"),
         || format!("`{command}` printed no numbers or an error:\n{output}"),
     ))
 }
 
 fn check_errors(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
     let output = machine.run_command("frobnicate")?;
-    failures.soft(machine.check(
-        output.trim() == "error: unknown command 'frobnicate'; type 'help' for a list",
-        || format!("unknown command gave {output:?}"),
-    ))?;
+    failures.soft(
+        machine.check(output.trim() == "error: unknown command 'frobnicate'; type 'help' for a list", || {
+            format!("unknown command gave {output:?}")
+        }),
+    )?;
     let output = machine.run_command("dmesg -n notanumber")?;
     let mut output_lines = lines(&output);
     failures.soft(machine.check(
@@ -216,14 +218,9 @@ fn check_errors(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
         || format!("`dmesg -n notanumber` should print \"error: ...\" then \"usage: dmesg ...\", got:\n{output}"),
     ))?;
     let output = machine.run_command("help nosuchcommand")?;
-    failures.soft(
-        machine.check(
-            lines(&output)
-                .next()
-                .is_some_and(|line| line.starts_with("error:")),
-            || format!("`help nosuchcommand` should print an error, got:\n{output}"),
-        ),
-    )?;
+    failures.soft(machine.check(lines(&output).next().is_some_and(|line| line.starts_with("error:")), || {
+        format!("`help nosuchcommand` should print an error, got:\n{output}")
+    }))?;
     check_version(machine, failures)
 }
 
@@ -231,9 +228,7 @@ fn check_errors(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
 fn check_garbage(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
     let mut binary: Vec<u8> = (0x80..=0xffu8).collect();
     binary.extend_from_slice(&[0x00, 0x00, 0xc3, 0x28, 0xf0, 0x90, 0x80, b'x', 0x00]);
-    let controls: Vec<u8> = (0x01..0x20u8)
-        .filter(|byte| ![b'\r', b'\n', 0x1b].contains(byte))
-        .collect();
+    let controls: Vec<u8> = (0x01..0x20u8).filter(|byte| ![b'\r', b'\n', 0x1b].contains(byte)).collect();
     let long_line: Vec<u8> = (0..4096).map(|index| b'a' + (index % 26) as u8).collect();
     let escape_soup = b"\x1b[A\x1b[B\x1b[C\x1b[D\x1b[H\x1b[F\x1b[3~\x1b[1;5D\x1bOA\x1bOP\x1b[999999999999;99999999999R\x1b[24;80R\x1b]0;title\x07\x1b[200~paste\x1b[201~\x1b\x1b\x1b[\x1b[?1049h\x1bc\x1b".to_vec();
     let inputs: [(&str, Vec<u8>); 5] = [
@@ -247,13 +242,10 @@ fn check_garbage(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
         machine.note(format!("garbage: {what}"));
         bytes.push(b'\r');
         machine.send_bytes(&bytes)?;
-        machine
-            .expect_prompt()
-            .map_err(|error| error.context(format!("no prompt after {what}")))?;
+        machine.expect_prompt().map_err(|error| error.context(format!("no prompt after {what}")))?;
         // Some inputs (Ctrl-C, Ctrl-L, LF) make the editor print extra prompts: let it settle.
         machine.wait_quiet(Duration::from_millis(700), Duration::from_secs(60))?;
-        check_version(machine, failures)
-            .map_err(|error| error.context(format!("`version` after {what}")))?;
+        check_version(machine, failures).map_err(|error| error.context(format!("`version` after {what}")))?;
     }
     Ok(())
 }
@@ -263,52 +255,195 @@ fn check_screen(machine: &mut Machine, boot_log: &str, failures: &mut Failures) 
     let screen = machine.screendump()?;
     let text = screen.text();
     failures.soft(machine.check(screen.contains("Basalt"), || {
-        format!(
-            "the decoded screen ({}x{}) does not contain \"Basalt\":\n{text}",
-            screen.width, screen.height
-        )
+        format!("the decoded screen ({}x{}) does not contain \"Basalt\":\n{text}", screen.width, screen.height)
     }))?;
     let serial: Vec<&str> = lines(boot_log).collect();
-    let shared: Vec<&str> = screen
-        .lines()
-        .filter(|line| line.len() >= 12 && serial.contains(line))
-        .collect();
+    let shared: Vec<&str> = screen.lines().filter(|line| line.len() >= 12 && serial.contains(line)).collect();
     failures.soft(machine.check(!shared.is_empty(), || {
         format!("no decoded screen line equals a serial log line; decoded screen:\n{text}")
     }))?;
-    machine.note(format!(
-        "{} screen lines equal serial log lines",
-        shared.len()
-    ));
+    machine.note(format!("{} screen lines equal serial log lines", shared.len()));
     Ok(())
 }
 
 /// `reboot` goes back through the firmware and GRUB to a second prompt.
-fn check_reboot(
-    machine: &mut Machine,
-    first_boot_log: &str,
-    failures: &mut Failures,
-) -> Result<()> {
+fn check_reboot(machine: &mut Machine, first_boot_log: &str, failures: &mut Failures) -> Result<()> {
     machine.send_line("reboot")?;
     machine.expect("reboot\n", qemu_tests::COMMAND_TIMEOUT)?;
     let started = Instant::now();
     let second_boot_log = machine.expect_boot_prompt()?;
-    eprintln!(
-        "[{}] second prompt {:.1} s after `reboot`",
-        machine.name(),
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("[{}] second prompt {:.1} s after `reboot`", machine.name(), started.elapsed().as_secs_f64());
     if first_boot_log.contains("GRUB") {
-        failures.soft(machine.check(second_boot_log.contains("GRUB"), || {
-            "GRUB's menu did not appear after `reboot`".to_owned()
-        }))?;
+        failures.soft(
+            machine.check(second_boot_log.contains("GRUB"), || "GRUB's menu did not appear after `reboot`".to_owned()),
+        )?;
     }
-    failures.soft(machine.check(
-        lines(&second_boot_log).any(|line| line.contains("Basalt")),
-        || "no \"Basalt\" log line after `reboot`".to_owned(),
-    ))?;
+    failures.soft(machine.check(lines(&second_boot_log).any(|line| line.contains("Basalt")), || {
+        "no \"Basalt\" log line after `reboot`".to_owned()
+    }))?;
     check_version(machine, failures)?;
     check_cpus(machine, failures)
+}
+
+/// Recognizes one line of output.
+type LineTest<'a> = Box<dyn Fn(&str) -> bool + 'a>;
+
+/// The CPU `fault` is pointed at: an application processor, so CPU 0 keeps the shell.
+const FAULT_CPU: u32 = 1;
+
+/// The address the kernel's deliberate #PF reads (nothing maps it).
+const FAULT_ADDRESS: &str = "0xffff9000dead0000";
+
+/// `fault 1 pf`: CPU 1 takes a page fault and prints the exception report — banner, CR2,
+/// registers, a symbolized backtrace through `raise_requested_fault`, "halted" — in that
+/// order; then CPU 1 is offline, the shell on CPU 0 still works, and `fault` rejects a
+/// missing CPU, an offline CPU and an unknown kind. Run it last before `poweroff`:
+/// it takes a CPU away.
+fn check_fault(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    let cpu = FAULT_CPU;
+    machine.skip_pending_output();
+    let command = format!("fault {cpu} pf");
+    machine.send_line(&command)?;
+    machine.expect(format!("{command}\n"), qemu_tests::COMMAND_TIMEOUT)?;
+    // CPU 0 answers "fault requested on CPU 1" and a prompt while CPU 1 writes its report
+    // (in one piece), so the prompt may come before or after it: read up to the report's
+    // last line, let the line go quiet, and only then talk to the shell again.
+    let halted = format!("*** CPU {cpu} halted\n");
+    let report = machine
+        .expect_allowing(halted.as_str(), qemu_tests::COMMAND_TIMEOUT, &[qemu_tests::EXCEPTION_MARKER])
+        .map_err(|error| error.context(format!("exception report after `{command}`")))?;
+    machine.wait_quiet(Duration::from_millis(1500), Duration::from_secs(60))?;
+    let after_report = machine.take_pending_output();
+    machine.note("exception report complete");
+    let report_lines: Vec<&str> = lines(&report).collect();
+    // Each item: what it is, and how to recognize its line. They must appear in order.
+    let banner = format!("*** HYPERVISOR EXCEPTION on CPU {cpu}: vector 14 #PF page fault, error code 0x0");
+    let cr2 = format!("*** faulting address (CR2) {FAULT_ADDRESS}");
+    let frame = Pattern::regex(r"^#\d+\s+0x[0-9a-f]+ .*raise_requested_fault");
+    let expected: [(&str, LineTest); 6] = [
+        ("the exception banner", Box::new(|line: &str| line == banner)),
+        ("the CR2 line", Box::new(|line: &str| line == cr2)),
+        ("the register dump (\"RIP 0x...\")", Box::new(|line: &str| line.starts_with("RIP 0x"))),
+        ("\"backtrace:\"", Box::new(|line: &str| line == "backtrace:")),
+        ("a frame in raise_requested_fault", Box::new(|line: &str| frame.is_match(line))),
+        ("the halt line", Box::new(|line: &str| line == halted.trim_end())),
+    ];
+    let mut position = 0;
+    for (what, is_line) in &expected {
+        match report_lines[position..].iter().position(|line| is_line(line)) {
+            Some(offset) => position += offset + 1,
+            None => {
+                failures.soft(machine.check(false, || {
+                    format!("the exception report after `{command}` lacks {what} (in order: banner {banner:?}, {cr2:?}, \"RIP 0x...\", \"backtrace:\", a raise_requested_fault frame, {halted:?}):\n{report}")
+                }))?;
+                break;
+            }
+        }
+    }
+    failures.soft(
+        machine.check(format!("{report}{after_report}").contains(&format!("fault requested on CPU {cpu}\n")), || {
+            format!("`{command}` did not answer \"fault requested on CPU {cpu}\":\n{report}{after_report}")
+        }),
+    )?;
+
+    // CPU 1 is gone; CPU 0 still runs the shell.
+    let table = check_cpus_online(machine, &[0], failures)?;
+    let state = cpu_states(&table).into_iter().find(|(index, _)| *index == cpu).map(|(_, state)| state);
+    failures.soft(machine.check(state.as_deref() == Some("offline"), || {
+        format!("`cpus` should show CPU {cpu} \"offline\" after its exception, shows {state:?}:\n{table}")
+    }))?;
+    check_info_online(machine, machine.config().cpus - 1, failures)?;
+    check_version(machine, failures)?;
+
+    // Refusals. Never `fault 0 <valid kind>`: CPU 0 runs the shell.
+    let missing = machine.config().cpus + 7;
+    let output = machine.run_command(&format!("fault {missing} ud"))?;
+    failures.soft(machine.check(output.trim() == format!("error: no CPU {missing}"), || {
+        format!("`fault {missing} ud` should print \"error: no CPU {missing}\", printed:\n{output}")
+    }))?;
+    let output = machine.run_command(&format!("fault {cpu} ud"))?;
+    let output_lines: Vec<&str> = lines(&output).collect();
+    failures.soft(machine.check(
+        matches!(output_lines[..], [line] if line.starts_with("error:") && line.contains(&format!("CPU {cpu} ")) && line.contains("not online")),
+        || format!("`fault {cpu} ud` on the halted CPU should print one \"error: CPU {cpu} is not online\" line, printed:\n{output}"),
+    ))?;
+    let output = machine.run_command("fault 0 xx")?;
+    let output_lines: Vec<&str> = lines(&output).collect();
+    let expected = ["error: unknown fault kind 'xx'", "usage: fault CPU ud|pf|gp"];
+    failures
+        .soft(machine.check(output_lines == expected, || {
+            format!("`fault 0 xx` should print {expected:?}, printed:\n{output}")
+        }))?;
+    check_version(machine, failures)
+}
+
+/// GRUB's second menu entry.
+const RECOVERY_ENTRY: &str = "Basalt (recovery: serial console only, verbose log, one CPU)";
+
+/// Boots `config` and picks GRUB's recovery entry over the serial line: waits for the
+/// menu, presses down-arrow (`ESC [ B`), waits for GRUB to highlight the entry (`*`
+/// before it) and presses Enter. Returns the machine and everything printed up to the
+/// first prompt.
+fn boot_recovery_to_prompt(config: MachineConfig, name: &str) -> Result<(Machine, String)> {
+    let mut machine = Machine::boot(config, name)?;
+    let boot_timeout = machine.config().boot_timeout;
+    // GRUB's timeout is 3 s from here: the harness answers within milliseconds.
+    let mut boot_log =
+        machine.expect("Use the ^ and v keys", boot_timeout).map_err(|error| error.context("GRUB's menu"))?;
+    machine.send_bytes(b"\x1b[B")?;
+    boot_log += &machine
+        .expect(format!("*{RECOVERY_ENTRY}"), qemu_tests::COMMAND_TIMEOUT)
+        .map_err(|error| error.context("GRUB highlighting the recovery entry after down-arrow"))?;
+    machine.send_bytes(b"\r")?;
+    boot_log += &machine.expect_boot_prompt()?;
+    eprintln!("[{name}] first prompt after {:.1} s", machine.elapsed().as_secs_f64());
+    Ok((machine, boot_log))
+}
+
+/// The recovery entry's command-line options.
+const RECOVERY_OPTIONS: [&str; 3] = ["console=com1", "maxcpus=1", "loglvl=debug"];
+
+/// The recovery boot: its command line, debug-level log lines on serial, one CPU
+/// online, and nothing from the hypervisor on the screen (console=com1).
+fn check_recovery(machine: &mut Machine, boot_log: &str, failures: &mut Failures) -> Result<()> {
+    let logged_command_line =
+        lines(boot_log).find(|line| line.contains("command line: ")).unwrap_or_default().to_owned();
+    for option in RECOVERY_OPTIONS {
+        failures.soft(machine.check(logged_command_line.split_whitespace().any(|word| word == option), || {
+            format!("the boot log's command line lacks {option:?}: {logged_command_line:?}")
+        }))?;
+    }
+    // Debug messages of image/src/boot.rs: one "memory: 0x...-0x... KIND" per region of
+    // the firmware's memory map (info level only prints "memory: N MiB usable").
+    let regions = lines(boot_log)
+        .filter(|line| Pattern::regex(r"^\[\s*\d+\.\d+\] memory: 0x[0-9a-f]+-0x[0-9a-f]+ ").is_match(line))
+        .count();
+    failures.soft(machine.check(regions >= 2, || {
+        format!("loglvl=debug: expected debug \"memory: 0x...-0x... KIND\" region lines on serial during boot, found {regions}")
+    }))?;
+
+    let info = check_info_online(machine, 1, failures)?;
+    let command_line = lines(&info).find_map(|line| line.strip_prefix("Command line:")).unwrap_or_default().to_owned();
+    for option in RECOVERY_OPTIONS {
+        failures.soft(machine.check(command_line.split_whitespace().any(|word| word == option), || {
+            format!("`info`'s command line lacks {option:?}:\n{info}")
+        }))?;
+    }
+    check_cpus_online(machine, &[0], failures)?;
+    check_version(machine, failures)?;
+
+    // console=com1: the hypervisor never draws on the framebuffer.
+    let screen = machine.screendump()?;
+    let banner = format!("Basalt {} hypervisor", env!("CARGO_PKG_VERSION"));
+    let text = screen.text();
+    failures.soft(machine.check(!screen.contains(&banner), || {
+        format!("console=com1, yet the decoded screen shows hypervisor log text ({banner:?}):\n{text}")
+    }))?;
+    let logged =
+        screen.lines().filter(|line| line.len() >= 12 && lines(boot_log).any(|serial| serial.ends_with(line))).count();
+    failures.soft(machine.check(logged == 0, || {
+        format!("console=com1, yet {logged} decoded screen lines equal serial log lines:\n{text}")
+    }))
 }
 
 /// `poweroff` ends QEMU with status 0 (ACPI S5).
@@ -317,9 +452,9 @@ fn check_poweroff(machine: &mut Machine, failures: &mut Failures) -> Result<()> 
     machine.expect("poweroff\n", qemu_tests::COMMAND_TIMEOUT)?;
     let status = machine.wait_exit(POWEROFF_TIMEOUT)?;
     let explained = machine.explain_exit(status);
-    failures.soft(machine.check(machine.is_clean_exit(status), || {
-        format!("`poweroff` did not power off cleanly: {explained}")
-    }))
+    failures.soft(
+        machine.check(machine.is_clean_exit(status), || format!("`poweroff` did not power off cleanly: {explained}")),
+    )
 }
 
 /// Every shell check that leaves the machine running.
@@ -345,8 +480,14 @@ fn run_boot_test(
     let (mut machine, boot_log) = boot_to_prompt(config, name)?;
     let mut failures = Failures::new();
     let outcome = checks(&mut machine, &boot_log, &mut failures);
+    finish_boot_test(&machine, outcome, failures)
+}
+
+/// Reports a boot test: every failed check, plus the error that stopped it, if any.
+fn finish_boot_test(machine: &Machine, outcome: Result<()>, failures: Failures) -> Result<()> {
     eprintln!(
-        "[{name}] finished after {:.1} s; transcript {}",
+        "[{}] finished after {:.1} s; transcript {}",
+        machine.name(),
         machine.elapsed().as_secs_f64(),
         machine.transcript_path().display()
     );
@@ -363,6 +504,7 @@ fn bios_ide() -> Result<()> {
         check_boot_log(machine, boot_log, failures)?;
         check_screen(machine, boot_log, failures)?;
         check_shell(machine, boot_log, failures)?;
+        check_fault(machine, failures)?;
         check_poweroff(machine, failures)
     })
 }
@@ -387,4 +529,18 @@ fn uefi_disk() -> Result<()> {
         check_shell(machine, boot_log, failures)?;
         check_poweroff(machine, failures)
     })
+}
+
+#[test]
+fn bios_cdrom_recovery() -> Result<()> {
+    let config = MachineConfig::qemu(Firmware::Bios, Medium::Cdrom);
+    let name = "bios_cdrom_recovery";
+    let (mut machine, boot_log) = boot_recovery_to_prompt(config, name)?;
+    let mut failures = Failures::new();
+    let outcome = (|| {
+        check_boot_log(&machine, &boot_log, &mut failures)?;
+        check_recovery(&mut machine, &boot_log, &mut failures)?;
+        check_poweroff(&mut machine, &mut failures)
+    })();
+    finish_boot_test(&machine, outcome, failures)
 }

@@ -58,8 +58,6 @@ pub struct Launched {
 /// diagnostics.
 pub fn launch(config: &MachineConfig, work_dir: &Path, stderr_log: &Path) -> Result<Launched> {
     match &config.emulator {
-        Emulator::Qemu { firmware, medium } => {
-            qemu::launch(config, *firmware, *medium, work_dir, stderr_log)
-        }
+        Emulator::Qemu { firmware, medium } => qemu::launch(config, *firmware, *medium, work_dir, stderr_log),
     }
 }

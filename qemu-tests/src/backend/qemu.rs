@@ -27,8 +27,7 @@ pub fn qemu_binary() -> String {
 
 /// Directory holding Debian's OVMF builds (override with `BASALT_OVMF_DIR`).
 pub fn ovmf_dir() -> PathBuf {
-    std::env::var_os("BASALT_OVMF_DIR")
-        .map_or_else(|| PathBuf::from("/usr/share/OVMF"), PathBuf::from)
+    std::env::var_os("BASALT_OVMF_DIR").map_or_else(|| PathBuf::from("/usr/share/OVMF"), PathBuf::from)
 }
 
 /// OVMF firmware code (read-only flash).
@@ -41,17 +40,10 @@ pub const QMP_SOCKET: &str = "qmp.sock";
 
 /// Builds QEMU's argument list. Creates the writable OVMF variable store in `work_dir`
 /// for UEFI machines.
-pub fn arguments(
-    config: &MachineConfig,
-    firmware: Firmware,
-    medium: Medium,
-    work_dir: &Path,
-) -> Result<Vec<String>> {
+pub fn arguments(config: &MachineConfig, firmware: Firmware, medium: Medium, work_dir: &Path) -> Result<Vec<String>> {
     let image = config.image.to_string_lossy().into_owned();
     if image.contains(',') {
-        return Err(Error::new(format!(
-            "image path {image:?} contains ',' which QEMU's -drive cannot take"
-        )));
+        return Err(Error::new(format!("image path {image:?} contains ',' which QEMU's -drive cannot take")));
     }
     let qmp = work_dir.join(QMP_SOCKET);
     let mut args: Vec<String> = Vec::new();
@@ -60,35 +52,10 @@ pub fn arguments(
         Firmware::Bios => "pc",
         Firmware::Uefi => "q35",
     };
-    push(&[
-        "-machine",
-        machine,
-        "-accel",
-        "tcg",
-        "-cpu",
-        &config.cpu_model,
-    ]);
-    push(&[
-        "-smp",
-        &config.cpus.to_string(),
-        "-m",
-        &config.memory_mib.to_string(),
-    ]);
-    push(&[
-        "-nodefaults",
-        "-vga",
-        "std",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-serial",
-        "stdio",
-    ]);
-    push(&[
-        "-qmp",
-        &format!("unix:{},server=on,wait=off", qmp.display()),
-    ]);
+    push(&["-machine", machine, "-accel", "tcg", "-cpu", &config.cpu_model]);
+    push(&["-smp", &config.cpus.to_string(), "-m", &config.memory_mib.to_string()]);
+    push(&["-nodefaults", "-vga", "std", "-display", "none", "-monitor", "none", "-serial", "stdio"]);
+    push(&["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())]);
     push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     if !config.allow_reset {
         push(&["-no-reboot"]);
@@ -106,48 +73,21 @@ pub fn arguments(
         }
         let vars = work_dir.join(OVMF_VARS);
         std::fs::copy(&vars_template, &vars).map_err(|error| {
-            Error::new(format!(
-                "copying {} to {}: {error}",
-                vars_template.display(),
-                vars.display()
-            ))
+            Error::new(format!("copying {} to {}: {error}", vars_template.display(), vars.display()))
         })?;
-        push(&[
-            "-drive",
-            &format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                code.display()
-            ),
-        ]);
-        push(&[
-            "-drive",
-            &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
-        ]);
+        push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display())]);
+        push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", vars.display())]);
     }
     match medium {
         Medium::IdeDisk => {
-            push(&[
-                "-drive",
-                &format!("file={image},format=raw,if=ide,index=0,media=disk,snapshot=on"),
-            ]);
+            push(&["-drive", &format!("file={image},format=raw,if=ide,index=0,media=disk,snapshot=on")]);
         }
         Medium::UsbStick => {
-            push(&[
-                "-drive",
-                &format!("if=none,id=stick,file={image},format=raw,snapshot=on"),
-            ]);
-            push(&[
-                "-device",
-                "qemu-xhci,id=xhci",
-                "-device",
-                "usb-storage,bus=xhci.0,drive=stick,bootindex=0",
-            ]);
+            push(&["-drive", &format!("if=none,id=stick,file={image},format=raw,snapshot=on")]);
+            push(&["-device", "qemu-xhci,id=xhci", "-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]);
         }
         Medium::Cdrom => {
-            push(&[
-                "-drive",
-                &format!("file={image},format=raw,if=ide,index=0,media=cdrom,readonly=on"),
-            ]);
+            push(&["-drive", &format!("file={image},format=raw,if=ide,index=0,media=cdrom,readonly=on")]);
             if firmware == Firmware::Bios {
                 push(&["-boot", "d"]);
             }
@@ -168,25 +108,12 @@ pub fn launch(
     let binary = qemu_binary();
     let stderr = std::fs::File::create(stderr_log)
         .map_err(|error| Error::new(format!("creating {}: {error}", stderr_log.display())))?;
-    let mut child = Command::new(&binary)
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .map_err(|error| {
-            Error::new(format!(
-                "cannot start {binary}: {error} (is the qemu-system-x86 package installed?)"
-            ))
-        })?;
-    let serial_input = child
-        .stdin
-        .take()
-        .ok_or_else(|| Error::new("QEMU stdin missing"))?;
-    let serial_output = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::new("QEMU stdout missing"))?;
+    let mut child =
+        Command::new(&binary).args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr).spawn().map_err(
+            |error| Error::new(format!("cannot start {binary}: {error} (is the qemu-system-x86 package installed?)")),
+        )?;
+    let serial_input = child.stdin.take().ok_or_else(|| Error::new("QEMU stdin missing"))?;
+    let serial_output = child.stdout.take().ok_or_else(|| Error::new("QEMU stdout missing"))?;
     let command_line = std::iter::once(binary.as_str())
         .chain(args.iter().map(String::as_str))
         .map(shell_quote)
@@ -196,21 +123,14 @@ pub fn launch(
         child,
         serial_output: Box::new(serial_output),
         serial_input: Box::new(serial_input),
-        control: Box::new(QemuControl {
-            qmp_socket: work_dir.join(QMP_SOCKET),
-            qmp: None,
-        }),
+        control: Box::new(QemuControl { qmp_socket: work_dir.join(QMP_SOCKET), qmp: None }),
         command_line,
     })
 }
 
 /// Quotes `word` for a POSIX shell when needed (for readable logs only).
 fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-_=,./:+@".contains(&byte))
-    {
+    if !word.is_empty() && word.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_=,./:+@".contains(&byte)) {
         word.to_owned()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
@@ -226,15 +146,9 @@ struct QemuControl {
 impl Control for QemuControl {
     fn screendump(&mut self, ppm_path: &Path) -> Result<()> {
         if self.qmp.is_none() {
-            self.qmp = Some(QmpClient::connect(
-                &self.qmp_socket,
-                Duration::from_secs(30),
-            )?);
+            self.qmp = Some(QmpClient::connect(&self.qmp_socket, Duration::from_secs(30))?);
         }
-        let qmp = self
-            .qmp
-            .as_mut()
-            .ok_or_else(|| Error::new("QMP not connected"))?;
+        let qmp = self.qmp.as_mut().ok_or_else(|| Error::new("QMP not connected"))?;
         qmp.screendump(ppm_path)
     }
 
@@ -267,19 +181,14 @@ mod tests {
 
     #[test]
     fn bios_ide_never_writes_the_image() {
-        let args = arguments(
-            &config(Firmware::Bios, Medium::IdeDisk),
-            Firmware::Bios,
-            Medium::IdeDisk,
-            Path::new("/w"),
-        )
-        .unwrap();
+        let args =
+            arguments(&config(Firmware::Bios, Medium::IdeDisk), Firmware::Bios, Medium::IdeDisk, Path::new("/w"))
+                .unwrap();
         let line = args.join(" ");
         assert!(line.contains("-accel tcg"));
         assert!(line.contains("-machine pc "));
         assert!(line.contains("-smp 2 -m 512"));
-        assert!(line
-            .contains("file=/images/basalt.img,format=raw,if=ide,index=0,media=disk,snapshot=on"));
+        assert!(line.contains("file=/images/basalt.img,format=raw,if=ide,index=0,media=disk,snapshot=on"));
         assert!(line.contains("-qmp unix:/w/qmp.sock,server=on,wait=off"));
         assert!(line.contains("isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(line.contains("-no-reboot"));
@@ -289,9 +198,7 @@ mod tests {
     #[test]
     fn usb_stick_is_on_xhci_and_snapshotted() {
         let machine = config(Firmware::Bios, Medium::UsbStick).allow_reset(true);
-        let line = arguments(&machine, Firmware::Bios, Medium::UsbStick, Path::new("/w"))
-            .unwrap()
-            .join(" ");
+        let line = arguments(&machine, Firmware::Bios, Medium::UsbStick, Path::new("/w")).unwrap().join(" ");
         assert!(line.contains("if=none,id=stick,file=/images/basalt.img,format=raw,snapshot=on"));
         assert!(line.contains("-device qemu-xhci"));
         assert!(line.contains("usb-storage,bus=xhci.0,drive=stick"));
@@ -305,23 +212,14 @@ mod tests {
         }
         let work = std::env::temp_dir().join(format!("basalt-qemu-args-{}", std::process::id()));
         std::fs::create_dir_all(&work).unwrap();
-        let line = arguments(
-            &config(Firmware::Uefi, Medium::Cdrom),
-            Firmware::Uefi,
-            Medium::Cdrom,
-            &work,
-        )
-        .unwrap()
-        .join(" ");
+        let line =
+            arguments(&config(Firmware::Uefi, Medium::Cdrom), Firmware::Uefi, Medium::Cdrom, &work).unwrap().join(" ");
         assert!(work.join(OVMF_VARS).exists());
         assert!(
             line.contains("readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd")
                 || std::env::var_os("BASALT_OVMF_DIR").is_some()
         );
-        assert!(line.contains(&format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            work.join(OVMF_VARS).display()
-        )));
+        assert!(line.contains(&format!("if=pflash,format=raw,unit=1,file={}", work.join(OVMF_VARS).display())));
         assert!(line.contains("media=cdrom,readonly=on"));
         assert!(line.contains("-machine q35"));
         let _ = std::fs::remove_dir_all(&work);

@@ -20,10 +20,7 @@ fn size_text(bytes: u64) -> String {
 
 /// `path` relative to the workspace when inside it, for a compact table.
 fn short(path: &std::path::Path) -> String {
-    path.strip_prefix(workspace_root())
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix(workspace_root()).unwrap_or(path).display().to_string()
 }
 
 /// The machine label used in the table.
@@ -38,11 +35,9 @@ fn machine_label(firmware: Firmware) -> &'static str {
 fn time_boot(firmware: Firmware) -> Result<Duration, String> {
     // One artifact set per firmware (the last boot's transcript is kept).
     let name = format!("boot-bench-{}", firmware.shell_name().to_lowercase());
-    let mut machine = Machine::boot(MachineConfig::qemu(firmware, Medium::IdeDisk), &name)
-        .map_err(|error| error.to_string())?;
-    machine
-        .expect_boot_prompt()
-        .map_err(|error| error.to_string())?;
+    let mut machine =
+        Machine::boot(MachineConfig::qemu(firmware, Medium::IdeDisk), &name).map_err(|error| error.to_string())?;
+    machine.expect_boot_prompt().map_err(|error| error.to_string())?;
     Ok(machine.elapsed())
     // Dropping the machine kills QEMU before the next boot starts.
 }
@@ -53,11 +48,8 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--boots" => {
-                boots = args
-                    .next()
-                    .and_then(|count| count.parse().ok())
-                    .filter(|&count| count > 0)
-                    .unwrap_or_else(|| {
+                boots =
+                    args.next().and_then(|count| count.parse().ok()).filter(|&count| count > 0).unwrap_or_else(|| {
                         eprintln!("--boots needs a positive number");
                         std::process::exit(2)
                     })
@@ -73,10 +65,7 @@ fn main() {
     let mut failed = false;
     let image = default_image();
     match std::fs::metadata(&image) {
-        Ok(metadata) => rows.push((
-            format!("image {}", short(&image)),
-            size_text(metadata.len()),
-        )),
+        Ok(metadata) => rows.push((format!("image {}", short(&image)), size_text(metadata.len()))),
         Err(error) => {
             eprintln!("{}: {error}: run `make image` first", image.display());
             std::process::exit(1);
@@ -85,37 +74,19 @@ fn main() {
     let elf_path = hypervisor_elf();
     match std::fs::read(&elf_path) {
         Ok(data) => {
-            rows.push((
-                format!("hypervisor {}", short(&elf_path)),
-                size_text(data.len() as u64),
-            ));
+            rows.push((format!("hypervisor {}", short(&elf_path)), size_text(data.len() as u64)));
             match elf::segments(&data) {
                 Ok(segments) => {
-                    let load: Vec<_> = segments
-                        .iter()
-                        .filter(|segment| segment.kind == PT_LOAD)
-                        .collect();
+                    let load: Vec<_> = segments.iter().filter(|segment| segment.kind == PT_LOAD).collect();
                     let file: u64 = load.iter().map(|segment| segment.file_size).sum();
                     let memory: u64 = load.iter().map(|segment| segment.memory_size).sum();
-                    rows.push((
-                        format!("  {} PT_LOAD segments, in file", load.len()),
-                        size_text(file),
-                    ));
-                    rows.push((
-                        "  PT_LOAD segments, in memory".to_owned(),
-                        size_text(memory),
-                    ));
+                    rows.push((format!("  {} PT_LOAD segments, in file", load.len()), size_text(file)));
+                    rows.push(("  PT_LOAD segments, in memory".to_owned(), size_text(memory)));
                 }
-                Err(error) => rows.push((
-                    "  PT_LOAD segments".to_owned(),
-                    format!("unreadable: {error}"),
-                )),
+                Err(error) => rows.push(("  PT_LOAD segments".to_owned(), format!("unreadable: {error}"))),
             }
         }
-        Err(error) => rows.push((
-            format!("hypervisor {}", short(&elf_path)),
-            format!("missing: {error}"),
-        )),
+        Err(error) => rows.push((format!("hypervisor {}", short(&elf_path)), format!("missing: {error}"))),
     }
 
     for firmware in [Firmware::Bios, Firmware::Uefi] {
@@ -123,18 +94,11 @@ fn main() {
         for run in 1..=boots {
             match time_boot(firmware) {
                 Ok(time) => {
-                    eprintln!(
-                        "{} boot {run}/{boots}: {:.2} s",
-                        machine_label(firmware),
-                        time.as_secs_f64()
-                    );
+                    eprintln!("{} boot {run}/{boots}: {:.2} s", machine_label(firmware), time.as_secs_f64());
                     times.push(time);
                 }
                 Err(error) => {
-                    eprintln!(
-                        "{} boot {run}/{boots} failed:\n{error}",
-                        machine_label(firmware)
-                    );
+                    eprintln!("{} boot {run}/{boots} failed:\n{error}", machine_label(firmware));
                     failed = true;
                 }
             }
@@ -159,24 +123,10 @@ fn main() {
         "Basalt boot benchmark: QEMU TCG, -cpu {}, {} CPUs, {} MiB, {boots} sequential boots per firmware\n",
         config.cpu_model, config.cpus, config.memory_mib
     );
-    let width = rows
-        .iter()
-        .map(|(label, _)| label.len())
-        .max()
-        .unwrap_or(0)
-        .max("what".len());
-    let value_width = rows
-        .iter()
-        .map(|(_, value)| value.len())
-        .max()
-        .unwrap_or(0)
-        .max("value".len());
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0).max("what".len());
+    let value_width = rows.iter().map(|(_, value)| value.len()).max().unwrap_or(0).max("value".len());
     println!("| {:width$} | {:value_width$} |", "what", "value");
-    println!(
-        "|{}|{}|",
-        "-".repeat(width + 2),
-        "-".repeat(value_width + 2)
-    );
+    println!("|{}|{}|", "-".repeat(width + 2), "-".repeat(value_width + 2));
     for (label, value) in &rows {
         println!("| {label:width$} | {value:value_width$} |");
     }
