@@ -50,6 +50,8 @@ isr_common:
     movq %rsp, %rdi
     cld
     call {dispatch}
+    .global isr_common_return
+isr_common_return:
     popq %rax
     popq %rbx
     popq %rcx

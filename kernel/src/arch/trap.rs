@@ -164,22 +164,52 @@ fn exception(frame: &TrapFrame) -> ! {
     instructions::halt_forever();
 }
 
+unsafe extern "C" {
+    /// The instruction after the interrupt stubs' call into [`dispatch`]: a return
+    /// address equal to it means the frame above is a [`TrapFrame`].
+    static isr_common_return: u8;
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
 /// Prints `rip` and then the return addresses found along the %rbp chain, each with its
 /// symbol when the symbol table is loaded. Frames are followed only while they lie
-/// inside `stack` = [bottom, top) and move strictly upward.
+/// inside `stack` = [bottom, top), move strictly upward, and return into the
+/// hypervisor image. Where the chain passes through an interrupt entry, the
+/// interrupted instruction is printed from the saved [`TrapFrame`] and the walk goes on
+/// with the interrupted code's frame pointer.
 pub fn write_backtrace(out: &mut dyn Write, rip: u64, mut rbp: u64, stack: (u64, u64)) {
     write_frame(out, 0, rip);
     let (bottom, top) = stack;
-    for depth in 1..64 {
-        if !rbp.is_multiple_of(8) || rbp < bottom || rbp.saturating_add(16) > top {
+    let inside = |address: u64, length: u64| address >= bottom && address.saturating_add(length) <= top;
+    let interrupt_return = &raw const isr_common_return as u64;
+    let image = (&raw const __kernel_start as u64)..(&raw const __kernel_end as u64);
+    let mut depth = 1;
+    while depth < 64 {
+        if !rbp.is_multiple_of(8) || !inside(rbp, 16) {
             break;
         }
         // SAFETY: rbp..rbp+16 lies inside this CPU's mapped kernel stack (checked above).
         let (next_rbp, return_address) = unsafe { (*(rbp as *const u64), *((rbp + 8) as *const u64)) };
-        if return_address == 0 {
+        if return_address == interrupt_return {
+            let frame_address = rbp + 16;
+            if !inside(frame_address, core::mem::size_of::<TrapFrame>() as u64) {
+                break;
+            }
+            // SAFETY: the interrupt stub pushed a whole TrapFrame right above this
+            // return address, inside the stack (checked above).
+            let frame = unsafe { &*(frame_address as *const TrapFrame) };
+            let _ = writeln!(out, "  -- interrupted by vector {} --", frame.vector);
+            write_frame(out, depth, frame.rip);
+            depth += 1;
+            rbp = frame.rbp;
+            continue;
+        }
+        if !image.contains(&return_address) {
             break;
         }
         write_frame(out, depth, return_address);
+        depth += 1;
         if next_rbp <= rbp {
             break;
         }
