@@ -231,8 +231,20 @@ fn check_garbage(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
     let controls: Vec<u8> = (0x01..0x20u8).filter(|byte| ![b'\r', b'\n', 0x1b].contains(byte)).collect();
     let long_line: Vec<u8> = (0..4096).map(|index| b'a' + (index % 26) as u8).collect();
     let escape_soup = b"\x1b[A\x1b[B\x1b[C\x1b[D\x1b[H\x1b[F\x1b[3~\x1b[1;5D\x1bOA\x1bOP\x1b[999999999999;99999999999R\x1b[24;80R\x1b]0;title\x07\x1b[200~paste\x1b[201~\x1b\x1b\x1b[\x1b[?1049h\x1bc\x1b".to_vec();
-    let inputs: [(&str, Vec<u8>); 5] = [
+    // A flood: 32 KiB of pseudo-random bytes (xorshift) sent in one write, far more
+    // than the UART FIFO and the receive ring hold.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let flood: Vec<u8> = (0..32 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let inputs: [(&str, Vec<u8>); 6] = [
         ("binary bytes", binary),
+        ("a 32 KiB flood of random bytes", flood),
         ("control characters", controls),
         ("a 4 KiB line", long_line),
         ("escape soup", escape_soup),
