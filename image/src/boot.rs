@@ -7,7 +7,7 @@ use basalt_kernel::arch::{entry, gdt, idt, instructions, trap};
 use basalt_kernel::boot::cmdline::{self, ConsoleSelection};
 use basalt_kernel::console::{self, framebuffer, serial};
 use basalt_kernel::cpu::{self, identify::CpuIdentity, ioapic, lapic, percpu, pic, smp, time};
-use basalt_kernel::mm::frames::{FrameAllocator, PhysRange};
+use basalt_kernel::mm::frames::{find_free_range, FrameAllocator, PhysRange};
 use basalt_kernel::mm::{self, heap, paging, phys_to_virt};
 use basalt_kernel::symbols::SymbolTable;
 use basalt_kernel::{debug, error, info, warn};
@@ -197,7 +197,8 @@ fn set_up_memory(boot_info: &BootInformation<'_>) -> MemorySetup {
     }
     // Heap: 1/16 of usable RAM, 16..=256 MiB, from usable RAM below 4 GiB (already mapped).
     let heap_size = (usable_bytes / 16).clamp(16 << 20, 256 << 20) & !0xfff;
-    let heap_base = find_free_range(&usable_ranges[..usable_count], &reserved[..reserved_count], heap_size, 4 << 30);
+    let heap_base =
+        find_free_range(&usable_ranges[..usable_count], &reserved[..reserved_count], heap_size, 2 << 20, 4 << 30);
     let Some(heap_base) = heap_base else {
         error!("no room for a {} MiB heap below 4 GiB; halting", heap_size >> 20);
         instructions::halt_forever();
@@ -221,22 +222,6 @@ fn set_up_memory(boot_info: &BootInformation<'_>) -> MemorySetup {
         .map(|area| (area.start_address(), area.end_address(), area_kind(area.typ())))
         .collect();
     MemorySetup { regions, usable_bytes, heap_bytes: heap_size }
-}
-
-/// The lowest `size`-byte, 2 MiB-aligned range inside a usable range, below `limit`,
-/// overlapping no reserved range.
-fn find_free_range(usable: &[PhysRange], reserved: &[PhysRange], size: u64, limit: u64) -> Option<u64> {
-    const ALIGN: u64 = 2 << 20;
-    for range in usable {
-        let mut candidate = range.start.div_ceil(ALIGN) * ALIGN;
-        while candidate + size <= range.end.min(limit) {
-            match reserved.iter().find(|r| r.start < candidate + size && candidate < r.end) {
-                Some(conflict) => candidate = conflict.end.div_ceil(ALIGN) * ALIGN,
-                None => return Some(candidate),
-            }
-        }
-    }
-    None
 }
 
 fn set_up_framebuffer(boot_info: &BootInformation<'_>) {

@@ -399,6 +399,34 @@ fn subtract_ranges(usable: &[PhysRange], reserved: &[PhysRange]) -> Vec<PhysRang
     result
 }
 
+/// The lowest `size`-byte range aligned to `align` (a power of two) that lies inside one
+/// of the `usable` ranges, ends at or below `limit` and overlaps none of the `reserved`
+/// ranges. Used at boot, before the frame allocator exists, to place the heap.
+pub fn find_free_range(usable: &[PhysRange], reserved: &[PhysRange], size: u64, align: u64, limit: u64) -> Option<u64> {
+    if size == 0 || !align.is_power_of_two() {
+        return None;
+    }
+    let align_up = |value: u64| value.checked_add(align - 1).map(|v| v & !(align - 1));
+    let mut best: Option<u64> = None;
+    for range in usable {
+        let end = range.end.min(limit);
+        let mut candidate = align_up(range.start)?;
+        while let Some(candidate_end) = candidate.checked_add(size).filter(|&e| e <= end) {
+            match reserved.iter().filter(|r| r.start < candidate_end && candidate < r.end).map(|r| r.end).max() {
+                Some(conflict_end) => match align_up(conflict_end) {
+                    Some(next) => candidate = next,
+                    None => break,
+                },
+                None => {
+                    best = Some(best.map_or(candidate, |b: u64| b.min(candidate)));
+                    break;
+                }
+            }
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,5 +634,29 @@ mod tests {
                 .sum();
             assert_eq!(counted, allocator.free_frames());
         }
+    }
+
+    #[test]
+    fn free_range_skips_reservations_and_respects_alignment_and_limit() {
+        const MIB: u64 = 1 << 20;
+        let usable = [PhysRange { start: 0, end: 0x9f000 }, PhysRange { start: MIB, end: 512 * MIB }];
+        let reserved = [PhysRange { start: 0, end: 0x1000 }, PhysRange { start: 2 * MIB, end: 3 * MIB + 5 }];
+        // The low range is too small; 1 MiB..2 MiB is too short for 16 MiB; the first fit
+        // starts at the next 2 MiB boundary after the reservation.
+        assert_eq!(find_free_range(&usable, &reserved, 16 * MIB, 2 * MIB, u64::MAX), Some(4 * MIB));
+        // A limit that leaves no room.
+        assert_eq!(find_free_range(&usable, &reserved, 16 * MIB, 2 * MIB, 8 * MIB), None);
+        // Nothing fits at all.
+        assert_eq!(find_free_range(&usable, &reserved, 1024 * MIB, 2 * MIB, u64::MAX), None);
+        // Unsorted usable ranges: the lowest fit wins.
+        let unsorted = [PhysRange { start: 256 * MIB, end: 512 * MIB }, PhysRange { start: 8 * MIB, end: 64 * MIB }];
+        assert_eq!(find_free_range(&unsorted, &[], 16 * MIB, 2 * MIB, u64::MAX), Some(8 * MIB));
+        // Bad parameters and ranges at the top of the address space.
+        assert_eq!(find_free_range(&usable, &reserved, 0, 2 * MIB, u64::MAX), None);
+        assert_eq!(find_free_range(&usable, &reserved, MIB, 3, u64::MAX), None);
+        let top = [PhysRange { start: u64::MAX - MIB, end: u64::MAX }];
+        assert_eq!(find_free_range(&top, &[], 4 * MIB, 2 * MIB, u64::MAX), None);
+        let overlapping = [PhysRange { start: 4 * MIB, end: u64::MAX }];
+        assert_eq!(find_free_range(&usable, &overlapping, MIB, MIB, u64::MAX), Some(MIB));
     }
 }
