@@ -115,10 +115,12 @@ extern "C" fn basalt_image_main(magic: u32, info_address: u32) -> ! {
     pic::remap_and_mask();
     set_up_interrupts(acpi.as_ref());
 
+    // Only CPUs the firmware marks enabled: "online capable" entries are hot-plug slots
+    // that are usually empty, and each absent CPU would cost a one-second start timeout.
     let mut apic_ids: Vec<u32> = acpi
         .as_ref()
         .and_then(|a| a.madt.as_ref())
-        .map(|madt| madt.cpus.iter().filter(|c| c.enabled || c.online_capable).map(|c| c.apic_id).collect())
+        .map(|madt| madt.cpus.iter().filter(|c| c.enabled).map(|c| c.apic_id).collect())
         .unwrap_or_default();
     if apic_ids.is_empty() {
         apic_ids.push(lapic::id());
@@ -361,6 +363,12 @@ fn start_other_cpus(apic_ids: &[u32], max_cpus: usize) {
     if apic_ids.len() <= 1 || max_cpus <= 1 {
         return;
     }
+    // xAPIC IPIs carry an 8-bit destination (0xff is broadcast): higher ids need x2APIC.
+    let (reachable, unreachable): (Vec<u32>, Vec<u32>) = apic_ids.iter().partition(|&&id| id < 0xff);
+    if !unreachable.is_empty() {
+        warn!("smp: {} CPUs have APIC ids above 254 and need x2APIC mode; left offline", unreachable.len());
+    }
+    let apic_ids = reachable.as_slice();
     let Some(page) = mm::with_frames(|frames| frames.allocate_below(0x10_0000)).flatten() else {
         warn!("smp: no free page below 1 MiB for the AP trampoline; running on one CPU");
         return;
