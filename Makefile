@@ -24,7 +24,7 @@ QEMU_RUN_FLAGS ?= -accel tcg -cpu qemu64,+svm,+npt -smp 2 -m 1024 -machine pc \
 	-drive file=$(IMG),format=raw,if=ide,snapshot=on \
 	-serial mon:stdio -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04
 
-.PHONY: all image hypervisor run test unit-test qemu-test bench clean deps image-deps emulator-deps rust-target fmt-check
+.PHONY: all image hypervisor run test unit-test qemu-test bench fuzz clean deps image-deps emulator-deps rust-target fmt-check
 
 all: image
 
@@ -84,6 +84,14 @@ test: deps unit-test qemu-test
 
 bench: emulator-deps image
 	$(CARGO) run -p qemu-tests --release --bin boot-bench
+
+# Coverage-guided fuzzing of every parser of outside input (not part of `test`: it needs
+# a nightly toolchain and cargo-fuzz, and runs for FUZZ_SECONDS per target).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd shell && for t in shell_input tokenize; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	cd kernel && for t in cmdline acpi_tables elf_symbols; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
