@@ -68,6 +68,9 @@ extern "C" fn basalt_image_main(magic: u32, info_address: u32) -> ! {
     };
     // The heap comes first: everything after it may allocate.
     let memory = set_up_memory(&boot_info);
+    if let Err(error) = paging::unmap_guard_page(entry::boot_stack_guard_page()) {
+        warn!("memory: no guard page under the boot stack: {error:?}");
+    }
     let command_line = boot_info.command_line_tag().and_then(|tag| tag.cmdline().ok()).unwrap_or("").to_string();
     let (options, warnings) = cmdline::parse(&command_line);
     if options.com1_baud != 115_200 {

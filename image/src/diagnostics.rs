@@ -11,8 +11,8 @@ use core::sync::atomic::Ordering;
 /// The appliance's diagnostic commands.
 pub static DIAGNOSTIC_COMMANDS: &[Command<Appliance>] = &[Command {
     name: "fault",
-    usage: "fault CPU ud|pf|gp",
-    summary: "raise a CPU exception on purpose to test the crash report (halts that CPU)",
+    usage: "fault CPU ud|pf|gp|so",
+    summary: "raise a CPU exception (so: stack overflow) on purpose to test the crash report; halts that CPU",
     run: fault,
 }];
 

@@ -381,11 +381,56 @@ fn check_fault(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
     ))?;
     let output = machine.run_command("fault 0 xx")?;
     let output_lines: Vec<&str> = lines(&output).collect();
-    let expected = ["error: unknown fault kind 'xx'", "usage: fault CPU ud|pf|gp"];
+    let expected = ["error: unknown fault kind 'xx'", "usage: fault CPU ud|pf|gp|so"];
     failures
         .soft(machine.check(output_lines == expected, || {
             format!("`fault 0 xx` should print {expected:?}, printed:\n{output}")
         }))?;
+    check_version(machine, failures)
+}
+
+/// `fault 1 so`: CPU 1 recurses into the guard page under its stack; the page fault
+/// cannot be delivered on the exhausted stack, so the CPU takes a double fault on its
+/// own interrupt stack and prints a report that says so, with the recursion folded into
+/// one repeated frame. Then CPU 1 is offline and the shell on CPU 0 still works.
+fn check_stack_overflow(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    let cpu = FAULT_CPU;
+    machine.skip_pending_output();
+    let command = format!("fault {cpu} so");
+    machine.send_line(&command)?;
+    machine.expect(format!("{command}\n"), qemu_tests::COMMAND_TIMEOUT)?;
+    let halted = format!("*** CPU {cpu} halted\n");
+    let report = machine
+        .expect_allowing(halted.as_str(), qemu_tests::COMMAND_TIMEOUT, &[qemu_tests::EXCEPTION_MARKER])
+        .map_err(|error| error.context(format!("exception report after `{command}`")))?;
+    machine.wait_quiet(Duration::from_millis(1500), Duration::from_secs(60))?;
+    machine.take_pending_output();
+    let banner = format!("*** HYPERVISOR EXCEPTION on CPU {cpu}: vector 8 #DF double fault, error code 0x0");
+    let frame = Pattern::regex(r"^#\d+\s+0x[0-9a-f]+ .*recurse_until_the_stack_ends");
+    let expected: [(&str, LineTest); 6] = [
+        ("the double-fault banner", Box::new(|line: &str| line == banner)),
+        (
+            "the stack-overflow line",
+            Box::new(|line: &str| line.starts_with("*** stack overflow: RSP is in the guard page")),
+        ),
+        ("\"backtrace:\"", Box::new(|line: &str| line == "backtrace:")),
+        ("a recursion frame", Box::new(|line: &str| frame.is_match(line))),
+        ("the folded repeats", Box::new(|line: &str| line.starts_with("... the frame above repeats"))),
+        ("the halt line", Box::new(|line: &str| line == halted.trim_end())),
+    ];
+    let report_lines: Vec<&str> = lines(&report).collect();
+    let mut position = 0;
+    for (what, is_line) in &expected {
+        match report_lines[position..].iter().position(|line| is_line(line)) {
+            Some(offset) => position += offset + 1,
+            None => {
+                failures
+                    .soft(machine.check(false, || format!("the report after `{command}` lacks {what}:\n{report}")))?;
+                break;
+            }
+        }
+    }
+    check_info_online(machine, machine.config().cpus - 1, failures)?;
     check_version(machine, failures)
 }
 
@@ -539,6 +584,7 @@ fn uefi_disk() -> Result<()> {
         check_boot_log(machine, boot_log, failures)?;
         check_screen(machine, boot_log, failures)?;
         check_shell(machine, boot_log, failures)?;
+        check_stack_overflow(machine, failures)?;
         check_poweroff(machine, failures)
     })
 }

@@ -49,6 +49,11 @@ boot_pdpt:
     .skip 4096
 boot_pd:
     .skip 4096 * 4
+    /* Unmapped once paging is ours (mm::paging::unmap_guard_page), so a stack
+       overflow faults instead of overwriting the page tables above. */
+    .global boot_stack_guard
+boot_stack_guard:
+    .skip 4096
     .global boot_stack_bottom
 boot_stack_bottom:
     .skip {stack_size}
@@ -144,6 +149,7 @@ long_mode_entry:
 );
 
 unsafe extern "C" {
+    static boot_stack_guard: u8;
     static boot_stack_bottom: u8;
     static boot_stack_top: u8;
     static boot_pml4: u8;
@@ -152,6 +158,11 @@ unsafe extern "C" {
 /// Bounds `[bottom, top)` of the bootstrap processor's stack.
 pub fn boot_stack_bounds() -> (u64, u64) {
     (&raw const boot_stack_bottom as u64, &raw const boot_stack_top as u64)
+}
+
+/// Address of the page below the boot stack, to be unmapped as its guard.
+pub fn boot_stack_guard_page() -> u64 {
+    &raw const boot_stack_guard as u64
 }
 
 /// Physical address of the boot PML4, which every CPU uses.

@@ -155,8 +155,11 @@ fn exception(frame: &TrapFrame) -> ! {
         instructions::read_cr3(),
         instructions::read_cr4()
     );
-    let _ = writeln!(out, "backtrace:");
     let stack = crate::cpu::percpu::current_stack_bounds();
+    if frame.rsp < stack.0 && frame.rsp >= stack.0.saturating_sub(4096) {
+        let _ = writeln!(out, "*** stack overflow: RSP is in the guard page below this CPU's stack");
+    }
+    let _ = writeln!(out, "backtrace:");
     write_backtrace(&mut out, frame.rip, frame.rbp, stack);
     let _ = writeln!(out, "*** CPU {cpu} halted");
     out.flush();
@@ -185,7 +188,10 @@ pub fn write_backtrace(out: &mut dyn Write, rip: u64, mut rbp: u64, stack: (u64,
     let interrupt_return = &raw const isr_common_return as u64;
     let image = (&raw const __kernel_start as u64)..(&raw const __kernel_end as u64);
     let mut depth = 1;
-    while depth < 64 {
+    // Deep recursion prints one frame and a count instead of a screenful.
+    let mut last_address = rip;
+    let mut repeated = 0u32;
+    while depth < 256 {
         if !rbp.is_multiple_of(8) || !inside(rbp, 16) {
             break;
         }
@@ -199,8 +205,10 @@ pub fn write_backtrace(out: &mut dyn Write, rip: u64, mut rbp: u64, stack: (u64,
             // SAFETY: the interrupt stub pushed a whole TrapFrame right above this
             // return address, inside the stack (checked above).
             let frame = unsafe { &*(frame_address as *const TrapFrame) };
+            flush_repeats(out, &mut repeated);
             let _ = writeln!(out, "  -- interrupted by vector {} --", frame.vector);
             write_frame(out, depth, frame.rip);
+            last_address = frame.rip;
             depth += 1;
             rbp = frame.rbp;
             continue;
@@ -208,12 +216,26 @@ pub fn write_backtrace(out: &mut dyn Write, rip: u64, mut rbp: u64, stack: (u64,
         if !image.contains(&return_address) {
             break;
         }
-        write_frame(out, depth, return_address);
+        if return_address == last_address {
+            repeated += 1;
+        } else {
+            flush_repeats(out, &mut repeated);
+            write_frame(out, depth, return_address);
+            last_address = return_address;
+        }
         depth += 1;
         if next_rbp <= rbp {
             break;
         }
         rbp = next_rbp;
+    }
+    flush_repeats(out, &mut repeated);
+}
+
+fn flush_repeats(out: &mut dyn Write, repeated: &mut u32) {
+    if *repeated > 0 {
+        let _ = writeln!(out, "  ... the frame above repeats {} more times", *repeated);
+        *repeated = 0;
     }
 }
 

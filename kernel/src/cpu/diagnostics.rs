@@ -16,15 +16,19 @@ pub enum FaultKind {
     PageFault = 2,
     /// #GP from loading a non-canonical address.
     GeneralProtection = 3,
+    /// Unbounded recursion into the stack's guard page: #PF, which cannot be delivered
+    /// on the exhausted stack, becomes #DF on its own interrupt stack.
+    StackOverflow = 4,
 }
 
 impl FaultKind {
-    /// Parses the shell's names: `ud`, `pf`, `gp`.
+    /// Parses the shell's names: `ud`, `pf`, `gp`, `so`.
     pub fn parse(name: &str) -> Option<FaultKind> {
         match name {
             "ud" => Some(FaultKind::InvalidOpcode),
             "pf" => Some(FaultKind::PageFault),
             "gp" => Some(FaultKind::GeneralProtection),
+            "so" => Some(FaultKind::StackOverflow),
             _ => None,
         }
     }
@@ -69,6 +73,22 @@ fn raise_requested_fault() {
             let value = unsafe { (0x8000_0000_0000_0000u64 as *const u64).read_volatile() };
             core::hint::black_box(value);
         }
+        4 => {
+            core::hint::black_box(recurse_until_the_stack_ends(0));
+        }
         _ => {}
     }
+}
+
+/// Each level keeps a 512-byte array live across the recursive call, so the stack
+/// grows until it reaches the guard page. The recursion only ends if the depth
+/// counter wraps, which no stack survives.
+#[inline(never)]
+fn recurse_until_the_stack_ends(depth: u64) -> u64 {
+    let mut frame = [depth; 64];
+    core::hint::black_box(&mut frame);
+    if depth == u64::MAX {
+        return frame[0];
+    }
+    recurse_until_the_stack_ends(depth + 1).wrapping_add(frame[(depth % 64) as usize])
 }

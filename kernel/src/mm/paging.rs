@@ -4,15 +4,20 @@
 //! through one PDPT shared by PML4 slots 0 and 256. [`extend_direct_map`] adds page
 //! directories to that PDPT for memory above 4 GiB (up to 512 GiB, what one PDPT
 //! spans). New entries replace not-present ones only, so no TLB flush is needed.
+//! [`unmap_guard_page`] splits one 2 MiB page into 4 KiB pages (same translations) to
+//! take a single page out, for stack guards; PML4 slots 0 and 256 share the page
+//! directories, so the page disappears from both the identity map and the direct map.
 
 use crate::arch::entry::boot_pml4_address;
-use crate::mm::phys_to_virt;
+use crate::mm::{phys_to_virt, DIRECT_MAP_BASE};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 const PAGE_PRESENT_WRITABLE: u64 = 0x3;
 const PAGE_LARGE: u64 = 0x80;
 const TWO_MIB: u64 = 2 * 1024 * 1024;
 const ONE_GIB: u64 = 1024 * 1024 * 1024;
+const FOUR_KIB: u64 = 4096;
+const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 const PDPT_SPAN: u64 = 512 * ONE_GIB;
 
 /// Physical memory below this address is reachable through the direct map.
@@ -72,4 +77,58 @@ pub fn map_device(physical: u64, length: u64) -> Option<u64> {
 /// Whether `[physical, physical + length)` is covered by the direct map.
 pub fn is_mapped(physical: u64, length: u64) -> bool {
     physical.checked_add(length).is_some_and(|end| end <= mapped_limit())
+}
+
+/// Why a guard page could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardPageError {
+    /// The address is neither identity- nor direct-mapped RAM.
+    NotMapped,
+    /// No frame for the page table that splits the 2 MiB page.
+    OutOfFrames,
+}
+
+/// Makes the 4 KiB page at `virtual_address` (identity map or direct map) not present,
+/// so a stack that runs into it faults instead of overwriting what lies below.
+///
+/// Other CPUs may keep a stale translation of the page until their next TLB flush, so
+/// this is done before the stack it guards is first used.
+pub fn unmap_guard_page(virtual_address: u64) -> Result<(), GuardPageError> {
+    let physical = if virtual_address >= DIRECT_MAP_BASE { virtual_address - DIRECT_MAP_BASE } else { virtual_address };
+    if physical % FOUR_KIB != 0 || physical >= mapped_limit() {
+        return Err(GuardPageError::NotMapped);
+    }
+    let _guard = EXTEND_LOCK.lock();
+    let pdpt = shared_pdpt();
+    // SAFETY: physical < mapped_limit <= 512 GiB, so the index is inside the PDPT page.
+    let pdpt_entry = unsafe { pdpt.add((physical / ONE_GIB) as usize).read_volatile() };
+    if pdpt_entry & 1 == 0 {
+        return Err(GuardPageError::NotMapped);
+    }
+    let pd = phys_to_virt(pdpt_entry & ADDRESS_MASK) as *mut u64;
+    let pd_index = ((physical / TWO_MIB) % 512) as usize;
+    // SAFETY: pd is a present page directory (direct-mapped) and pd_index < 512.
+    let pd_entry = unsafe { pd.add(pd_index).read_volatile() };
+    let page_table = if pd_entry & PAGE_LARGE != 0 {
+        let Some(frame) = crate::mm::with_frames(|frames| frames.allocate()).flatten() else {
+            return Err(GuardPageError::OutOfFrames);
+        };
+        let table = phys_to_virt(frame) as *mut u64;
+        let large_base = pd_entry & ADDRESS_MASK & !(TWO_MIB - 1);
+        for index in 0..512u64 {
+            // SAFETY: `table` is a freshly allocated, direct-mapped frame we own.
+            unsafe {
+                table.add(index as usize).write_volatile((large_base + index * FOUR_KIB) | PAGE_PRESENT_WRITABLE)
+            };
+        }
+        // SAFETY: replaces the 2 MiB mapping with a table giving the same translations.
+        unsafe { pd.add(pd_index).write_volatile(frame | PAGE_PRESENT_WRITABLE) };
+        table
+    } else {
+        phys_to_virt(pd_entry & ADDRESS_MASK) as *mut u64
+    };
+    // SAFETY: page_table is a present, direct-mapped page table; the index is < 512.
+    unsafe { page_table.add(((physical / FOUR_KIB) % 512) as usize).write_volatile(0) };
+    x86_64::instructions::tlb::flush_all();
+    Ok(())
 }
