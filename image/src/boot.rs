@@ -106,14 +106,7 @@ extern "C" fn basalt_image_main(magic: u32, info_address: u32) -> ! {
         info!("time: TSC {}.{:03} MHz", tsc_khz / 1000, tsc_khz % 1000);
     }
 
-    let firmware = if boot_info.efi_sdt64_tag().is_some()
-        || boot_info.efi_ih64_tag().is_some()
-        || boot_info.efi_memory_map_tag().is_some()
-    {
-        "UEFI"
-    } else {
-        "BIOS"
-    };
+    let firmware = firmware_of(&boot_info);
     let acpi = load_acpi(&boot_info);
     pic::remap_and_mask();
     set_up_interrupts(acpi.as_ref());
@@ -229,14 +222,43 @@ fn set_up_memory(boot_info: &BootInformation<'_>) -> MemorySetup {
     MemorySetup { regions, usable_bytes, heap_bytes: heap_size }
 }
 
+/// "UEFI" when the loader passed any EFI information, else "BIOS".
+fn firmware_of(boot_info: &BootInformation<'_>) -> &'static str {
+    let efi = boot_info.efi_sdt64_tag().is_some()
+        || boot_info.efi_ih64_tag().is_some()
+        || boot_info.efi_memory_map_tag().is_some();
+    if efi {
+        "UEFI"
+    } else {
+        "BIOS"
+    }
+}
+
 fn set_up_framebuffer(boot_info: &BootInformation<'_>) {
     let Some(Ok(tag)) = boot_info.framebuffer_tag() else {
-        debug!("framebuffer: none from the boot loader");
+        // Legacy BIOS machines left in text mode by the loader still show the VGA text
+        // buffer; writing it is harmless if they are not.
+        if firmware_of(boot_info) == "BIOS" && framebuffer::init_text_mode(0xb8000, 80, 25, 160) {
+            info!("framebuffer: none from the boot loader; using the VGA text screen (80x25 at 0xb8000)");
+        }
         return;
     };
-    let Ok(FramebufferType::RGB { red, green, blue }) = tag.buffer_type() else {
-        debug!("framebuffer: not a direct-colour mode; log stays on serial");
-        return;
+    let (red, green, blue) = match tag.buffer_type() {
+        Ok(FramebufferType::RGB { red, green, blue }) => (red, green, blue),
+        Ok(FramebufferType::Text) => {
+            // Width and height count characters; each cell is two bytes.
+            let (columns, rows) = (tag.width() as usize, tag.height() as usize);
+            if framebuffer::init_text_mode(tag.address(), columns, rows, tag.pitch() as usize) {
+                info!("framebuffer: {columns}x{rows} text mode at {:#x}", tag.address());
+            } else {
+                warn!("framebuffer: unusable text mode {columns}x{rows}");
+            }
+            return;
+        }
+        _ => {
+            debug!("framebuffer: an indexed-colour mode; log stays on serial");
+            return;
+        }
     };
     let format = basalt_kernel::console::fbtext::PixelFormat {
         bytes_per_pixel: tag.bpp().div_ceil(8),

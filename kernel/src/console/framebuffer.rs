@@ -1,13 +1,30 @@
 //! The multiboot2 framebuffer as a log console: device glue around the portable
-//! [`super::fbtext::TextConsole`]. The framebuffer is reached through the direct map.
+//! renderers — [`super::fbtext::TextConsole`] for direct-colour graphics modes and
+//! [`super::egatext::EgaTextConsole`] for EGA text mode. The framebuffer is reached
+//! through the direct map.
 
+use super::egatext::EgaTextConsole;
 use super::fbtext::{PixelFormat, TextConsole};
 use crate::arch::instructions::without_interrupts;
 use spin::Mutex;
 
+enum Renderer {
+    Graphics(TextConsole),
+    Text(EgaTextConsole),
+}
+
 struct Screen {
-    console: TextConsole,
+    renderer: Renderer,
     pixels: &'static mut [u8],
+}
+
+impl Screen {
+    fn write_str(&mut self, text: &str) {
+        match &mut self.renderer {
+            Renderer::Graphics(console) => console.write_str(self.pixels, text),
+            Renderer::Text(console) => console.write_str(self.pixels, text),
+        }
+    }
 }
 
 static SCREEN: Mutex<Option<Screen>> = Mutex::new(None);
@@ -22,21 +39,39 @@ pub struct FramebufferInfo {
     pub format: PixelFormat,
 }
 
-/// Takes the framebuffer over as a text console (cleared). Returns false if its
+/// Takes a graphics framebuffer over as a text console (cleared). Returns false if its
 /// geometry is unusable.
 pub fn init(info: FramebufferInfo) -> bool {
-    let Ok(mut console) = TextConsole::new(info.width, info.height, info.pitch, info.format) else {
+    let Ok(console) = TextConsole::new(info.width, info.height, info.pitch, info.format) else {
         return false;
     };
-    let Some(length) = info.pitch.checked_mul(info.height) else { return false };
-    let Some(virtual_address) = crate::mm::paging::map_device(info.physical_address, length as u64) else {
+    install(info.physical_address, info.pitch, info.height, |pixels| {
+        let mut console = console;
+        console.clear(pixels);
+        Renderer::Graphics(console)
+    })
+}
+
+/// Takes an EGA text-mode screen over (`columns` × `rows` cells, `pitch` bytes a row).
+pub fn init_text_mode(physical_address: u64, columns: usize, rows: usize, pitch: usize) -> bool {
+    let Ok(console) = EgaTextConsole::new(columns, rows, pitch) else { return false };
+    install(physical_address, pitch, rows, |cells| {
+        let mut console = console;
+        console.clear(cells);
+        Renderer::Text(console)
+    })
+}
+
+fn install(physical_address: u64, pitch: usize, rows: usize, make: impl FnOnce(&mut [u8]) -> Renderer) -> bool {
+    let Some(length) = pitch.checked_mul(rows) else { return false };
+    let Some(virtual_address) = crate::mm::paging::map_device(physical_address, length as u64) else {
         return false;
     };
     // SAFETY: map_device mapped `length` bytes of the framebuffer at virtual_address;
     // the framebuffer is owned by the hypervisor alone and only touched under SCREEN.
     let pixels = unsafe { core::slice::from_raw_parts_mut(virtual_address as *mut u8, length) };
-    console.clear(pixels);
-    without_interrupts(|| *SCREEN.lock() = Some(Screen { console, pixels }));
+    let renderer = make(pixels);
+    without_interrupts(|| *SCREEN.lock() = Some(Screen { renderer, pixels }));
     true
 }
 
@@ -44,8 +79,8 @@ pub fn init(info: FramebufferInfo) -> bool {
 pub fn write_line(line: &str) {
     without_interrupts(|| {
         if let Some(screen) = SCREEN.lock().as_mut() {
-            screen.console.write_str(screen.pixels, line);
-            screen.console.write_str(screen.pixels, "\n");
+            screen.write_str(line);
+            screen.write_str("\n");
         }
     });
 }
@@ -54,12 +89,17 @@ pub fn write_line(line: &str) {
 pub fn try_write(text: &str) {
     if let Some(mut guard) = SCREEN.try_lock() {
         if let Some(screen) = guard.as_mut() {
-            screen.console.write_str(screen.pixels, text);
+            screen.write_str(text);
         }
     }
 }
 
-/// Text geometry (columns, rows) if a framebuffer console is active.
+/// Text geometry (columns, rows) if a screen console is active.
 pub fn geometry() -> Option<(usize, usize)> {
-    without_interrupts(|| SCREEN.lock().as_ref().map(|s| (s.console.columns(), s.console.rows())))
+    without_interrupts(|| {
+        SCREEN.lock().as_ref().map(|screen| match &screen.renderer {
+            Renderer::Graphics(console) => (console.columns(), console.rows()),
+            Renderer::Text(console) => (console.columns(), console.rows()),
+        })
+    })
 }

@@ -5,6 +5,7 @@
 //! consoles (`console=com1|vga|both`): the COM1 UART, whose transmit path polls and
 //! never drops a byte, and the multiboot2 framebuffer. The ring, the text renderer and
 //! the formatting are portable; the device glue is bare-metal only.
+pub mod egatext;
 pub mod fbtext;
 pub mod logring;
 
