@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use basalt_kernel::acpi::tables::{self, AcpiTables, Rsdp};
 use basalt_kernel::arch::{entry, gdt, idt, instructions, trap};
 use basalt_kernel::boot::cmdline::{self, ConsoleSelection};
-use basalt_kernel::console::{self, framebuffer, serial};
+use basalt_kernel::console::{self, fbtext, framebuffer, serial};
 use basalt_kernel::cpu::{self, identify::CpuIdentity, ioapic, lapic, percpu, pic, smp, time};
 use basalt_kernel::mm::frames::{find_free_range, FrameAllocator, PhysRange};
 use basalt_kernel::mm::{self, heap, paging, phys_to_virt};
@@ -255,12 +255,36 @@ fn set_up_framebuffer(boot_info: &BootInformation<'_>) {
             }
             return;
         }
+        Ok(FramebufferType::Indexed { palette }) if tag.bpp() == 8 => {
+            let palette: Vec<(u8, u8, u8)> = palette.iter().map(|c| (c.red, c.green, c.blue)).collect();
+            let foreground = fbtext::nearest_palette_index(&palette, fbtext::DEFAULT_FOREGROUND);
+            let background = fbtext::nearest_palette_index(&palette, fbtext::DEFAULT_BACKGROUND);
+            let info = framebuffer::FramebufferInfo {
+                physical_address: tag.address(),
+                width: tag.width() as usize,
+                height: tag.height() as usize,
+                pitch: tag.pitch() as usize,
+                format: fbtext::PixelFormat::XRGB8888, // unused by indexed consoles
+            };
+            match (foreground, background) {
+                (Some(foreground), Some(background)) if framebuffer::init_indexed(info, foreground, background) => {
+                    info!("framebuffer: {}x{}x8 indexed at {:#x}", info.width, info.height, info.physical_address);
+                }
+                _ => warn!("framebuffer: unusable indexed mode {}x{}", info.width, info.height),
+            }
+            return;
+        }
         _ => {
-            debug!("framebuffer: an indexed-colour mode; log stays on serial");
+            debug!(
+                "framebuffer: {}x{}x{} is a mode the text console cannot draw on; log stays on serial",
+                tag.width(),
+                tag.height(),
+                tag.bpp()
+            );
             return;
         }
     };
-    let format = basalt_kernel::console::fbtext::PixelFormat {
+    let format = fbtext::PixelFormat {
         bytes_per_pixel: tag.bpp().div_ceil(8),
         red_shift: red.position,
         red_bits: red.size,

@@ -104,6 +104,16 @@ fn pack_channel(value: u8, shift: u8, bits: u8) -> u32 {
     (u32::from(value) >> (8 - bits)).checked_shl(u32::from(shift)).unwrap_or(0)
 }
 
+/// The index of the palette entry closest to `target` (squared RGB distance), or None
+/// for an empty palette. Palettes longer than 256 entries are cut at 256.
+pub fn nearest_palette_index(palette: &[(u8, u8, u8)], target: (u8, u8, u8)) -> Option<u8> {
+    let distance = |(red, green, blue): (u8, u8, u8)| {
+        let channel = |a: u8, b: u8| (i32::from(a) - i32::from(b)).pow(2);
+        channel(red, target.0) + channel(green, target.1) + channel(blue, target.2)
+    };
+    palette.iter().take(256).enumerate().min_by_key(|(_, &colour)| distance(colour)).map(|(index, _)| index as u8)
+}
+
 /// Why a framebuffer cannot carry a text console.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum FbError {
@@ -157,10 +167,51 @@ impl TextConsole {
         pitch_bytes: usize,
         format: PixelFormat,
     ) -> Result<TextConsole, FbError> {
+        format.validate()?;
+        Self::with_pixels(
+            width_px,
+            height_px,
+            pitch_bytes,
+            format,
+            format.pack(DEFAULT_FOREGROUND),
+            format.pack(DEFAULT_BACKGROUND),
+        )
+    }
+
+    /// A console on an 8-bit indexed-colour framebuffer (what some VGA BIOSes give):
+    /// text is drawn with palette entry `foreground_index` on `background_index`, which
+    /// the caller picks from the firmware's palette (see [`nearest_palette_index`]).
+    /// [`TextConsole::set_colors`] has no effect on such a console.
+    pub fn new_indexed(
+        width_px: usize,
+        height_px: usize,
+        pitch_bytes: usize,
+        foreground_index: u8,
+        background_index: u8,
+    ) -> Result<TextConsole, FbError> {
+        let format = PixelFormat {
+            bytes_per_pixel: 1,
+            red_shift: 0,
+            red_bits: 0,
+            green_shift: 0,
+            green_bits: 0,
+            blue_shift: 0,
+            blue_bits: 0,
+        };
+        Self::with_pixels(width_px, height_px, pitch_bytes, format, foreground_index.into(), background_index.into())
+    }
+
+    fn with_pixels(
+        width_px: usize,
+        height_px: usize,
+        pitch_bytes: usize,
+        format: PixelFormat,
+        foreground_pixel: u32,
+        background_pixel: u32,
+    ) -> Result<TextConsole, FbError> {
         if width_px == 0 || height_px == 0 {
             return Err(FbError::ZeroSize);
         }
-        format.validate()?;
         let line_bytes = width_px.checked_mul(usize::from(format.bytes_per_pixel)).ok_or(FbError::PitchTooSmall)?;
         if pitch_bytes < line_bytes {
             return Err(FbError::PitchTooSmall);
@@ -179,8 +230,8 @@ impl TextConsole {
             rows,
             cursor_column: 0,
             cursor_row: 0,
-            foreground_pixel: format.pack(DEFAULT_FOREGROUND),
-            background_pixel: format.pack(DEFAULT_BACKGROUND),
+            foreground_pixel,
+            background_pixel,
         })
     }
 
@@ -201,6 +252,9 @@ impl TextConsole {
 
     /// Sets the colours used by what is drawn from now on.
     pub fn set_colors(&mut self, fg: (u8, u8, u8), bg: (u8, u8, u8)) {
+        if self.format.bytes_per_pixel == 1 {
+            return;
+        }
         self.foreground_pixel = self.format.pack(fg);
         self.background_pixel = self.format.pack(bg);
     }
@@ -470,5 +524,32 @@ mod tests {
         console.write_str(&mut fb, &text);
         let (column, row) = console.cursor();
         assert!(column <= console.columns() && row < console.rows());
+    }
+
+    #[test]
+    fn indexed_console_draws_with_palette_indices() {
+        let palette = [(0, 0, 0), (0, 0, 0xAA), (0xAA, 0xAA, 0xAA), (0xFF, 0xFF, 0xFF)];
+        let foreground = nearest_palette_index(&palette, DEFAULT_FOREGROUND).unwrap();
+        let background = nearest_palette_index(&palette, DEFAULT_BACKGROUND).unwrap();
+        assert_eq!((foreground, background), (2, 0));
+        assert_eq!(nearest_palette_index(&[], (1, 2, 3)), None);
+        let (width, height, pitch) = (32, 32, 40);
+        let mut fb = alloc::vec![0x55u8; pitch * height];
+        let mut console = TextConsole::new_indexed(width, height, pitch, foreground, background).unwrap();
+        console.clear(&mut fb);
+        console.set_colors((1, 2, 3), (4, 5, 6)); // ignored on indexed consoles
+        console.write_str(&mut fb, "Hi");
+        for (cell, character) in "Hi".chars().enumerate() {
+            let glyph = glyph_cell(character);
+            for (y, bits) in glyph.iter().enumerate() {
+                for x in 0..CELL_WIDTH {
+                    let expected = if bits & (1 << x) != 0 { foreground } else { background };
+                    assert_eq!(fb[y * pitch + cell * CELL_WIDTH + x], expected, "cell {cell} ({x},{y})");
+                }
+            }
+        }
+        // Padding past the visible width is never touched.
+        assert!(fb[width..pitch].iter().all(|&byte| byte == 0x55));
+        assert_eq!(TextConsole::new_indexed(4, 4, 4, 1, 0).unwrap_err(), FbError::TooSmallForOneCell);
     }
 }

@@ -52,6 +52,20 @@ pub fn init(info: FramebufferInfo) -> bool {
     })
 }
 
+/// Takes an 8-bit indexed-colour framebuffer over, drawing with the given palette
+/// entries.
+pub fn init_indexed(info: FramebufferInfo, foreground_index: u8, background_index: u8) -> bool {
+    let Ok(console) = TextConsole::new_indexed(info.width, info.height, info.pitch, foreground_index, background_index)
+    else {
+        return false;
+    };
+    install(info.physical_address, info.pitch, info.height, |pixels| {
+        let mut console = console;
+        console.clear(pixels);
+        Renderer::Graphics(console)
+    })
+}
+
 /// Takes an EGA text-mode screen over (`columns` × `rows` cells, `pitch` bytes a row).
 pub fn init_text_mode(physical_address: u64, columns: usize, rows: usize, pitch: usize) -> bool {
     let Ok(console) = EgaTextConsole::new(columns, rows, pitch) else { return false };
