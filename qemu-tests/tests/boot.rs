@@ -130,6 +130,39 @@ fn cpu_states(table: &str) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// (CPU index, timer ticks) from each row of a `cpus` table.
+fn cpu_ticks(table: &str) -> Vec<(u32, u64)> {
+    lines(table)
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words[..] {
+                [index, _apic, _state, ticks, ..] => Some((index.parse().ok()?, ticks.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Every CPU's local APIC timer runs: each CPU's tick count grows between two `cpus`
+/// a second apart, by about 100 Hz (at least 20 ticks, allowing a slow, loaded
+/// emulator).
+fn check_timers(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    let before = cpu_ticks(&machine.run_command("cpus")?);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = cpu_ticks(&machine.run_command("cpus")?);
+    failures.soft(
+        machine.check(before.len() == machine.config().cpus as usize && before.len() == after.len(), || {
+            format!("`cpus` rows: {before:?} then {after:?}")
+        }),
+    )?;
+    for ((cpu, first), (_, second)) in before.iter().zip(&after) {
+        failures.soft(machine.check(second.saturating_sub(*first) >= 20, || {
+            format!("CPU {cpu}'s timer ticks went from {first} to {second} in 2 s: its local APIC timer is not running")
+        }))?;
+    }
+    Ok(())
+}
+
 /// `cpus` has its header and exactly the CPUs `online` in "online" rows; returns the
 /// table.
 fn check_cpus_online(machine: &mut Machine, online: &[u32], failures: &mut Failures) -> Result<String> {
@@ -518,6 +551,7 @@ fn check_poweroff(machine: &mut Machine, failures: &mut Failures) -> Result<()> 
 fn check_shell(machine: &mut Machine, boot_log: &str, failures: &mut Failures) -> Result<()> {
     check_info(machine, failures)?;
     check_cpus(machine, failures)?;
+    check_timers(machine, failures)?;
     check_help(machine, failures)?;
     check_version(machine, failures)?;
     check_dmesg(machine, boot_log, failures)?;
