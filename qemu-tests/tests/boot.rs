@@ -339,20 +339,16 @@ const FAULT_CPU: u32 = 1;
 /// The address the kernel's deliberate #PF reads (nothing maps it).
 const FAULT_ADDRESS: &str = "0xffff9000dead0000";
 
-/// `fault 1 pf`: CPU 1 takes a page fault and prints the exception report — banner, CR2,
-/// registers, a symbolized backtrace through `raise_requested_fault`, "halted" — in that
-/// order; then CPU 1 is offline, the shell on CPU 0 still works, and `fault` rejects a
-/// missing CPU, an offline CPU and an unknown kind. Run it last before `poweroff`:
-/// it takes a CPU away.
-fn check_fault(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
-    let cpu = FAULT_CPU;
+/// Sends `fault CPU KIND` and reads CPU `cpu`'s exception report up to its "halted"
+/// line. CPU 0 answers "fault requested on CPU N" and a prompt while the faulting CPU
+/// writes its report (in one piece), so the prompt may come before or after it: read up
+/// to the report's last line, let the line go quiet, and only then talk to the shell
+/// again. Returns the report and what followed it.
+fn raise_fault(machine: &mut Machine, cpu: u32, kind: &str) -> Result<(String, String)> {
     machine.skip_pending_output();
-    let command = format!("fault {cpu} pf");
+    let command = format!("fault {cpu} {kind}");
     machine.send_line(&command)?;
     machine.expect(format!("{command}\n"), qemu_tests::COMMAND_TIMEOUT)?;
-    // CPU 0 answers "fault requested on CPU 1" and a prompt while CPU 1 writes its report
-    // (in one piece), so the prompt may come before or after it: read up to the report's
-    // last line, let the line go quiet, and only then talk to the shell again.
     let halted = format!("*** CPU {cpu} halted\n");
     let report = machine
         .expect_allowing(halted.as_str(), qemu_tests::COMMAND_TIMEOUT, &[qemu_tests::EXCEPTION_MARKER])
@@ -360,8 +356,43 @@ fn check_fault(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
     machine.wait_quiet(Duration::from_millis(1500), Duration::from_secs(60))?;
     let after_report = machine.take_pending_output();
     machine.note("exception report complete");
-    let report_lines: Vec<&str> = lines(&report).collect();
-    // Each item: what it is, and how to recognize its line. They must appear in order.
+    Ok((report, after_report))
+}
+
+/// Records a failure unless `report` has a line matching each of `expected`, in order.
+fn check_report_order(
+    machine: &Machine,
+    command: &str,
+    report: &str,
+    expected: &[(&str, LineTest)],
+    failures: &mut Failures,
+) -> Result<()> {
+    let report_lines: Vec<&str> = lines(report).collect();
+    let mut position = 0;
+    for (what, is_line) in expected {
+        match report_lines[position..].iter().position(|line| is_line(line)) {
+            Some(offset) => position += offset + 1,
+            None => {
+                let order: Vec<&str> = expected.iter().map(|(what, _)| *what).collect();
+                return failures.soft(machine.check(false, || {
+                    format!("the report after `{command}` lacks {what} (expected in order: {order:?}):\n{report}")
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `fault 1 pf`: CPU 1 takes a page fault and prints the exception report — banner, CR2,
+/// registers, a symbolized backtrace through `raise_requested_fault`, "halted" — in that
+/// order; then CPU 1 is offline, the shell on CPU 0 still works, and `fault` rejects a
+/// missing CPU, an offline CPU and an unknown kind. Run it last before `poweroff`:
+/// it takes a CPU away.
+fn check_fault(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    let cpu = FAULT_CPU;
+    let command = format!("fault {cpu} pf");
+    let (report, after_report) = raise_fault(machine, cpu, "pf")?;
+    let halted = format!("*** CPU {cpu} halted");
     let banner = format!("*** HYPERVISOR EXCEPTION on CPU {cpu}: vector 14 #PF page fault, error code 0x0");
     let cr2 = format!("*** faulting address (CR2) {FAULT_ADDRESS}");
     let frame = Pattern::regex(r"^#\d+\s+0x[0-9a-f]+ .*raise_requested_fault");
@@ -371,20 +402,9 @@ fn check_fault(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
         ("the register dump (\"RIP 0x...\")", Box::new(|line: &str| line.starts_with("RIP 0x"))),
         ("\"backtrace:\"", Box::new(|line: &str| line == "backtrace:")),
         ("a frame in raise_requested_fault", Box::new(|line: &str| frame.is_match(line))),
-        ("the halt line", Box::new(|line: &str| line == halted.trim_end())),
+        ("the halt line", Box::new(|line: &str| line == halted)),
     ];
-    let mut position = 0;
-    for (what, is_line) in &expected {
-        match report_lines[position..].iter().position(|line| is_line(line)) {
-            Some(offset) => position += offset + 1,
-            None => {
-                failures.soft(machine.check(false, || {
-                    format!("the exception report after `{command}` lacks {what} (in order: banner {banner:?}, {cr2:?}, \"RIP 0x...\", \"backtrace:\", a raise_requested_fault frame, {halted:?}):\n{report}")
-                }))?;
-                break;
-            }
-        }
-    }
+    check_report_order(machine, &command, &report, &expected, failures)?;
     failures.soft(
         machine.check(format!("{report}{after_report}").contains(&format!("fault requested on CPU {cpu}\n")), || {
             format!("`{command}` did not answer \"fault requested on CPU {cpu}\":\n{report}{after_report}")
@@ -428,16 +448,8 @@ fn check_fault(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
 /// one repeated frame. Then CPU 1 is offline and the shell on CPU 0 still works.
 fn check_stack_overflow(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
     let cpu = FAULT_CPU;
-    machine.skip_pending_output();
-    let command = format!("fault {cpu} so");
-    machine.send_line(&command)?;
-    machine.expect(format!("{command}\n"), qemu_tests::COMMAND_TIMEOUT)?;
-    let halted = format!("*** CPU {cpu} halted\n");
-    let report = machine
-        .expect_allowing(halted.as_str(), qemu_tests::COMMAND_TIMEOUT, &[qemu_tests::EXCEPTION_MARKER])
-        .map_err(|error| error.context(format!("exception report after `{command}`")))?;
-    machine.wait_quiet(Duration::from_millis(1500), Duration::from_secs(60))?;
-    machine.take_pending_output();
+    let (report, _) = raise_fault(machine, cpu, "so")?;
+    let halted = format!("*** CPU {cpu} halted");
     let banner = format!("*** HYPERVISOR EXCEPTION on CPU {cpu}: vector 8 #DF double fault, error code 0x0");
     let frame = Pattern::regex(r"^#\d+\s+0x[0-9a-f]+ .*recurse_until_the_stack_ends");
     let expected: [(&str, LineTest); 6] = [
@@ -449,20 +461,9 @@ fn check_stack_overflow(machine: &mut Machine, failures: &mut Failures) -> Resul
         ("\"backtrace:\"", Box::new(|line: &str| line == "backtrace:")),
         ("a recursion frame", Box::new(|line: &str| frame.is_match(line))),
         ("the folded repeats", Box::new(|line: &str| line.starts_with("... the frame above repeats"))),
-        ("the halt line", Box::new(|line: &str| line == halted.trim_end())),
+        ("the halt line", Box::new(|line: &str| line == halted)),
     ];
-    let report_lines: Vec<&str> = lines(&report).collect();
-    let mut position = 0;
-    for (what, is_line) in &expected {
-        match report_lines[position..].iter().position(|line| is_line(line)) {
-            Some(offset) => position += offset + 1,
-            None => {
-                failures
-                    .soft(machine.check(false, || format!("the report after `{command}` lacks {what}:\n{report}")))?;
-                break;
-            }
-        }
-    }
+    check_report_order(machine, &format!("fault {cpu} so"), &report, &expected, failures)?;
     check_info_online(machine, machine.config().cpus - 1, failures)?;
     check_version(machine, failures)
 }
