@@ -109,7 +109,7 @@ extern "C" fn basalt_image_main(magic: u32, info_address: u32) -> ! {
     let firmware = firmware_of(&boot_info);
     let acpi = load_acpi(&boot_info);
     pic::remap_and_mask();
-    set_up_interrupts(acpi.as_ref());
+    set_up_interrupts(acpi.as_ref(), identity.x2apic);
 
     // Only CPUs the firmware marks enabled: "online capable" entries are hot-plug slots
     // that are usually empty, and each absent CPU would cost a one-second start timeout.
@@ -382,11 +382,13 @@ fn serial_interrupt(_frame: &mut trap::TrapFrame) {
     lapic::end_of_interrupt();
 }
 
-fn set_up_interrupts(acpi: Option<&AcpiTables>) {
+fn set_up_interrupts(acpi: Option<&AcpiTables>, cpu_has_x2apic: bool) {
     if let Some(madt) = acpi.and_then(|a| a.madt.as_ref()) {
         lapic::set_base(madt.local_apic_address);
     }
+    lapic::select_mode(cpu_has_x2apic);
     lapic::enable_this_cpu();
+    info!("apic: local APICs in {} mode", if lapic::is_x2apic() { "x2APIC" } else { "xAPIC" });
     trap::register(cpu::VECTOR_TIMER, lapic::handle_timer);
     trap::register(cpu::VECTOR_SPURIOUS, lapic::handle_spurious);
     trap::register(cpu::VECTOR_SERIAL, serial_interrupt);
@@ -412,10 +414,10 @@ fn start_other_cpus(apic_ids: &[u32], max_cpus: usize) {
     if apic_ids.len() <= 1 || max_cpus <= 1 {
         return;
     }
-    // xAPIC IPIs carry an 8-bit destination (0xff is broadcast): higher ids need x2APIC.
-    let (reachable, unreachable): (Vec<u32>, Vec<u32>) = apic_ids.iter().partition(|&&id| id < 0xff);
+    // In xAPIC mode IPIs carry an 8-bit destination (0xff is broadcast).
+    let (reachable, unreachable): (Vec<u32>, Vec<u32>) = apic_ids.iter().partition(|&&id| lapic::can_address(id));
     if !unreachable.is_empty() {
-        warn!("smp: {} CPUs have APIC ids above 254 and need x2APIC mode; left offline", unreachable.len());
+        warn!("smp: {} CPUs have APIC ids above 254, which xAPIC cannot address; left offline", unreachable.len());
     }
     let apic_ids = reachable.as_slice();
     let Some(page) = mm::with_frames(|frames| frames.allocate_below(0x10_0000)).flatten() else {
