@@ -29,9 +29,11 @@ const IST_STACK_SIZE: usize = 16 * 1024;
 pub fn load_for_this_cpu(kernel_stack_top: u64) {
     let tss: &'static mut TaskStateSegment = Box::leak(Box::new(TaskStateSegment::new()));
     for slot in [IST_DOUBLE_FAULT, IST_NMI, IST_MACHINE_CHECK] {
-        let stack: &'static mut [u8] = Box::leak(alloc::vec![0u8; IST_STACK_SIZE].into_boxed_slice());
-        let top = (stack.as_ptr() as u64 + IST_STACK_SIZE as u64) & !0xf;
-        tss.interrupt_stack_table[usize::from(slot - 1)] = VirtAddr::new(top);
+        // Guarded like every stack; without memory for one the slot stays 0 and that
+        // exception would use the current stack.
+        if let Some((_, top)) = crate::mm::paging::allocate_guarded_stack(IST_STACK_SIZE) {
+            tss.interrupt_stack_table[usize::from(slot - 1)] = VirtAddr::new(top);
+        }
     }
     tss.privilege_stack_table[0] = VirtAddr::new(kernel_stack_top);
     let tss: &'static TaskStateSegment = tss;

@@ -196,7 +196,7 @@ pub fn start_application_processors(
             report.skipped += 1;
             continue;
         }
-        let Some((bottom, top)) = allocate_guarded_stack() else {
+        let Some((bottom, top)) = crate::mm::paging::allocate_guarded_stack(AP_STACK_SIZE) else {
             report.failed.push(apic_id);
             continue;
         };
@@ -234,22 +234,4 @@ pub fn start_application_processors(
         }
     }
     report
-}
-
-/// A stack of [`AP_STACK_SIZE`] bytes with an unmapped guard page below it, never
-/// freed (a CPU keeps its stack for ever). Returns (bottom, top).
-fn allocate_guarded_stack() -> Option<(u64, u64)> {
-    const GUARD: usize = 4096;
-    let layout = core::alloc::Layout::from_size_align(AP_STACK_SIZE + GUARD, GUARD).ok()?;
-    // SAFETY: the layout has a nonzero size.
-    let base = unsafe { alloc::alloc::alloc_zeroed(layout) };
-    if base.is_null() {
-        return None;
-    }
-    let base = base as u64;
-    if let Err(error) = crate::mm::paging::unmap_guard_page(base) {
-        crate::warn!("smp: no guard page under an AP stack: {error:?}");
-    }
-    let bottom = base + GUARD as u64;
-    Some((bottom, (bottom + AP_STACK_SIZE as u64) & !0xf))
 }

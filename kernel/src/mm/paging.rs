@@ -132,3 +132,23 @@ pub fn unmap_guard_page(virtual_address: u64) -> Result<(), GuardPageError> {
     x86_64::instructions::tlb::flush_all();
     Ok(())
 }
+
+/// A stack of `size` bytes (a multiple of 16) from the heap with an unmapped guard page
+/// below it, never freed: CPUs keep their stacks for ever. Returns (bottom, top).
+/// Without a guard page (no frame to split the mapping) the stack is still returned,
+/// and a warning logged.
+pub fn allocate_guarded_stack(size: usize) -> Option<(u64, u64)> {
+    const GUARD: usize = FOUR_KIB as usize;
+    let layout = core::alloc::Layout::from_size_align(size.checked_add(GUARD)?, GUARD).ok()?;
+    // SAFETY: the layout has a nonzero size.
+    let base = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    if base.is_null() {
+        return None;
+    }
+    let base = base as u64;
+    if let Err(error) = unmap_guard_page(base) {
+        crate::warn!("memory: no guard page under a stack at {base:#x}: {error:?}");
+    }
+    let bottom = base + GUARD as u64;
+    Some((bottom, (bottom + size as u64) & !0xf))
+}
