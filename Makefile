@@ -92,6 +92,7 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd shell && for t in shell_input tokenize; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 	cd kernel && for t in cmdline acpi_tables elf_symbols; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	cd builtin-dom0 && $(CARGO) +nightly fuzz run pvh_elf -- -max_total_time=$(FUZZ_SECONDS)
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -7,7 +7,10 @@
 //! the real machine's devices. It talks to the hypervisor only through the narrow
 //! interface that image/ implements (decision 8), so everything here is host-testable.
 //!
-//! The appliance spine (issue 2) has no dom0 services yet; the crate exists so the
-//! layering is fixed from the first commit.
+//! So far it holds the first piece of the toolstack: reading PVH kernel images.
 #![no_std]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod toolstack;
