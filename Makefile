@@ -24,7 +24,7 @@ QEMU_RUN_FLAGS ?= -accel tcg -cpu qemu64,+svm,+npt -smp 2 -m 1024 -machine pc \
 	-drive file=$(IMG),format=raw,if=ide,snapshot=on \
 	-serial mon:stdio -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04
 
-.PHONY: all image hypervisor run test unit-test qemu-test bench fuzz clean deps image-deps emulator-deps rust-target fmt-check
+.PHONY: all image hypervisor run test unit-test qemu-test bench fuzz clean deps image-deps emulator-deps rust-target fmt-check guest-kernel
 
 all: image
 
@@ -69,10 +69,32 @@ run: emulator-deps image
 	@echo "Booting $(IMG) in QEMU. Serial console here; Ctrl-A X quits, Ctrl-A C toggles the QEMU monitor."
 	qemu-system-x86_64 $(QEMU_RUN_FLAGS)
 
+# --- guest payloads ---------------------------------------------------------------
+
+# Debian 12's cloud kernel exactly as shipped (whatever linux-image-cloud-amd64 depends
+# on today), fetched with `apt-get download` and unpacked into build/guests/ (never
+# committed).
+GUEST_KERNEL := $(BUILD)/guests/vmlinuz
+GUEST_KERNEL_PACKAGE := linux-image-cloud-amd64
+
+guest-kernel: $(GUEST_KERNEL)
+
+$(GUEST_KERNEL):
+	@mkdir -p $(BUILD)/guests
+	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	versioned() { apt-cache depends $(GUEST_KERNEL_PACKAGE) 2>/dev/null | awk '/Depends: linux-image-/{print $$2; exit}'; }; \
+	package=$$(versioned); \
+	if [ -z "$$package" ]; then $$sudo apt-get update -qq; package=$$(versioned); fi; \
+	[ -n "$$package" ] || { echo "cannot find $(GUEST_KERNEL_PACKAGE) in the apt lists"; exit 1; }; \
+	cd $(BUILD)/guests && rm -rf unpacked && apt-get download -q "$$package" 2>&1 | grep -v '^W: Download is performed unsandboxed' ; \
+	dpkg-deb -x "$$package"_*.deb unpacked && cp unpacked/boot/vmlinuz-* vmlinuz && rm -rf unpacked && \
+	echo "guest kernel: $$package -> $(GUEST_KERNEL)"
+
 # --- tests ------------------------------------------------------------------------
 
-# Host unit tests of every portable crate, plus the test rig's own unit tests.
-unit-test:
+# Host unit tests of every portable crate (the kernel loader's also reads the Debian
+# guest kernel), plus the test rig's own unit tests.
+unit-test: guest-kernel
 	$(CARGO) test --workspace --exclude basalt-image --exclude qemu-tests
 	$(CARGO) test -p qemu-tests --lib --bins
 
@@ -92,7 +114,7 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd shell && for t in shell_input tokenize; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 	cd kernel && for t in cmdline acpi_tables elf_symbols; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
-	cd builtin-dom0 && $(CARGO) +nightly fuzz run pvh_elf -- -max_total_time=$(FUZZ_SECONDS)
+	cd builtin-dom0 && for t in pvh_elf bzimage; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
