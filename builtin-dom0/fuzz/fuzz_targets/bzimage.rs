@@ -1,4 +1,5 @@
-//! A bzImage from the user: reading the header and unpacking the payload never panic,
+//! A bzImage from the user (LZ4, gzip or zstd payload): reading the header and
+//! unpacking the payload never panic,
 //! never allocate past the limit, and a successful unpack has the trailer's size.
 #![no_main]
 

@@ -10,8 +10,11 @@
 //!
 //! LZ4 uses Linux's "legacy" framing (`lib/decompress_unlz4.c`): a 0x184C2102 magic,
 //! then blocks of a u32 compressed length and a raw LZ4 block that decompresses to at
-//! most 8 MiB; a length equal to the magic starts another stream and is skipped. gzip,
-//! zstd and the others are recognized and reported as not supported yet.
+//! most 8 MiB; a length equal to the magic starts another stream and is skipped (lz4_flex
+//! unpacks the blocks). gzip (RFC 1952: a header, then raw deflate, unpacked by
+//! miniz_oxide) ends with its own size field, which doubles as the trailer. zstd frames
+//! are unpacked by ruzstd. bzip2, lzma, xz and lzo are recognized and reported as not
+//! supported.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -180,6 +183,8 @@ impl BzImage<'_> {
         }
         match self.compression {
             Compression::Lz4 => lz4_legacy_decompress(self.compressed, size),
+            Compression::Gzip => gzip_decompress(self.compressed, size),
+            Compression::Zstd => zstd_decompress(self.compressed, size),
             Compression::None if self.compressed.len() == size => Ok(self.compressed.to_vec()),
             Compression::None => Err(BzImageError::Corrupt("uncompressed payload size differs from its trailer")),
             other => Err(BzImageError::UnsupportedCompression(other)),
@@ -214,6 +219,54 @@ fn lz4_legacy_decompress(stream: &[u8], size: usize) -> Result<Vec<u8>, BzImageE
             lz4_flex::block::decompress_into(block, window).map_err(|_| BzImageError::Corrupt("bad LZ4 block"))?;
         written += produced;
     }
+    if written != size {
+        return Err(BzImageError::Corrupt("unpacked size differs from the trailer"));
+    }
+    Ok(output)
+}
+
+/// Unpacks a gzip member (RFC 1952) whose deflate data must yield exactly `size` bytes.
+/// The member's CRC is not checked; the exact size and deflate's own structure are.
+fn gzip_decompress(member: &[u8], size: usize) -> Result<Vec<u8>, BzImageError> {
+    const FHCRC: u8 = 1 << 1;
+    const FEXTRA: u8 = 1 << 2;
+    const FNAME: u8 = 1 << 3;
+    const FCOMMENT: u8 = 1 << 4;
+    let truncated = BzImageError::Corrupt("truncated gzip header");
+    if member.get(2) != Some(&8) {
+        return Err(BzImageError::Corrupt("gzip method is not deflate"));
+    }
+    let flags = *member.get(3).ok_or(truncated.clone())?;
+    let mut position = 10;
+    if flags & FEXTRA != 0 {
+        let extra = read_u16(member, position).ok_or(truncated.clone())?;
+        position += 2 + usize::from(extra);
+    }
+    for flag in [FNAME, FCOMMENT] {
+        if flags & flag != 0 {
+            let rest = member.get(position..).ok_or(truncated.clone())?;
+            let terminator = rest.iter().position(|&byte| byte == 0).ok_or(truncated.clone())?;
+            position += terminator + 1;
+        }
+    }
+    if flags & FHCRC != 0 {
+        position += 2;
+    }
+    let deflate = member.get(position..).ok_or(truncated)?;
+    let output = miniz_oxide::inflate::decompress_to_vec_with_limit(deflate, size)
+        .map_err(|_| BzImageError::Corrupt("bad deflate data"))?;
+    if output.len() != size {
+        return Err(BzImageError::Corrupt("unpacked size differs from the trailer"));
+    }
+    Ok(output)
+}
+
+/// Unpacks zstd frames into exactly `size` bytes.
+fn zstd_decompress(frames: &[u8], size: usize) -> Result<Vec<u8>, BzImageError> {
+    let mut output = vec![0u8; size];
+    let written = ruzstd::decoding::FrameDecoder::new()
+        .decode_all(frames, &mut output)
+        .map_err(|_| BzImageError::Corrupt("bad zstd data"))?;
     if written != size {
         return Err(BzImageError::Corrupt("unpacked size differs from the trailer"));
     }
@@ -284,14 +337,48 @@ mod tests {
         assert_eq!(parse(&bzimage(&stream)).unwrap().decompress(1 << 20).unwrap(), data);
     }
 
+    /// A gzip member of `data` (with a file name, as `gzip` writes), as Linux builds it:
+    /// no extra trailer, the member's own size field ends the payload.
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut member = vec![0x1f, 0x8b, 8, 1 << 3, 0, 0, 0, 0, 2, 3];
+        member.extend_from_slice(b"vmlinux.bin\0");
+        member.extend(miniz_oxide::deflate::compress_to_vec(data, 6));
+        member.extend_from_slice(&0u32.to_le_bytes()); // CRC32, not checked
+        member.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        member
+    }
+
+    fn zstd(data: &[u8]) -> Vec<u8> {
+        let mut frames = ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest);
+        frames.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        frames
+    }
+
     #[test]
-    fn recognizes_other_compressions_and_plain_elf() {
-        let cases: [(&[u8], Compression); 6] = [
-            (&[0x1f, 0x8b, 8, 0], Compression::Gzip),
+    fn unpacks_gzip_and_zstd_payloads() {
+        let data = sample(300_000);
+        for (payload, kind) in [(gzip(&data), Compression::Gzip), (zstd(&data), Compression::Zstd)] {
+            let file = bzimage(&payload);
+            let image = parse(&file).unwrap();
+            assert_eq!(image.compression, kind);
+            assert_eq!(image.decompress(1 << 20).unwrap(), data, "{kind:?}");
+            // A trailer that disagrees with the data is corruption, whichever way.
+            for wrong in [data.len() - 1, data.len() + 1] {
+                let mut file = file.clone();
+                let end = file.len();
+                file[end - 4..].copy_from_slice(&(wrong as u32).to_le_bytes());
+                let image = parse(&file).unwrap();
+                assert!(matches!(image.decompress(1 << 20), Err(BzImageError::Corrupt(_))), "{kind:?} {wrong}");
+            }
+        }
+    }
+
+    #[test]
+    fn recognizes_unsupported_compressions_and_plain_elf() {
+        let cases: [(&[u8], Compression); 4] = [
             (b"BZh9", Compression::Bzip2),
             (&[0x5d, 0, 0, 0x80], Compression::Lzma),
             (&[0xfd, b'7', b'z', b'X', b'Z', 0], Compression::Xz),
-            (&[0x28, 0xb5, 0x2f, 0xfd], Compression::Zstd),
             (&[0x89, b'L', b'Z', b'O'], Compression::Lzo),
         ];
         for (magic, kind) in cases {
@@ -335,16 +422,19 @@ mod tests {
             }
         }
         let mut state = 0x9e37_79b9u32;
-        for _ in 0..3000 {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            let mut file = good.clone();
-            let at = payload_start + state as usize % (good.len() - payload_start);
-            file[at] ^= (state >> 24) as u8 | 1;
-            if let Ok(image) = parse(&file) {
-                if let Ok(data) = image.decompress(1 << 20) {
-                    assert_eq!(data.len(), image.uncompressed_size as usize);
+        let data = sample(20_000);
+        for good in [good.clone(), bzimage(&gzip(&data)), bzimage(&zstd(&data))] {
+            for _ in 0..2000 {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let mut file = good.clone();
+                let at = payload_start + state as usize % (good.len() - payload_start);
+                file[at] ^= (state >> 24) as u8 | 1;
+                if let Ok(image) = parse(&file) {
+                    if let Ok(unpacked) = image.decompress(1 << 20) {
+                        assert_eq!(unpacked.len(), image.uncompressed_size as usize);
+                    }
                 }
             }
         }
