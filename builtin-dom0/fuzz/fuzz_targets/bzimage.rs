@@ -1,6 +1,6 @@
 //! A bzImage from the user (LZ4, gzip or zstd payload): reading the header and
-//! unpacking the payload never panic,
-//! never allocate past the limit, and a successful unpack has the trailer's size.
+//! unpacking the payload never panic, never allocate past the limit, and a successful
+//! unpack has the trailer's size.
 #![no_main]
 
 use basalt_dom0::toolstack::bzimage;
