@@ -19,6 +19,7 @@ pub mod boot;
 pub mod console;
 pub mod mm;
 pub mod symbols;
+pub mod virt;
 
 #[cfg(target_os = "none")]
 pub mod arch;
