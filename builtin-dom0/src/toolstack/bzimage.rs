@@ -20,6 +20,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::le::{read_u16, read_u32};
+
 /// The legacy LZ4 stream magic, little-endian at the start of the payload.
 const LZ4_LEGACY_MAGIC: u32 = 0x184c_2102;
 /// Largest uncompressed size of one legacy LZ4 block.
@@ -131,14 +133,6 @@ pub struct BzImage<'a> {
     /// Uncompressed size, from the trailer.
     pub uncompressed_size: u32,
     pub compression: Compression,
-}
-
-fn read_u16(file: &[u8], offset: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(file.get(offset..offset + 2)?.try_into().ok()?))
-}
-
-fn read_u32(file: &[u8], offset: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(file.get(offset..offset.checked_add(4)?)?.try_into().ok()?))
 }
 
 /// Reads the setup header and finds the payload.

@@ -2,5 +2,6 @@
 //! running domain. So far: unpacking a bzImage ([`bzimage`]) and reading the PVH kernel
 //! ELF inside ([`pvh_elf`]), and the platform it boots into ([`pvh_platform`]).
 pub mod bzimage;
+mod le;
 pub mod pvh_elf;
 pub mod pvh_platform;

@@ -17,6 +17,8 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::le::{read_u16, read_u32, read_u64};
+
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the 32-bit physical entry point of a PVH kernel.
 pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 /// `XEN_ELFNOTE_PHYS32_RELOC`: the kernel may be loaded elsewhere (alignment, bounds).
@@ -131,13 +133,13 @@ struct Bytes<'a>(&'a [u8]);
 
 impl Bytes<'_> {
     fn u16(&self, offset: usize) -> Option<u16> {
-        Some(u16::from_le_bytes(self.0.get(offset..offset.checked_add(2)?)?.try_into().ok()?))
+        read_u16(self.0, offset)
     }
     fn u32(&self, offset: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(self.0.get(offset..offset.checked_add(4)?)?.try_into().ok()?))
+        read_u32(self.0, offset)
     }
     fn u64(&self, offset: usize) -> Option<u64> {
-        Some(u64::from_le_bytes(self.0.get(offset..offset.checked_add(8)?)?.try_into().ok()?))
+        read_u64(self.0, offset)
     }
     /// A 32- or 64-bit "address/offset" field, by ELF class.
     fn word(&self, offset: usize, is_64_bit: bool) -> Option<u64> {
