@@ -111,6 +111,16 @@ pub mod sched {
     pub const SHUTDOWN_crash: u32 = 3;
     pub const SHUTDOWN_watchdog: u32 = 4;
     pub const SHUTDOWN_soft_reset: u32 = 5;
+
+    /// `struct sched_shutdown`: the argument of `SCHEDOP_shutdown`.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    #[repr(C)]
+    pub struct SchedShutdown {
+        /// One of the `SHUTDOWN_*` reasons.
+        pub reason: u32,
+    }
+
+    const _: () = assert!(core::mem::size_of::<SchedShutdown>() == 4);
 }
 
 /// `console_io` sub-operations (xen.h): `console_io(cmd, count, buffer)`.
