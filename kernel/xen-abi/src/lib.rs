@@ -59,6 +59,14 @@ pub mod hypercall {
     pub const xenpmu_op: u64 = 40;
     pub const dm_op: u64 = 41;
     pub const hypfs_op: u64 = 42;
+    /// Removed from Xen (4.13); the number stays reserved.
+    pub const tmem_op: u64 = 38;
+    /// First architecture-specific hypercall; x86 uses it for `mca` (machine-check
+    /// architecture) and `arch_1` for `paging_domctl_cont`.
+    pub const arch_0: u64 = 48;
+    pub const mca: u64 = arch_0;
+    pub const arch_1: u64 = 49;
+    pub const arch_7: u64 = 55;
 
     /// Bytes per entry of the hypercall page: entry N sits at N * 32.
     pub const HYPERCALL_PAGE_ENTRY_SIZE: usize = 32;
@@ -68,14 +76,20 @@ pub mod hypercall {
 
 /// Xen errno values (errno.h); hypercalls return their negation.
 pub mod errno {
+    //! The complete list of errno.h; values Xen does not define (for example
+    //! Linux's EALREADY 114 / EINPROGRESS 115) have no place here.
     pub const EPERM: i64 = 1;
     pub const ENOENT: i64 = 2;
     pub const ESRCH: i64 = 3;
     pub const EINTR: i64 = 4;
     pub const EIO: i64 = 5;
+    pub const ENXIO: i64 = 6;
     pub const E2BIG: i64 = 7;
+    pub const ENOEXEC: i64 = 8;
     pub const EBADF: i64 = 9;
+    pub const ECHILD: i64 = 10;
     pub const EAGAIN: i64 = 11;
+    pub const EWOULDBLOCK: i64 = EAGAIN;
     pub const ENOMEM: i64 = 12;
     pub const EACCES: i64 = 13;
     pub const EFAULT: i64 = 14;
@@ -83,14 +97,39 @@ pub mod errno {
     pub const EEXIST: i64 = 17;
     pub const EXDEV: i64 = 18;
     pub const ENODEV: i64 = 19;
+    pub const ENOTDIR: i64 = 20;
+    pub const EISDIR: i64 = 21;
     pub const EINVAL: i64 = 22;
+    pub const ENFILE: i64 = 23;
+    pub const EMFILE: i64 = 24;
     pub const ENOSPC: i64 = 28;
+    pub const EROFS: i64 = 30;
+    pub const EMLINK: i64 = 31;
+    pub const EDOM: i64 = 33;
     pub const ERANGE: i64 = 34;
+    pub const EDEADLK: i64 = 35;
+    pub const EDEADLOCK: i64 = EDEADLK;
+    pub const ENAMETOOLONG: i64 = 36;
+    pub const ENOLCK: i64 = 37;
     pub const ENOSYS: i64 = 38;
+    pub const ENOTEMPTY: i64 = 39;
     pub const ENODATA: i64 = 61;
+    pub const ETIME: i64 = 62;
+    pub const EBADMSG: i64 = 74;
+    pub const EOVERFLOW: i64 = 75;
+    pub const EILSEQ: i64 = 84;
+    /// Internal to Xen (a hypercall continuation); never returned to a guest.
+    pub const ERESTART: i64 = 85;
+    pub const ENOTSOCK: i64 = 88;
+    pub const EMSGSIZE: i64 = 90;
     pub const EOPNOTSUPP: i64 = 95;
-    pub const EALREADY: i64 = 114;
-    pub const EINPROGRESS: i64 = 115;
+    pub const EADDRINUSE: i64 = 98;
+    pub const EADDRNOTAVAIL: i64 = 99;
+    pub const ENOBUFS: i64 = 105;
+    pub const EISCONN: i64 = 106;
+    pub const ENOTCONN: i64 = 107;
+    pub const ETIMEDOUT: i64 = 110;
+    pub const ECONNREFUSED: i64 = 111;
 }
 
 /// `sched_op` sub-operations and shutdown reasons (sched.h).
@@ -111,6 +150,8 @@ pub mod sched {
     pub const SHUTDOWN_crash: u32 = 3;
     pub const SHUTDOWN_watchdog: u32 = 4;
     pub const SHUTDOWN_soft_reset: u32 = 5;
+    /// Largest defined shutdown reason. Xen keeps only the low 8 bits of a reason.
+    pub const SHUTDOWN_MAX: u32 = 5;
 
     /// `struct sched_shutdown`: the argument of `SCHEDOP_shutdown`.
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -151,7 +192,13 @@ pub mod version {
     pub const XENVER_guest_handle: u64 = 8;
     /// Argument: `char[1024]`.
     pub const XENVER_commandline: u64 = 9;
+    /// Argument: `xen_varbuf`; privileged (a domU gets -EPERM).
     pub const XENVER_build_id: u64 = 10;
+    /// `xen_varbuf` variants of the fixed-size string queries (Xen 4.21).
+    pub const XENVER_extraversion2: u64 = 11;
+    pub const XENVER_capabilities2: u64 = 12;
+    pub const XENVER_changeset2: u64 = 13;
+    pub const XENVER_commandline2: u64 = 14;
 
     pub const XEN_EXTRAVERSION_LEN: usize = 16;
     pub const XEN_CAPABILITIES_INFO_LEN: usize = 1024;
@@ -160,26 +207,50 @@ pub mod version {
     pub const XEN_GUEST_HANDLE_LEN: usize = 16;
     pub const XEN_COMMANDLINE_LEN: usize = 1024;
 
-    /// Feature bits of submap 0 (features.h).
+    /// Size of `struct xen_feature_info` (`u32 submap_idx; u32 submap`).
+    pub const XEN_FEATURE_INFO_SIZE: usize = 8;
+
+    /// Feature bit numbers of submap 0 (features.h).
     pub const XENFEAT_writable_page_tables: u32 = 0;
+    pub const XENFEAT_writable_descriptor_tables: u32 = 1;
     pub const XENFEAT_auto_translated_physmap: u32 = 2;
     pub const XENFEAT_supervisor_mode_kernel: u32 = 3;
+    pub const XENFEAT_pae_pgdir_above_4gb: u32 = 4;
+    pub const XENFEAT_mmu_pt_update_preserve_ad: u32 = 5;
+    pub const XENFEAT_highmem_assist: u32 = 6;
+    pub const XENFEAT_gnttab_map_avail_bits: u32 = 7;
     pub const XENFEAT_hvm_callback_vector: u32 = 8;
     pub const XENFEAT_hvm_safe_pvclock: u32 = 9;
     pub const XENFEAT_hvm_pirqs: u32 = 10;
+    pub const XENFEAT_dom0: u32 = 11;
+    pub const XENFEAT_grant_map_identity: u32 = 12;
+    pub const XENFEAT_memory_op_vnode_supported: u32 = 13;
+    pub const XENFEAT_ARM_SMCCC_supported: u32 = 14;
+    /// A *guest* feature (declared in its XEN_ELFNOTE_SUPPORTED_FEATURES note and read
+    /// by the domain builder): the RSDP may lie above 1 MiB. Xen never reports it.
     pub const XENFEAT_linux_rsdp_unrestricted: u32 = 15;
+    pub const XENFEAT_not_direct_mapped: u32 = 16;
+    pub const XENFEAT_direct_mapped: u32 = 17;
+    pub const XENFEAT_runstate_phys_area: u32 = 18;
+    pub const XENFEAT_vcpu_time_phys_area: u32 = 19;
+    pub const XENFEAT_dm_msix_all_writes: u32 = 20;
+    /// Number of 32-bit submaps; `XENVER_get_features` with a larger index is -EINVAL.
+    pub const XENFEAT_NR_SUBMAPS: u32 = 1;
 }
 
 /// `memory_op` sub-operations (memory.h).
 pub mod memory {
     pub const XENMEM_increase_reservation: u64 = 0;
     pub const XENMEM_decrease_reservation: u64 = 1;
-    /// Argument: pointer to `domid_t`; returns the highest guest frame number in use.
+    /// No argument (NULL); returns the largest machine frame number of RAM in the
+    /// system and never fails.
     pub const XENMEM_maximum_ram_page: u64 = 2;
-    /// Argument: pointer to `domid_t`; returns the domain's current page count.
+    /// Argument: `xen_memory_domain { domid_t domid; }`; returns the domain's current
+    /// page count.
     pub const XENMEM_current_reservation: u64 = 3;
-    /// Argument: pointer to `domid_t`; returns the domain's page limit.
+    /// Argument: `xen_memory_domain`; returns the domain's page limit.
     pub const XENMEM_maximum_reservation: u64 = 4;
+    pub const XENMEM_machphys_mfn_list: u64 = 5;
     pub const XENMEM_populate_physmap: u64 = 6;
     pub const XENMEM_add_to_physmap: u64 = 7;
     /// Argument: `xen_memory_map { unsigned int nr_entries; XEN_GUEST_HANDLE(void) buffer; }`
@@ -187,7 +258,23 @@ pub mod memory {
     /// E820 entries of 20 bytes (`u64 addr, u64 size, u32 type`).
     pub const XENMEM_memory_map: u64 = 9;
     pub const XENMEM_machine_memory_map: u64 = 10;
+    pub const XENMEM_exchange: u64 = 11;
+    pub const XENMEM_machphys_mapping: u64 = 12;
+    pub const XENMEM_set_memory_map: u64 = 13;
+    /// Argument: `xen_memory_domain`; returns the largest guest frame number in use.
     pub const XENMEM_maximum_gpfn: u64 = 14;
+    pub const XENMEM_remove_from_physmap: u64 = 15;
+    pub const XENMEM_add_to_physmap_batch: u64 = 23;
+    pub const XENMEM_claim_pages: u64 = 24;
+    pub const XENMEM_machphys_compat_mfn_list: u64 = 25;
+    pub const XENMEM_get_vnumainfo: u64 = 26;
+    pub const XENMEM_reserved_device_memory_map: u64 = 27;
+    pub const XENMEM_acquire_resource: u64 = 28;
+
+    /// `memory_op`'s command word: bits 5:0 select the operation, the bits above
+    /// carry a continuation's start extent (xen/include/xen/hypercall.h).
+    pub const MEMOP_EXTENT_SHIFT: u32 = 6;
+    pub const MEMOP_CMD_MASK: u64 = (1 << MEMOP_EXTENT_SHIFT) - 1;
 
     /// `domid_t` meaning the caller.
     pub const DOMID_SELF: u16 = 0x7ff0;
@@ -195,6 +282,8 @@ pub mod memory {
     pub const E820_ENTRY_SIZE: usize = 20;
     /// Size of `struct xen_memory_map` on x86-64.
     pub const XEN_MEMORY_MAP_SIZE: usize = 16;
+    /// Size of the 32-bit (compat) `struct xen_memory_map`: u32 count, u32 handle.
+    pub const XEN_MEMORY_MAP_SIZE_32: usize = 8;
 }
 
 /// `vcpu_op(cmd, vcpuid, arg)` sub-operations (vcpu.h) and the HVM initial state
@@ -216,6 +305,16 @@ pub mod vcpu {
     pub const VCPUOP_send_nmi: u64 = 11;
     pub const VCPUOP_get_physid: u64 = 12;
     pub const VCPUOP_register_vcpu_time_memory_area: u64 = 13;
+    pub const VCPUOP_register_runstate_phys_area: u64 = 14;
+    pub const VCPUOP_register_vcpu_time_phys_area: u64 = 15;
+
+    /// `vcpu_set_singleshot_timer.flags`: fail with -ETIME if the timeout is in the
+    /// past. Current Xen ignores it (a past timeout fires at once).
+    pub const VCPU_SSHOTTMR_future: u32 = 1 << 0;
+    /// `struct vcpu_set_singleshot_timer { u64 timeout_abs_ns; u32 flags; }`: 16 bytes
+    /// in 64-bit guests, 12 in 32-bit ones (u64 is 4-byte aligned on i386).
+    pub const VCPU_SET_SINGLESHOT_TIMER_SIZE: usize = 16;
+    pub const VCPU_SET_SINGLESHOT_TIMER_SIZE_32: usize = 12;
 
     /// `vcpu_hvm_context.mode`.
     pub const VCPU_HVM_MODE_32B: u32 = 0;
@@ -312,6 +411,28 @@ pub mod cpuid {
     pub const XEN_HVM_CPUID_VCPU_ID_PRESENT: u32 = 1 << 3;
     /// Leaf 4 ECX holds the domain id.
     pub const XEN_HVM_CPUID_DOMID_PRESENT: u32 = 1 << 4;
+    /// MSI/IO-APIC destination IDs may use 15 bits.
+    pub const XEN_HVM_CPUID_EXT_DEST_ID: u32 = 1 << 5;
+    /// Per-vCPU event-channel upcall vectors (HVMOP_set_evtchn_upcall_vector) work.
+    pub const XEN_HVM_CPUID_UPCALL_VECTOR: u32 = 1 << 6;
+
+    /// Leaf 2 ECX: the host supports MMU_PT_UPDATE_PRESERVE_AD (PV only).
+    pub const XEN_CPUID_FEAT1_MMU_PT_UPDATE_PRESERVE_AD: u32 = 1 << 0;
+
+    /// Leaf 3 sub-leaf 0 EAX bits (time).
+    pub const XEN_CPUID_TSC_EMULATED: u32 = 1 << 0;
+    pub const XEN_CPUID_HOST_TSC_RELIABLE: u32 = 1 << 1;
+    pub const XEN_CPUID_RDTSCP_INSTR_AVAIL: u32 = 1 << 2;
+    /// Leaf 3 sub-leaf 0 EBX (`tsc_mode`).
+    pub const XEN_CPUID_TSC_MODE_DEFAULT: u32 = 0;
+    pub const XEN_CPUID_TSC_MODE_ALWAYS_EMULATE: u32 = 1;
+    pub const XEN_CPUID_TSC_MODE_NEVER_EMULATE: u32 = 2;
+    pub const XEN_CPUID_TSC_MODE_PVRDTSCP: u32 = 3;
+
+    /// Leaf 5 sub-leaf 0 EBX bits 7:0 (PV only): machine address width.
+    pub const XEN_CPUID_MACHINE_ADDRESS_WIDTH_MASK: u32 = 0xff;
+    /// Xen defines the leaves base+0 ..= base+XEN_CPUID_MAX_NUM_LEAVES.
+    pub const XEN_CPUID_MAX_NUM_LEAVES: u32 = 5;
 }
 
 /// `hvm_start_info` (arch-x86/hvm/start_info.h): what vCPU 0 finds at %ebx.
@@ -365,8 +486,24 @@ pub mod start_info {
 
 /// ELF note types in the "Xen" namespace (elfnote.h).
 pub mod elfnote {
+    pub const XEN_ELFNOTE_INFO: u32 = 0;
     pub const XEN_ELFNOTE_ENTRY: u32 = 1;
     pub const XEN_ELFNOTE_HYPERCALL_PAGE: u32 = 2;
+    pub const XEN_ELFNOTE_VIRT_BASE: u32 = 3;
+    pub const XEN_ELFNOTE_PADDR_OFFSET: u32 = 4;
+    pub const XEN_ELFNOTE_XEN_VERSION: u32 = 5;
+    pub const XEN_ELFNOTE_GUEST_OS: u32 = 6;
+    pub const XEN_ELFNOTE_GUEST_VERSION: u32 = 7;
+    pub const XEN_ELFNOTE_LOADER: u32 = 8;
+    pub const XEN_ELFNOTE_PAE_MODE: u32 = 9;
+    pub const XEN_ELFNOTE_FEATURES: u32 = 10;
+    pub const XEN_ELFNOTE_BSD_SYMTAB: u32 = 11;
+    pub const XEN_ELFNOTE_HV_START_LOW: u32 = 12;
+    pub const XEN_ELFNOTE_L1_MFN_VALID: u32 = 13;
+    pub const XEN_ELFNOTE_SUSPEND_CANCEL: u32 = 14;
+    pub const XEN_ELFNOTE_INIT_P2M: u32 = 15;
+    pub const XEN_ELFNOTE_MOD_START_PFN: u32 = 16;
+    pub const XEN_ELFNOTE_SUPPORTED_FEATURES: u32 = 17;
     /// 32-bit physical entry point for PVH.
     pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
     pub const XEN_ELFNOTE_PHYS32_RELOC: u32 = 19;
@@ -380,5 +517,7 @@ pub mod domid {
     pub const DOMID_XEN: u16 = 0x7ff2;
     pub const DOMID_COW: u16 = 0x7ff3;
     pub const DOMID_INVALID: u16 = 0x7ff4;
+    pub const DOMID_ANY: u16 = 0x7ff5;
     pub const DOMID_IDLE: u16 = 0x7fff;
+    pub const DOMID_MASK: u16 = 0x7fff;
 }
