@@ -1,12 +1,14 @@
 //! Basalt's operator shell on the serial line: a line editor (noline), one
 //! command table, and the built-in commands (`help`, `version`, `info`, `dmesg`,
-//! `cpus`, `mem`, `uptime`, `reboot`, `poweroff`).
+//! `cpus`, `mem`, `uptime`, `reboot`, `poweroff`), and the xl-style domain
+//! commands ([`domains`]: `create`, `list`, `vcpu-list`, `console`, ...).
 //!
 //! Why a separate crate: everything here is portable logic. The hypervisor
-//! (image/) implements two narrow traits — [`System`] (facts about the machine,
-//! reboot/poweroff) and [`SerialLine`] (bytes in and out of the UART) — and calls
-//! [`Shell::run`]. Everything else is tested on the host with fakes
-//! (`cargo test -p basalt-shell`) and fuzzed (shell/fuzz/).
+//! (image/) implements narrow traits — [`System`] (facts about the machine,
+//! reboot/poweroff), [`DomainControl`] (the toolstack's domain operations) and
+//! [`SerialLine`] (bytes in and out of the UART) — and calls [`Shell::run`].
+//! Everything else is tested on the host with fakes (`cargo test -p
+//! basalt-shell`) and fuzzed (shell/fuzz/).
 //!
 //! Invariants:
 //! - No input byte sequence can panic or hang the shell: the tokenizer bounds
@@ -28,6 +30,7 @@ extern crate std;
 pub mod answerback;
 pub mod builtin;
 pub mod command;
+pub mod domains;
 pub mod parse;
 pub mod shell;
 pub mod system;
@@ -36,10 +39,16 @@ pub mod system;
 pub mod testing;
 
 #[cfg(test)]
+mod domain_tests;
+#[cfg(test)]
 mod tests;
 
 pub use builtin::builtin_commands;
 pub use command::{Command, CommandError, Invocation, Registry, RegistryError};
+pub use domains::{
+    domain_commands, CpuRange, CpuSet, CreatedDomain, DomainControl, DomainState, DomainSummary, SchedCreditEntry,
+    VcpuState, VcpuSummary,
+};
 pub use parse::{tokenize, ParseError, MAX_LINE_BYTES, MAX_WORDS};
 pub use shell::{EditorStorage, LineEditor, LineEditorError, LineOutcome, SerialLine, SerialWriter, Shell, PROMPT};
 pub use system::{CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, System, VersionInfo};

@@ -1,4 +1,6 @@
-//! Test doubles and fuzz bodies: a [`FakeSystem`], a [`ScriptedLine`] (bytes
+//! Test doubles and fuzz bodies: a [`FakeSystem`], [`FakeDomains`] (an
+//! in-memory [`DomainControl`]; `FakeSystem` carries one and forwards to it, so
+//! it is a whole appliance), a [`ScriptedLine`] (bytes
 //! in, captured bytes out, optionally answering terminal queries like a real
 //! terminal), a deterministic [`Xorshift`] generator, and the bodies of the
 //! fuzz targets in shell/fuzz/ ([`fuzz_shell_input`], [`fuzz_tokenize`]), so
@@ -12,8 +14,15 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use alloc::format;
+use alloc::string::ToString;
+
 use crate::builtin::builtin_commands;
 use crate::command::Registry;
+use crate::domains::{
+    domain_commands, CpuSet, CreatedDomain, DomainControl, DomainState, DomainSummary, SchedCreditEntry, VcpuState,
+    VcpuSummary,
+};
 use crate::parse::tokenize;
 use crate::shell::{SerialLine, Shell};
 use crate::system::{CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, System, VersionInfo};
@@ -39,6 +48,8 @@ pub struct FakeSystem {
     pub reboot_requests: u32,
     /// How often poweroff was requested.
     pub poweroff_requests: u32,
+    /// The domains; [`DomainControl`] on `FakeSystem` acts on these.
+    pub domains: FakeDomains,
 }
 
 impl Default for FakeSystem {
@@ -89,6 +100,7 @@ impl FakeSystem {
             ],
             reboot_requests: 0,
             poweroff_requests: 0,
+            domains: FakeDomains::new(),
         }
     }
 }
@@ -121,6 +133,372 @@ impl System for FakeSystem {
     fn poweroff(&mut self) -> Result<(), String> {
         self.poweroff_requests += 1;
         Err(String::from("fake machine cannot power off"))
+    }
+}
+
+/// One vCPU of a [`FakeDomain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeVcpu {
+    /// Physical CPU it runs or last ran on.
+    pub cpu: Option<u32>,
+    /// What it is doing.
+    pub state: VcpuState,
+    /// CPU time consumed, nanoseconds.
+    pub cpu_time_ns: u64,
+    /// Canonical [`CpuSet`] text of its affinity.
+    pub affinity: String,
+}
+
+/// One domain of [`FakeDomains`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeDomain {
+    /// Domain id.
+    pub id: u32,
+    /// Domain name.
+    pub name: String,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// State flags.
+    pub state: DomainState,
+    /// CPU time of all vCPUs, nanoseconds.
+    pub cpu_time_ns: u64,
+    /// Its vCPUs, by number.
+    pub vcpus: Vec<FakeVcpu>,
+    /// Credit weight.
+    pub weight: u32,
+    /// Credit cap, percent (0 = none).
+    pub cap: u32,
+}
+
+/// Name, memory (MiB) and vCPU count a [`FakeDomains`] config describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeConfig {
+    /// Config file name as typed after `create`.
+    pub file: String,
+    /// `name =` of the config.
+    pub name: String,
+    /// `memory =` of the config.
+    pub memory_mib: u64,
+    /// `vcpus =` of the config.
+    pub vcpus: u32,
+}
+
+/// An in-memory [`DomainControl`]: `Domain-0` (id 0, running) and `web`
+/// (id 3, blocked, one vCPU pinned to `0-1`, one offline) on a machine of four
+/// physical CPUs; one config, `demo`. Refusals mirror a real toolstack's
+/// (`no domain 'x'`, `Domain-0 cannot be paused`, ...), and every request is
+/// recorded so tests can check the commands acted.
+#[derive(Debug, Clone)]
+pub struct FakeDomains {
+    /// The domains, in id order.
+    pub domains: Vec<FakeDomain>,
+    /// Physical CPUs `0..physical_cpus` exist.
+    pub physical_cpus: u32,
+    /// Id the next `create` uses.
+    pub next_id: u32,
+    /// Configs `create` can read.
+    pub configs: Vec<FakeConfig>,
+    /// Ids of domains asked to shut down, in order.
+    pub shutdown_requests: Vec<u32>,
+    /// Ids of domains asked to reboot, in order.
+    pub reboot_requests: Vec<u32>,
+    /// Ids of domains whose console was attached, in order.
+    pub console_attachments: Vec<u32>,
+}
+
+impl Default for FakeDomains {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeDomains {
+    /// `Domain-0` and `web` as described on the type.
+    pub fn new() -> Self {
+        let vcpu = |cpu, state, cpu_time_ns, affinity: &str| FakeVcpu {
+            cpu,
+            state,
+            cpu_time_ns,
+            affinity: String::from(affinity),
+        };
+        Self {
+            domains: vec![
+                FakeDomain {
+                    id: 0,
+                    name: String::from("Domain-0"),
+                    memory_mib: 1024,
+                    state: DomainState { running: true, ..DomainState::default() },
+                    cpu_time_ns: 8_349_000_000,
+                    vcpus: vec![
+                        vcpu(Some(0), VcpuState::Running, 5_200_000_000, "all"),
+                        vcpu(Some(1), VcpuState::Blocked, 3_149_000_000, "all"),
+                    ],
+                    weight: 256,
+                    cap: 0,
+                },
+                FakeDomain {
+                    id: 3,
+                    name: String::from("web"),
+                    memory_mib: 512,
+                    state: DomainState { blocked: true, ..DomainState::default() },
+                    cpu_time_ns: 1_250_000_000,
+                    vcpus: vec![
+                        vcpu(Some(1), VcpuState::Blocked, 1_250_000_000, "0-1"),
+                        vcpu(None, VcpuState::Offline, 0, "all"),
+                    ],
+                    weight: 512,
+                    cap: 50,
+                },
+            ],
+            physical_cpus: 4,
+            next_id: 4,
+            configs: vec![FakeConfig {
+                file: String::from("demo"),
+                name: String::from("demo"),
+                memory_mib: 256,
+                vcpus: 1,
+            }],
+            shutdown_requests: Vec::new(),
+            reboot_requests: Vec::new(),
+            console_attachments: Vec::new(),
+        }
+    }
+
+    /// The domain the operator's word names: an id first, then a name.
+    pub fn find(&self, word: &str) -> Option<&FakeDomain> {
+        self.index_of(word).map(|index| &self.domains[index])
+    }
+
+    fn index_of(&self, word: &str) -> Option<usize> {
+        let as_id = if !word.is_empty() && word.bytes().all(|byte| byte.is_ascii_digit()) {
+            word.parse::<u32>().ok()
+        } else {
+            None
+        };
+        as_id
+            .and_then(|id| self.domains.iter().position(|domain| domain.id == id))
+            .or_else(|| self.domains.iter().position(|domain| domain.name == word))
+    }
+
+    fn resolve(&self, word: &str) -> Result<usize, String> {
+        self.index_of(word).ok_or_else(|| format!("no domain '{word}'"))
+    }
+
+    /// Resolves `word` to a domain other than `Domain-0`, which cannot be `verb`.
+    fn resolve_guest(&self, word: &str, verb: &str) -> Result<usize, String> {
+        let index = self.resolve(word)?;
+        if self.domains[index].id == 0 {
+            return Err(format!("Domain-0 cannot be {verb}"));
+        }
+        Ok(index)
+    }
+
+    fn selected(&self, word: Option<&str>) -> Result<Vec<&FakeDomain>, String> {
+        match word {
+            None => Ok(self.domains.iter().collect()),
+            Some(word) => Ok(vec![&self.domains[self.resolve(word)?]]),
+        }
+    }
+}
+
+impl DomainControl for FakeDomains {
+    fn create(&mut self, config: &str, overrides: &[&str]) -> Result<CreatedDomain, String> {
+        let config = self
+            .configs
+            .iter()
+            .find(|known| known.file == config)
+            .ok_or_else(|| format!("cannot read config '{config}': no such file"))?;
+        let (mut name, mut memory_mib, mut vcpus) = (config.name.clone(), config.memory_mib, config.vcpus);
+        for word in overrides {
+            let (key, value) = word.split_once('=').ok_or_else(|| format!("bad override '{word}'"))?;
+            let bad_value = || format!("bad value for {key}: '{value}'");
+            match key {
+                "name" => name = String::from(value),
+                "memory" => memory_mib = value.parse().map_err(|_| bad_value())?,
+                "vcpus" => vcpus = value.parse().ok().filter(|&count| count > 0).ok_or_else(bad_value)?,
+                _ => return Err(format!("unsupported setting '{key}'")),
+            }
+        }
+        if self.domains.iter().any(|domain| domain.name == name) {
+            return Err(format!("domain '{name}' already exists"));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let vcpu = FakeVcpu { cpu: None, state: VcpuState::Blocked, cpu_time_ns: 0, affinity: String::from("all") };
+        self.domains.push(FakeDomain {
+            id,
+            name: name.clone(),
+            memory_mib,
+            state: DomainState { blocked: true, ..DomainState::default() },
+            cpu_time_ns: 0,
+            vcpus: vec![vcpu; vcpus as usize],
+            weight: 256,
+            cap: 0,
+        });
+        Ok(CreatedDomain { id, name })
+    }
+
+    fn domains(&self, domain: Option<&str>) -> Result<Vec<DomainSummary>, String> {
+        Ok(self
+            .selected(domain)?
+            .into_iter()
+            .map(|domain| DomainSummary {
+                id: domain.id,
+                name: domain.name.clone(),
+                memory_mib: domain.memory_mib,
+                vcpus: domain.vcpus.iter().filter(|vcpu| vcpu.state != VcpuState::Offline).count() as u32,
+                state: domain.state,
+                cpu_time_ns: domain.cpu_time_ns,
+            })
+            .collect())
+    }
+
+    fn destroy(&mut self, domain: &str) -> Result<(), String> {
+        let index = self.resolve_guest(domain, "destroyed")?;
+        self.domains.remove(index);
+        Ok(())
+    }
+
+    fn pause(&mut self, domain: &str) -> Result<(), String> {
+        let index = self.resolve_guest(domain, "paused")?;
+        let domain = &mut self.domains[index];
+        domain.state = DomainState { paused: true, ..domain.state };
+        domain.state.running = false;
+        domain.state.blocked = false;
+        for vcpu in domain.vcpus.iter_mut().filter(|vcpu| vcpu.state != VcpuState::Offline) {
+            vcpu.state = VcpuState::Paused;
+        }
+        Ok(())
+    }
+
+    fn unpause(&mut self, domain: &str) -> Result<(), String> {
+        let index = self.resolve(domain)?;
+        let domain = &mut self.domains[index];
+        if !domain.state.paused {
+            return Err(format!("domain '{}' is not paused", domain.name));
+        }
+        domain.state.paused = false;
+        domain.state.blocked = true;
+        for vcpu in domain.vcpus.iter_mut().filter(|vcpu| vcpu.state == VcpuState::Paused) {
+            vcpu.state = VcpuState::Blocked;
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self, domain: &str) -> Result<(), String> {
+        let index = self.resolve_guest(domain, "shut down from here")?;
+        self.domains[index].state.shutdown = true;
+        self.shutdown_requests.push(self.domains[index].id);
+        Ok(())
+    }
+
+    fn reboot(&mut self, domain: &str) -> Result<(), String> {
+        let index = self.resolve_guest(domain, "rebooted from here")?;
+        self.reboot_requests.push(self.domains[index].id);
+        Ok(())
+    }
+
+    fn vcpus(&self, domain: Option<&str>) -> Result<Vec<VcpuSummary>, String> {
+        let mut summaries = Vec::new();
+        for domain in self.selected(domain)? {
+            for (number, vcpu) in domain.vcpus.iter().enumerate() {
+                summaries.push(VcpuSummary {
+                    domain_name: domain.name.clone(),
+                    domain_id: domain.id,
+                    vcpu: number as u32,
+                    cpu: vcpu.cpu,
+                    state: vcpu.state,
+                    cpu_time_ns: vcpu.cpu_time_ns,
+                    affinity: vcpu.affinity.clone(),
+                });
+            }
+        }
+        Ok(summaries)
+    }
+
+    fn pin_vcpu(&mut self, domain: &str, vcpu: Option<u32>, cpus: &CpuSet) -> Result<(), String> {
+        let index = self.resolve(domain)?;
+        if let Some(highest) = cpus.highest().filter(|&highest| highest >= self.physical_cpus) {
+            return Err(format!("CPU {highest} does not exist (CPUs 0-{})", self.physical_cpus - 1));
+        }
+        let domain = &mut self.domains[index];
+        let affinity = cpus.to_string();
+        match vcpu {
+            None => domain.vcpus.iter_mut().for_each(|vcpu| vcpu.affinity = affinity.clone()),
+            Some(number) => match domain.vcpus.get_mut(number as usize) {
+                Some(vcpu) => vcpu.affinity = affinity,
+                None => return Err(format!("domain '{}' has no vCPU {number}", domain.name)),
+            },
+        }
+        Ok(())
+    }
+
+    fn sched_credit(&self, domain: Option<&str>) -> Result<Vec<SchedCreditEntry>, String> {
+        Ok(self
+            .selected(domain)?
+            .into_iter()
+            .map(|domain| SchedCreditEntry {
+                name: domain.name.clone(),
+                id: domain.id,
+                weight: domain.weight,
+                cap: domain.cap,
+            })
+            .collect())
+    }
+
+    fn set_sched_credit(&mut self, domain: &str, weight: Option<u32>, cap: Option<u32>) -> Result<(), String> {
+        let index = self.resolve(domain)?;
+        let domain = &mut self.domains[index];
+        domain.weight = weight.unwrap_or(domain.weight);
+        domain.cap = cap.unwrap_or(domain.cap);
+        Ok(())
+    }
+
+    fn attach_console(&mut self, domain: &str) -> Result<(), String> {
+        let index = self.resolve_guest(domain, "attached to (its console is this shell)")?;
+        self.console_attachments.push(self.domains[index].id);
+        Ok(())
+    }
+}
+
+/// `FakeSystem` is a whole fake appliance: domain requests go to its
+/// [`FakeSystem::domains`].
+impl DomainControl for FakeSystem {
+    fn create(&mut self, config: &str, overrides: &[&str]) -> Result<CreatedDomain, String> {
+        self.domains.create(config, overrides)
+    }
+    fn domains(&self, domain: Option<&str>) -> Result<Vec<DomainSummary>, String> {
+        self.domains.domains(domain)
+    }
+    fn destroy(&mut self, domain: &str) -> Result<(), String> {
+        self.domains.destroy(domain)
+    }
+    fn pause(&mut self, domain: &str) -> Result<(), String> {
+        self.domains.pause(domain)
+    }
+    fn unpause(&mut self, domain: &str) -> Result<(), String> {
+        self.domains.unpause(domain)
+    }
+    fn shutdown(&mut self, domain: &str) -> Result<(), String> {
+        self.domains.shutdown(domain)
+    }
+    fn reboot(&mut self, domain: &str) -> Result<(), String> {
+        self.domains.reboot(domain)
+    }
+    fn vcpus(&self, domain: Option<&str>) -> Result<Vec<VcpuSummary>, String> {
+        self.domains.vcpus(domain)
+    }
+    fn pin_vcpu(&mut self, domain: &str, vcpu: Option<u32>, cpus: &CpuSet) -> Result<(), String> {
+        self.domains.pin_vcpu(domain, vcpu, cpus)
+    }
+    fn sched_credit(&self, domain: Option<&str>) -> Result<Vec<SchedCreditEntry>, String> {
+        self.domains.sched_credit(domain)
+    }
+    fn set_sched_credit(&mut self, domain: &str, weight: Option<u32>, cap: Option<u32>) -> Result<(), String> {
+        self.domains.set_sched_credit(domain, weight, cap)
+    }
+    fn attach_console(&mut self, domain: &str) -> Result<(), String> {
+        self.domains.attach_console(domain)
     }
 }
 
@@ -244,6 +622,15 @@ pub fn fake_shell() -> Shell<FakeSystem> {
     match Registry::new(&[builtin_commands::<FakeSystem>()]) {
         Ok(registry) => Shell::new(registry),
         Err(error) => panic!("built-in table is invalid: {error}"),
+    }
+}
+
+/// A shell over [`FakeSystem`] with the built-in and the domain commands, as
+/// image/ composes them.
+pub fn fake_appliance_shell() -> Shell<FakeSystem> {
+    match Registry::new(&[builtin_commands::<FakeSystem>(), domain_commands::<FakeSystem>()]) {
+        Ok(registry) => Shell::new(registry),
+        Err(error) => panic!("built-in and domain tables do not combine: {error}"),
     }
 }
 
