@@ -7,7 +7,8 @@
 //! the real machine's devices. It talks to the hypervisor only through the narrow
 //! interface that image/ implements (decision 8), so everything here is host-testable.
 //!
-//! So far it holds the first piece of the toolstack: reading PVH kernel images.
+//! So far it holds the toolstack's portable half: xl.cfg configs, PVH kernel images
+//! (ELF, bzImage), the guest platform, the boot image and the domain manager.
 #![no_std]
 #![forbid(unsafe_code)]
 
