@@ -2,7 +2,9 @@
 #
 #   make run     build build/basalt.img and boot it in QEMU, serial console on this terminal
 #   make test    every test: host unit tests, then the emulator tests on the real image
-#   make image   build/basalt.img only
+#   make image   build/basalt.img only (with the demo guest)
+#   make guests  the no_std test guests, build/guests/<name>.elf
+#   make test-image  build/basalt-test.img: the image plus every test guest and config
 #   make bench   image/binary sizes and boot-to-prompt times (BIOS and UEFI)
 #
 # Both `run` and `test` install what they need (Debian packages, the Rust target).
@@ -13,6 +15,7 @@ HYPERVISOR   := target/$(TARGET)/release/basalt
 BUILD        := build
 ELF          := $(BUILD)/basalt.elf
 IMG          := $(BUILD)/basalt.img
+TEST_IMG     := $(BUILD)/basalt-test.img
 CARGO        ?= cargo
 
 # Debian packages: building the image, and emulating machines to test it.
@@ -24,7 +27,7 @@ QEMU_RUN_FLAGS ?= -accel tcg -cpu qemu64,+svm,+npt -smp 2 -m 1024 -machine pc \
 	-drive file=$(IMG),format=raw,if=ide,snapshot=on \
 	-serial mon:stdio -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04
 
-.PHONY: all image hypervisor run test unit-test qemu-test bench fuzz clean deps image-deps emulator-deps rust-target fmt-check guest-kernel
+.PHONY: all image hypervisor hypervisor-elf guests test-image run test unit-test qemu-test bench fuzz clean deps image-deps emulator-deps rust-target fmt-check guest-kernel
 
 all: image
 
@@ -59,17 +62,47 @@ hypervisor: rust-target
 
 # The ELF goes into the image twice: as the multiboot2 kernel and as the
 # `basalt-symbols` module that exception backtraces read. Debug info is stripped
-# (the symbol table stays).
-image: image-deps hypervisor
+# (the symbol table stays). One rule for both images, so `make -j` never writes it twice.
+hypervisor-elf: hypervisor
 	@mkdir -p $(BUILD)
 	objcopy --strip-debug $(HYPERVISOR) $(ELF)
-	image/mkimage.sh $(ELF) $(IMG)
+
+# The shipped image carries the demo guest, so `create demo.cfg` works out of the box.
+# Extra modules are FILE:MODULE_NAME; the toolstack finds kernels and configs by name.
+image: image-deps hypervisor-elf guests
+	image/mkimage.sh $(ELF) $(IMG) $(BUILD)/guests/demo.elf:demo.elf image/configs/demo.cfg:demo.cfg
 
 run: emulator-deps image
 	@echo "Booting $(IMG) in QEMU. Serial console here; Ctrl-A X quits, Ctrl-A C toggles the QEMU monitor."
 	qemu-system-x86_64 $(QEMU_RUN_FLAGS)
 
 # --- guest payloads ---------------------------------------------------------------
+
+# The test guests (qemu-tests/guests/, a cargo workspace of its own): one package per
+# guest directory with a src/main.rs. They are linked at 1 MiB and entered in 32-bit
+# mode, so they need a static, non-PIE build without the root .cargo/config.toml's
+# code-model=kernel: RUSTFLAGS replaces that config's flags for this one build. Their
+# own target directory keeps the two flag sets from invalidating each other's cache.
+GUEST_NAMES := $(patsubst qemu-tests/guests/%/src/main.rs,%,$(wildcard qemu-tests/guests/*/src/main.rs))
+GUEST_RUSTFLAGS := -C relocation-model=static
+GUEST_TARGET_DIR := target/guests
+GUEST_CONFIGS := $(wildcard qemu-tests/guests/configs/*.cfg)
+
+guests: rust-target
+	RUSTFLAGS="$(GUEST_RUSTFLAGS)" $(CARGO) build --release --manifest-path qemu-tests/guests/Cargo.toml \
+		--target $(TARGET) --target-dir $(GUEST_TARGET_DIR)
+	@mkdir -p $(BUILD)/guests
+	@for guest in $(GUEST_NAMES); do \
+	  cp $(GUEST_TARGET_DIR)/$(TARGET)/release/$$guest $(BUILD)/guests/$$guest.elf || exit 1; \
+	done; echo "guests: $(GUEST_NAMES:%=$(BUILD)/guests/%.elf)"
+
+# The emulator tests' image: everything in basalt.img plus every test guest and its
+# config (modules `<guest>.elf`, `<guest>.cfg`).
+test-image: image-deps hypervisor-elf guests
+	image/mkimage.sh $(ELF) $(TEST_IMG) \
+		$(foreach guest,$(GUEST_NAMES),$(BUILD)/guests/$(guest).elf:$(guest).elf) \
+		$(foreach config,$(GUEST_CONFIGS),$(config):$(notdir $(config))) \
+		image/configs/demo.cfg:demo.cfg
 
 # Debian 12's cloud kernel exactly as shipped (whatever linux-image-cloud-amd64 depends
 # on today), fetched with `apt-get download` and unpacked into build/guests/ (never
@@ -98,8 +131,9 @@ unit-test: guest-kernel
 	$(CARGO) test --workspace --exclude basalt-image --exclude qemu-tests
 	$(CARGO) test -p qemu-tests --lib --bins
 
-# Emulator tests: boot build/basalt.img and drive the serial shell.
-qemu-test: emulator-deps image
+# Emulator tests: boot build/basalt.img (and build/basalt-test.img, for the guest
+# tests) and drive the serial shell.
+qemu-test: emulator-deps image test-image
 	$(CARGO) test -p qemu-tests --release --test boot
 
 test: deps unit-test qemu-test
