@@ -18,6 +18,7 @@ pub mod acpi;
 pub mod boot;
 pub mod console;
 pub mod mm;
+pub mod sched;
 pub mod symbols;
 pub mod virt;
 

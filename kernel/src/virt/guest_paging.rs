@@ -1,0 +1,922 @@
+//! Guest-virtual → guest-physical translation: walking a guest's own page tables.
+//!
+//! Why: exit handling reads guest memory by guest-virtual address — hypercall arguments
+//! are guest-virtual pointers, and without next-RIP save (QEMU's SVM) the instruction at
+//! RIP is fetched and decoded. This module does what the MMU would have done for the
+//! guest, over a narrow [`GuestPhysicalMemory`] interface, so it is host-testable and
+//! never touches hardware.
+//!
+//! Specification: SDM vol. 3A chapter 4 (Paging: §4.3 32-bit, §4.4 PAE, §4.5 4-level,
+//! §4.6 access rights, §4.7 page-fault error code) and APM vol. 2 chapter 5 (Page
+//! Translation and Protection).
+//!
+//! Invariants and deliberate limits:
+//! - Page-table entries are untrusted guest data: every walk is bounded by the number of
+//!   levels (self-referencing tables cannot loop), every read goes through
+//!   [`GuestPhysicalMemory`], and a table outside guest memory is
+//!   [`TranslateError::NotGuestMemory`], never a panic.
+//! - Protection follows the SDM: the effective R/W and U/S rights are the AND over all
+//!   levels, NX is the OR (when EFER.NXE is set); a supervisor write to a read-only page
+//!   faults only when CR0.WP is set. SMEP, SMAP and protection keys are not modelled
+//!   (supervisor accesses to user pages are allowed).
+//! - Reserved-bit checks (error code RSVD) cover what does not depend on the CPU's
+//!   MAXPHYADDR: PS in a PML4E, NX with EFER.NXE clear, the must-be-zero bits of large
+//!   page entries and of PAE PDPTEs. Physical addresses are taken as 52 bits wide.
+//! - The walk is an inspection: accessed and dirty bits are not set.
+//! - 5-level paging (CR4.LA57) is reported as [`TranslateError::UnsupportedPagingMode`].
+
+/// CR0.PE: protection enabled.
+pub const CR0_PE: u64 = 1 << 0;
+/// CR0.WP: supervisor writes honour read-only pages.
+pub const CR0_WP: u64 = 1 << 16;
+/// CR0.PG: paging enabled.
+pub const CR0_PG: u64 = 1 << 31;
+/// CR4.PSE: 4 MiB pages in 32-bit paging.
+pub const CR4_PSE: u64 = 1 << 4;
+/// CR4.PAE: physical address extension (64-bit entries).
+pub const CR4_PAE: u64 = 1 << 5;
+/// CR4.LA57: 5-level paging.
+pub const CR4_LA57: u64 = 1 << 12;
+/// EFER.LMA: long mode active.
+pub const EFER_LMA: u64 = 1 << 10;
+/// EFER.NXE: the execute-disable bit (63) is honoured.
+pub const EFER_NXE: u64 = 1 << 11;
+
+/// Page-fault error code: the fault was a protection violation (0 = not present).
+pub const PF_PRESENT: u32 = 1 << 0;
+/// Page-fault error code: the access was a write.
+pub const PF_WRITE: u32 = 1 << 1;
+/// Page-fault error code: the access was made in user mode (CPL 3).
+pub const PF_USER: u32 = 1 << 2;
+/// Page-fault error code: a reserved bit was set in a paging-structure entry.
+pub const PF_RESERVED: u32 = 1 << 3;
+/// Page-fault error code: instruction fetch (reported only when NX is in effect).
+pub const PF_INSTRUCTION: u32 = 1 << 4;
+
+const PAGE_SIZE: u64 = 4096;
+const PTE_PRESENT: u64 = 1 << 0;
+const PTE_WRITABLE: u64 = 1 << 1;
+const PTE_USER: u64 = 1 << 2;
+const PTE_LARGE: u64 = 1 << 7;
+const PTE_NO_EXECUTE: u64 = 1 << 63;
+/// Address bits 51:12 of a 64-bit entry.
+const ADDRESS_MASK_64: u64 = 0x000f_ffff_ffff_f000;
+/// Address bits 31:12 of a 32-bit entry.
+const ADDRESS_MASK_32: u64 = 0xffff_f000;
+/// PAE PDPTE bits that must be zero: 2:1, 8:5 and 63:52 (NX included).
+const PDPTE_RESERVED: u64 = 0xfff0_0000_0000_01e6;
+
+/// Guest-physical memory as the walker sees it. Implementations check bounds; `false`
+/// or `None` means (part of) the address range is not the guest's memory.
+pub trait GuestPhysicalMemory {
+    /// The little-endian u64 at `gpa`.
+    fn read_u64(&self, gpa: u64) -> Option<u64>;
+    /// Fill `buf` from `gpa`.
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool;
+    /// Store `data` at `gpa`.
+    fn write(&mut self, gpa: u64, data: &[u8]) -> bool;
+}
+
+/// How the guest's linear addresses become physical ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PagingMode {
+    /// CR0.PE = 0: real mode, no paging (linear = physical, 32-bit wrap).
+    Real,
+    /// Protected mode with CR0.PG = 0: no paging.
+    ProtectedFlat,
+    /// 32-bit paging, two levels of 4-byte entries; `pse` (CR4.PSE) enables 4 MiB pages.
+    Legacy32 { pse: bool },
+    /// PAE paging: four PDPTEs at CR3, then two levels of 8-byte entries (2 MiB pages).
+    Pae,
+    /// 4-level paging (long mode): 2 MiB and 1 GiB pages.
+    Long4,
+}
+
+impl PagingMode {
+    /// The mode the control registers select (SDM vol. 3A §4.1.1, table 4-1).
+    pub fn from_control_registers(cr0: u64, cr4: u64, efer: u64) -> Result<Self, TranslateError> {
+        if cr0 & CR0_PG == 0 {
+            return Ok(if cr0 & CR0_PE == 0 { Self::Real } else { Self::ProtectedFlat });
+        }
+        if efer & EFER_LMA != 0 {
+            if cr4 & CR4_LA57 != 0 {
+                return Err(TranslateError::UnsupportedPagingMode);
+            }
+            Ok(Self::Long4)
+        } else if cr4 & CR4_PAE != 0 {
+            Ok(Self::Pae)
+        } else {
+            Ok(Self::Legacy32 { pse: cr4 & CR4_PSE != 0 })
+        }
+    }
+
+    /// Linear addresses are 64-bit (canonical) only in long mode; elsewhere they wrap
+    /// at 4 GiB.
+    fn linear(self, address: u64) -> u64 {
+        match self {
+            Self::Long4 => address,
+            _ => address & 0xffff_ffff,
+        }
+    }
+}
+
+/// The kind of access being translated, as the guest would have made it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Access {
+    pub write: bool,
+    /// Made at CPL 3.
+    pub user: bool,
+    /// An instruction fetch.
+    pub fetch: bool,
+}
+
+impl Access {
+    /// A supervisor data read.
+    pub const READ: Self = Self { write: false, user: false, fetch: false };
+    /// A supervisor data write.
+    pub const WRITE: Self = Self { write: true, user: false, fetch: false };
+    /// A supervisor instruction fetch.
+    pub const FETCH: Self = Self { write: false, user: false, fetch: true };
+}
+
+/// Why an address could not be translated or reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranslateError {
+    /// The guest's MMU would raise #PF: inject it with this error code and CR2 = `address`.
+    PageFault { error_code: u32, address: u64 },
+    /// A non-canonical address in long mode: the guest would get #GP(0) (#SS for stack
+    /// accesses).
+    NonCanonical { address: u64 },
+    /// A page-table entry or the data lies outside the guest's memory.
+    NotGuestMemory { gpa: u64 },
+    /// 5-level paging, which Basalt does not translate.
+    UnsupportedPagingMode,
+}
+
+/// The vCPU state a translation depends on, captured at an exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TranslationContext {
+    pub mode: PagingMode,
+    pub cr3: u64,
+    pub cr0: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    /// The vCPU runs at CPL 3: copies and fetches are checked as user accesses.
+    pub user_mode: bool,
+}
+
+impl TranslationContext {
+    /// From the raw control registers, as supervisor (`user_mode` false).
+    pub fn from_control_registers(cr0: u64, cr3: u64, cr4: u64, efer: u64) -> Result<Self, TranslateError> {
+        let mode = PagingMode::from_control_registers(cr0, cr4, efer)?;
+        Ok(Self { mode, cr3, cr0, cr4, efer, user_mode: false })
+    }
+
+    /// The same context with accesses made at CPL 3 (`true`) or as supervisor.
+    pub fn with_user_mode(self, user_mode: bool) -> Self {
+        Self { user_mode, ..self }
+    }
+
+    /// EFER.NXE, which only PAE and 4-level paging honour.
+    pub fn nx_enabled(&self) -> bool {
+        self.efer & EFER_NXE != 0 && matches!(self.mode, PagingMode::Pae | PagingMode::Long4)
+    }
+
+    /// CR0.WP.
+    pub fn write_protect(&self) -> bool {
+        self.cr0 & CR0_WP != 0
+    }
+
+    /// Translate one address; see [`translate`].
+    pub fn translate<M: GuestPhysicalMemory + ?Sized>(
+        &self,
+        mem: &M,
+        gva: u64,
+        access: Access,
+    ) -> Result<u64, TranslateError> {
+        translate(mem, self.mode, self.cr3, gva, access, self.nx_enabled(), self.write_protect())
+    }
+
+    fn access(&self, write: bool, fetch: bool) -> Access {
+        Access { write, user: self.user_mode, fetch }
+    }
+}
+
+/// Translate the guest-virtual (linear) address `gva` to a guest-physical address,
+/// checking presence and the access rights of `access`. `nx_enabled` is EFER.NXE and
+/// `wp` is CR0.WP. Without paging the address is returned unchanged (wrapped to 32 bits).
+pub fn translate<M: GuestPhysicalMemory + ?Sized>(
+    mem: &M,
+    mode: PagingMode,
+    cr3: u64,
+    gva: u64,
+    access: Access,
+    nx_enabled: bool,
+    wp: bool,
+) -> Result<u64, TranslateError> {
+    let gva = mode.linear(gva);
+    let walk = |format: &Format, root: u64| {
+        let walker = Walker { gva, access, nx_enabled: nx_enabled && format.nx_capable, wp };
+        walker.walk(mem, format, root)
+    };
+    match mode {
+        PagingMode::Real | PagingMode::ProtectedFlat => Ok(gva),
+        PagingMode::Legacy32 { pse: true } => walk(&LEGACY32_PSE, cr3 & ADDRESS_MASK_32),
+        PagingMode::Legacy32 { pse: false } => walk(&LEGACY32, cr3 & ADDRESS_MASK_32),
+        PagingMode::Pae => {
+            // The PDPTEs sit in a 32-byte aligned table at CR3 (SDM §4.4.1); the CPU
+            // caches them at MOV to CR3, we read them now.
+            let walker = Walker { gva, access, nx_enabled, wp };
+            let pdpte_gpa = (cr3 & 0xffff_ffe0) + ((gva >> 30) & 3) * 8;
+            let pdpte = mem.read_u64(pdpte_gpa).ok_or(TranslateError::NotGuestMemory { gpa: pdpte_gpa })?;
+            if pdpte & PTE_PRESENT == 0 {
+                return Err(walker.fault(0));
+            }
+            if pdpte & PDPTE_RESERVED != 0 {
+                return Err(walker.fault(PF_PRESENT | PF_RESERVED));
+            }
+            walk(&PAE, pdpte & ADDRESS_MASK_64)
+        }
+        PagingMode::Long4 => {
+            if ((gva as i64) << 16 >> 16) as u64 != gva {
+                return Err(TranslateError::NonCanonical { address: gva });
+            }
+            walk(&LONG4, cr3 & ADDRESS_MASK_64)
+        }
+    }
+}
+
+/// What a PS bit means at one level.
+#[derive(Clone, Copy)]
+enum LargePage {
+    /// PS is the PAT bit or ignored: the entry points to a table (or is the leaf).
+    NotLarge,
+    /// PS must be zero (PML4E).
+    Reserved,
+    /// PS maps a page of 2^`shift` bytes whose entry bits `reserved` must be zero.
+    Page { shift: u32, reserved: u64 },
+    /// 32-bit paging with CR4.PSE: a 4 MiB page, address bits 39:32 in entry bits 20:13
+    /// (PSE-36), bit 21 reserved.
+    Pse36,
+}
+
+struct Level {
+    /// Bit position of this level's index in the linear address.
+    shift: u32,
+    large: LargePage,
+}
+
+struct Format {
+    /// 4 (32-bit paging) or 8 bytes per entry; 1024 or 512 entries per table.
+    entry_bytes: u64,
+    index_mask: u64,
+    address_mask: u64,
+    /// Entries have an XD/NX bit.
+    nx_capable: bool,
+    /// From the root table down; the last level maps 4 KiB pages.
+    levels: &'static [Level],
+}
+
+const LEAF: Level = Level { shift: 12, large: LargePage::NotLarge };
+const LARGE_2M: LargePage = LargePage::Page { shift: 21, reserved: 0x001f_e000 };
+const LARGE_1G: LargePage = LargePage::Page { shift: 30, reserved: 0x3fff_e000 };
+
+static LEGACY32: Format = Format {
+    entry_bytes: 4,
+    index_mask: 0x3ff,
+    address_mask: ADDRESS_MASK_32,
+    nx_capable: false,
+    levels: &[Level { shift: 22, large: LargePage::NotLarge }, LEAF],
+};
+static LEGACY32_PSE: Format = Format { levels: &[Level { shift: 22, large: LargePage::Pse36 }, LEAF], ..LEGACY32 };
+/// PAE below the PDPTEs: page directory, page table.
+static PAE: Format = Format {
+    entry_bytes: 8,
+    index_mask: 0x1ff,
+    address_mask: ADDRESS_MASK_64,
+    nx_capable: true,
+    levels: &[Level { shift: 21, large: LARGE_2M }, LEAF],
+};
+static LONG4: Format = Format {
+    levels: &[
+        Level { shift: 39, large: LargePage::Reserved },
+        Level { shift: 30, large: LARGE_1G },
+        Level { shift: 21, large: LARGE_2M },
+        LEAF,
+    ],
+    ..PAE
+};
+
+/// One translation in progress.
+struct Walker {
+    gva: u64,
+    access: Access,
+    /// NX is honoured (EFER.NXE and an NX-capable format).
+    nx_enabled: bool,
+    wp: bool,
+}
+
+impl Walker {
+    fn fault(&self, bits: u32) -> TranslateError {
+        let mut error_code = bits;
+        if self.access.write {
+            error_code |= PF_WRITE;
+        }
+        if self.access.user {
+            error_code |= PF_USER;
+        }
+        if self.access.fetch && self.nx_enabled {
+            error_code |= PF_INSTRUCTION;
+        }
+        TranslateError::PageFault { error_code, address: self.gva }
+    }
+
+    fn walk<M: GuestPhysicalMemory + ?Sized>(
+        &self,
+        mem: &M,
+        format: &Format,
+        root: u64,
+    ) -> Result<u64, TranslateError> {
+        let mut table = root;
+        let mut writable = true;
+        let mut user = true;
+        let mut executable = true;
+        for level in format.levels {
+            let index = (self.gva >> level.shift) & format.index_mask;
+            let entry_gpa = table + index * format.entry_bytes;
+            let entry = read_entry(mem, entry_gpa, format.entry_bytes)?;
+            if entry & PTE_PRESENT == 0 {
+                return Err(self.fault(0));
+            }
+            if format.nx_capable && entry & PTE_NO_EXECUTE != 0 {
+                if !self.nx_enabled {
+                    return Err(self.fault(PF_PRESENT | PF_RESERVED));
+                }
+                executable = false;
+            }
+            writable &= entry & PTE_WRITABLE != 0;
+            user &= entry & PTE_USER != 0;
+
+            let page = if level.shift == 12 {
+                Some((entry & format.address_mask, 12))
+            } else if entry & PTE_LARGE == 0 {
+                None
+            } else {
+                match level.large {
+                    LargePage::NotLarge => None,
+                    LargePage::Reserved => return Err(self.fault(PF_PRESENT | PF_RESERVED)),
+                    LargePage::Page { shift, reserved } => {
+                        if entry & reserved != 0 {
+                            return Err(self.fault(PF_PRESENT | PF_RESERVED));
+                        }
+                        Some((entry & format.address_mask & !((1u64 << shift) - 1), shift))
+                    }
+                    LargePage::Pse36 => {
+                        if entry & (1 << 21) != 0 {
+                            return Err(self.fault(PF_PRESENT | PF_RESERVED));
+                        }
+                        Some(((entry & 0xffc0_0000) | (((entry >> 13) & 0xff) << 32), 22))
+                    }
+                }
+            };
+            if let Some((base, shift)) = page {
+                if self.access.user && !user {
+                    return Err(self.fault(PF_PRESENT));
+                }
+                if self.access.write && !writable && (self.access.user || self.wp) {
+                    return Err(self.fault(PF_PRESENT));
+                }
+                if self.access.fetch && !executable {
+                    return Err(self.fault(PF_PRESENT));
+                }
+                return Ok(base | (self.gva & ((1u64 << shift) - 1)));
+            }
+            table = entry & format.address_mask;
+        }
+        // Every format ends with a 4 KiB leaf level, which always returns above.
+        Err(self.fault(0))
+    }
+}
+
+fn read_entry<M: GuestPhysicalMemory + ?Sized>(mem: &M, gpa: u64, bytes: u64) -> Result<u64, TranslateError> {
+    let entry = if bytes == 4 {
+        let mut raw = [0u8; 4];
+        mem.read(gpa, &mut raw).then(|| u64::from(u32::from_le_bytes(raw)))
+    } else {
+        mem.read_u64(gpa)
+    };
+    entry.ok_or(TranslateError::NotGuestMemory { gpa })
+}
+
+/// The pieces of the linear range `[gva, gva + len)` that lie within one 4 KiB page:
+/// (linear address, offset into the caller's buffer, length).
+fn page_chunks(mode: PagingMode, gva: u64, len: usize) -> impl Iterator<Item = (u64, usize, usize)> {
+    let mut address = mode.linear(gva);
+    let mut offset = 0usize;
+    core::iter::from_fn(move || {
+        if offset >= len {
+            return None;
+        }
+        let in_page = (PAGE_SIZE - (address & (PAGE_SIZE - 1))) as usize;
+        let chunk = in_page.min(len - offset);
+        let item = (address, offset, chunk);
+        address = mode.linear(address.wrapping_add(chunk as u64));
+        offset += chunk;
+        Some(item)
+    })
+}
+
+/// Copy `buf.len()` bytes from the guest-virtual address `gva`, translating each page
+/// (as a data read at the context's privilege). On error `buf` may be partly filled.
+pub fn copy_from_guest<M: GuestPhysicalMemory + ?Sized>(
+    mem: &M,
+    ctx: &TranslationContext,
+    gva: u64,
+    buf: &mut [u8],
+) -> Result<(), TranslateError> {
+    let access = ctx.access(false, false);
+    for (address, offset, len) in page_chunks(ctx.mode, gva, buf.len()) {
+        let gpa = ctx.translate(mem, address, access)?;
+        if !mem.read(gpa, &mut buf[offset..offset + len]) {
+            return Err(TranslateError::NotGuestMemory { gpa });
+        }
+    }
+    Ok(())
+}
+
+/// Copy `data` to the guest-virtual address `gva`. Every page of the range is first
+/// translated (as a data write at the context's privilege) and probed as guest memory
+/// (its first and last byte are read); only then is anything written, so a fault
+/// writes nothing.
+pub fn copy_to_guest<M: GuestPhysicalMemory + ?Sized>(
+    mem: &mut M,
+    ctx: &TranslationContext,
+    gva: u64,
+    data: &[u8],
+) -> Result<(), TranslateError> {
+    let access = ctx.access(true, false);
+    for (address, _, len) in page_chunks(ctx.mode, gva, data.len()) {
+        let gpa = ctx.translate(mem, address, access)?;
+        let last = gpa + (len as u64 - 1);
+        let mut probe = [0u8; 1];
+        if !mem.read(gpa, &mut probe) {
+            return Err(TranslateError::NotGuestMemory { gpa });
+        }
+        if !mem.read(last, &mut probe) {
+            return Err(TranslateError::NotGuestMemory { gpa: last });
+        }
+    }
+    for (address, offset, len) in page_chunks(ctx.mode, gva, data.len()) {
+        let gpa = ctx.translate(mem, address, access)?;
+        if !mem.write(gpa, &data[offset..offset + len]) {
+            return Err(TranslateError::NotGuestMemory { gpa });
+        }
+    }
+    Ok(())
+}
+
+/// Fetch up to 15 instruction bytes at `cs_base + rip` into `buf`, as the guest's
+/// instruction fetch would. Returns how many bytes were fetched: fetching stops at the
+/// first page that cannot be translated or read, and an error is returned only when not
+/// even the first byte could be fetched. (The decoder reports an instruction that
+/// needs the missing bytes as truncated; the caller then injects this page's fault.)
+pub fn fetch_instruction_bytes<M: GuestPhysicalMemory + ?Sized>(
+    mem: &M,
+    ctx: &TranslationContext,
+    cs_base: u64,
+    rip: u64,
+    buf: &mut [u8; 15],
+) -> Result<usize, TranslateError> {
+    let access = ctx.access(false, true);
+    let mut fetched = 0;
+    for (address, offset, len) in page_chunks(ctx.mode, cs_base.wrapping_add(rip), buf.len()) {
+        let result = ctx.translate(mem, address, access).and_then(|gpa| {
+            if mem.read(gpa, &mut buf[offset..offset + len]) {
+                Ok(())
+            } else {
+                Err(TranslateError::NotGuestMemory { gpa })
+            }
+        });
+        match result {
+            Ok(()) => fetched += len,
+            Err(error) if fetched == 0 => return Err(error),
+            Err(_) => break,
+        }
+    }
+    Ok(fetched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const P: u64 = PTE_PRESENT;
+    const RW: u64 = PTE_WRITABLE;
+    const US: u64 = PTE_USER;
+    const PS: u64 = PTE_LARGE;
+    const NX: u64 = PTE_NO_EXECUTE;
+    const ALL: u64 = P | RW | US;
+
+    /// Sparse guest memory: only the pages that were added exist.
+    #[derive(Default)]
+    struct FakeMemory {
+        pages: HashMap<u64, Box<[u8; 4096]>>,
+    }
+
+    impl FakeMemory {
+        fn add_page(&mut self, gpa: u64) {
+            self.pages.entry(gpa & !0xfff).or_insert_with(|| Box::new([0; 4096]));
+        }
+        fn byte(&self, gpa: u64) -> Option<u8> {
+            self.pages.get(&(gpa & !0xfff)).map(|page| page[(gpa & 0xfff) as usize])
+        }
+        fn put(&mut self, gpa: u64, data: &[u8]) {
+            for (i, byte) in data.iter().enumerate() {
+                let address = gpa + i as u64;
+                self.add_page(address);
+                self.pages.get_mut(&(address & !0xfff)).unwrap()[(address & 0xfff) as usize] = *byte;
+            }
+        }
+        fn put_u64(&mut self, gpa: u64, value: u64) {
+            self.put(gpa, &value.to_le_bytes());
+        }
+        fn put_u32(&mut self, gpa: u64, value: u32) {
+            self.put(gpa, &value.to_le_bytes());
+        }
+    }
+
+    impl GuestPhysicalMemory for FakeMemory {
+        fn read_u64(&self, gpa: u64) -> Option<u64> {
+            let mut raw = [0; 8];
+            self.read(gpa, &mut raw).then(|| u64::from_le_bytes(raw))
+        }
+        fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+            for (i, slot) in buf.iter_mut().enumerate() {
+                match gpa.checked_add(i as u64).and_then(|address| self.byte(address)) {
+                    Some(byte) => *slot = byte,
+                    None => return false,
+                }
+            }
+            true
+        }
+        fn write(&mut self, gpa: u64, data: &[u8]) -> bool {
+            let exists = (0..data.len() as u64).all(|i| self.byte(gpa + i).is_some());
+            if exists {
+                self.put(gpa, data);
+            }
+            exists
+        }
+    }
+
+    /// 4-level tables built in fake memory, with tables allocated from 0x10_0000 up.
+    struct Long4Builder {
+        mem: FakeMemory,
+        cr3: u64,
+        next_table: u64,
+    }
+
+    impl Long4Builder {
+        fn new() -> Self {
+            let mut mem = FakeMemory::default();
+            mem.add_page(0x10_0000);
+            Self { mem, cr3: 0x10_0000, next_table: 0x10_1000 }
+        }
+
+        /// Map `gva` → `gpa` with a page of 2^`shift` bytes (12, 21 or 30). Upper-level
+        /// entries get `table_flags`, the leaf `leaf_flags` (PS added for large pages).
+        fn map(&mut self, gva: u64, gpa: u64, shift: u32, leaf_flags: u64, table_flags: u64) {
+            let mut table = self.cr3;
+            for level_shift in [39u32, 30, 21, 12] {
+                let entry_gpa = table + ((gva >> level_shift) & 0x1ff) * 8;
+                if level_shift == shift {
+                    let large = if shift > 12 { PS } else { 0 };
+                    self.mem.put_u64(entry_gpa, gpa | leaf_flags | large);
+                    return;
+                }
+                let existing = self.mem.read_u64(entry_gpa).unwrap();
+                let next = if existing & P != 0 {
+                    existing & ADDRESS_MASK_64
+                } else {
+                    let next = self.next_table;
+                    self.next_table += 0x1000;
+                    self.mem.add_page(next);
+                    next
+                };
+                self.mem.put_u64(entry_gpa, next | table_flags);
+                table = next;
+            }
+        }
+
+        fn entry_address(&self, gva: u64, shift: u32) -> u64 {
+            let mut table = self.cr3;
+            for level_shift in [39u32, 30, 21, 12] {
+                let entry_gpa = table + ((gva >> level_shift) & 0x1ff) * 8;
+                if level_shift == shift {
+                    return entry_gpa;
+                }
+                table = self.mem.read_u64(entry_gpa).unwrap() & ADDRESS_MASK_64;
+            }
+            unreachable!()
+        }
+
+        fn translate(&self, gva: u64, access: Access) -> Result<u64, TranslateError> {
+            translate(&self.mem, PagingMode::Long4, self.cr3, gva, access, true, true)
+        }
+
+        fn context(&self) -> TranslationContext {
+            TranslationContext::from_control_registers(CR0_PE | CR0_PG | CR0_WP, self.cr3, CR4_PAE, EFER_LMA | EFER_NXE)
+                .unwrap()
+        }
+    }
+
+    fn page_fault(error_code: u32, address: u64) -> Result<u64, TranslateError> {
+        Err(TranslateError::PageFault { error_code, address })
+    }
+
+    #[test]
+    fn modes_from_control_registers() {
+        let mode = PagingMode::from_control_registers;
+        assert_eq!(mode(0, 0, 0), Ok(PagingMode::Real));
+        assert_eq!(mode(CR0_PE, CR4_PAE, 0), Ok(PagingMode::ProtectedFlat));
+        assert_eq!(mode(CR0_PE | CR0_PG, 0, 0), Ok(PagingMode::Legacy32 { pse: false }));
+        assert_eq!(mode(CR0_PE | CR0_PG, CR4_PSE, 0), Ok(PagingMode::Legacy32 { pse: true }));
+        assert_eq!(mode(CR0_PE | CR0_PG, CR4_PAE | CR4_PSE, EFER_NXE), Ok(PagingMode::Pae));
+        assert_eq!(mode(CR0_PE | CR0_PG, CR4_PAE, EFER_LMA), Ok(PagingMode::Long4));
+        assert_eq!(mode(CR0_PE | CR0_PG, CR4_PAE | CR4_LA57, EFER_LMA), Err(TranslateError::UnsupportedPagingMode));
+        let ctx = TranslationContext::from_control_registers(CR0_PE | CR0_PG, 0, 0, EFER_NXE).unwrap();
+        assert!(!ctx.nx_enabled(), "32-bit paging has no NX bit");
+        assert!(!ctx.write_protect());
+    }
+
+    #[test]
+    fn without_paging_addresses_are_physical() {
+        let mem = FakeMemory::default();
+        for mode in [PagingMode::Real, PagingMode::ProtectedFlat] {
+            assert_eq!(translate(&mem, mode, 0xdead_0000, 0xb_8000, Access::WRITE, true, true), Ok(0xb_8000));
+            assert_eq!(translate(&mem, mode, 0, 0x1_0000_1234, Access::READ, false, false), Ok(0x1234));
+        }
+    }
+
+    #[test]
+    fn long4_pages_of_every_size() {
+        let mut b = Long4Builder::new();
+        b.map(0xffff_8000_0000_1000, 0x20_3000, 12, ALL, ALL);
+        b.map(0x0000_7f00_0020_0000, 0x4020_0000, 21, ALL, ALL);
+        b.map(0xffff_ffff_c000_0000, 0x1_4000_0000, 30, ALL, ALL);
+        assert_eq!(b.translate(0xffff_8000_0000_1abc, Access::READ), Ok(0x20_3abc));
+        assert_eq!(b.translate(0x0000_7f00_003f_fff8, Access::WRITE), Ok(0x403f_fff8));
+        assert_eq!(b.translate(0xffff_ffff_c123_4567, Access::FETCH), Ok(0x1_4123_4567));
+        // Low bits of CR3 (PCID, PWT/PCD) are not part of the table address.
+        let cr3 = b.cr3 | 0x18;
+        assert_eq!(
+            translate(&b.mem, PagingMode::Long4, cr3, 0xffff_8000_0000_1000, Access::READ, true, true),
+            Ok(0x20_3000)
+        );
+    }
+
+    #[test]
+    fn long4_not_present_at_each_level() {
+        let mut b = Long4Builder::new();
+        b.map(0x40_1000, 0x9000, 12, ALL, ALL);
+        assert_eq!(b.translate(0x80_0000_0000, Access::READ), page_fault(0, 0x80_0000_0000)); // PML4E
+        assert_eq!(b.translate(0x4000_0000, Access::WRITE), page_fault(PF_WRITE, 0x4000_0000)); // PDPTE
+        let user_read = Access { user: true, ..Access::READ };
+        assert_eq!(b.translate(0x60_0000, user_read), page_fault(PF_USER, 0x60_0000)); // PDE
+        assert_eq!(b.translate(0x40_2000, Access::FETCH), page_fault(PF_INSTRUCTION, 0x40_2000));
+        // PTE
+    }
+
+    #[test]
+    fn long4_non_canonical_and_reserved_bits() {
+        let mut b = Long4Builder::new();
+        b.map(0x1000, 0x9000, 12, ALL, ALL);
+        let address = 0x0000_8000_0000_0000;
+        assert_eq!(b.translate(address, Access::READ), Err(TranslateError::NonCanonical { address }));
+        assert_eq!(
+            b.translate(0xffff_0000_0000_0000, Access::READ),
+            Err(TranslateError::NonCanonical { address: 0xffff_0000_0000_0000 })
+        );
+
+        // PS in a PML4E.
+        let pml4e = b.entry_address(0x1000, 39);
+        let value = b.mem.read_u64(pml4e).unwrap();
+        b.mem.put_u64(pml4e, value | PS);
+        assert_eq!(b.translate(0x1000, Access::READ), page_fault(PF_PRESENT | PF_RESERVED, 0x1000));
+        b.mem.put_u64(pml4e, value);
+
+        // NX set while EFER.NXE is clear.
+        b.map(0x2000, 0xa000, 12, ALL | NX, ALL);
+        let result = translate(&b.mem, PagingMode::Long4, b.cr3, 0x2000, Access::READ, false, true);
+        assert_eq!(result, page_fault(PF_PRESENT | PF_RESERVED, 0x2000));
+
+        // Must-be-zero bits inside a 2 MiB and a 1 GiB page entry.
+        b.map(0x20_0000, 0x40_2000, 21, ALL, ALL);
+        assert_eq!(b.translate(0x20_0000, Access::READ), page_fault(PF_PRESENT | PF_RESERVED, 0x20_0000));
+        b.map(0x80_0000_0000, 0x4000_0000 | 0x10_0000, 30, ALL, ALL);
+        assert_eq!(b.translate(0x80_0000_0000, Access::READ), page_fault(PF_PRESENT | PF_RESERVED, 0x80_0000_0000));
+    }
+
+    #[test]
+    fn long4_permissions() {
+        let mut b = Long4Builder::new();
+        b.map(0x1000, 0x9000, 12, P, ALL); // supervisor, read-only
+        b.map(0x2000, 0xa000, 12, P | US, ALL); // user, read-only
+        b.map(0x4000_0000, 0xb000, 12, ALL, P | US); // leaf writable, directory not
+        b.map(0x8000_0000, 0xc000, 12, ALL | NX, ALL);
+        let user = |write, fetch| Access { write, user: true, fetch };
+
+        assert_eq!(b.translate(0x1000, Access::READ), Ok(0x9000));
+        assert_eq!(b.translate(0x1000, user(false, false)), page_fault(PF_PRESENT | PF_USER, 0x1000));
+        assert_eq!(b.translate(0x1000, Access::WRITE), page_fault(PF_PRESENT | PF_WRITE, 0x1000));
+        // CR0.WP clear: supervisor writes ignore read-only pages, user writes do not.
+        let no_wp = |gva, access| translate(&b.mem, PagingMode::Long4, b.cr3, gva, access, true, false);
+        assert_eq!(no_wp(0x1000, Access::WRITE), Ok(0x9000));
+        assert_eq!(no_wp(0x2000, user(true, false)), page_fault(PF_PRESENT | PF_WRITE | PF_USER, 0x2000));
+
+        assert_eq!(b.translate(0x2000, user(false, true)), Ok(0xa000));
+        assert_eq!(
+            b.translate(0x4000_0000, user(true, false)),
+            page_fault(PF_PRESENT | PF_WRITE | PF_USER, 0x4000_0000)
+        );
+        assert_eq!(b.translate(0x4000_0000, user(false, false)), Ok(0xb000));
+
+        assert_eq!(b.translate(0x8000_0000, Access::READ), Ok(0xc000));
+        assert_eq!(b.translate(0x8000_0000, Access::FETCH), page_fault(PF_PRESENT | PF_INSTRUCTION, 0x8000_0000));
+        // NX at an upper level covers everything below it.
+        b.map(0xc000_0000, 0xd000, 12, ALL, ALL | NX);
+        assert_eq!(b.translate(0xc000_0000, Access::FETCH), page_fault(PF_PRESENT | PF_INSTRUCTION, 0xc000_0000));
+    }
+
+    #[test]
+    fn tables_outside_guest_memory_and_self_reference() {
+        let mut b = Long4Builder::new();
+        b.map(0x1000, 0x9000, 12, ALL, ALL);
+        // A PDE pointing at a page table that is not guest memory.
+        let pde = b.entry_address(0x1000, 21);
+        b.mem.put_u64(pde, 0x7700_0000 | ALL);
+        assert_eq!(b.translate(0x1000, Access::READ), Err(TranslateError::NotGuestMemory { gpa: 0x7700_0008 }));
+        // CR3 outside guest memory.
+        let result = translate(&b.mem, PagingMode::Long4, 0x5000_0000, 0x1000, Access::READ, true, true);
+        assert_eq!(result, Err(TranslateError::NotGuestMemory { gpa: 0x5000_0000 }));
+
+        // PML4 slot 0 points back at the PML4 itself: the walk ends after four levels.
+        let mut mem = FakeMemory::default();
+        mem.put_u64(0x3000, 0x3000 | ALL);
+        let result = translate(&mem, PagingMode::Long4, 0x3000, 0x0, Access::READ, true, true);
+        assert_eq!(result, Ok(0x3000));
+        mem.put_u64(0x3000, 0x3000 | ALL | PS);
+        assert!(translate(&mem, PagingMode::Long4, 0x3000, 0x0, Access::READ, true, true).is_err());
+    }
+
+    #[test]
+    fn legacy32_small_and_large_pages() {
+        let mut mem = FakeMemory::default();
+        let cr3 = 0x1000;
+        mem.put_u32(0x1000 + 0x300 * 4, 0x2000 | ALL as u32); // PDE for 0xc000_0000 → PT
+        mem.put_u32(0x2000 + 5 * 4, 0x0080_5000 | ALL as u32); // PTE → 0x80_5000
+        mem.put_u32(0x1000 + 4, 0x0140_0000 | (P | RW | PS) as u32); // 4 MiB page
+        mem.put_u32(0x1000 + 2 * 4, 0x0180_0000 | (0x03 << 13) | (P | PS) as u32); // PSE-36
+        mem.add_page(0x0140_0000);
+
+        let legacy = |pse, gva, access| translate(&mem, PagingMode::Legacy32 { pse }, cr3, gva, access, true, true);
+        assert_eq!(legacy(false, 0xc000_5123, Access::WRITE), Ok(0x80_5123));
+        assert_eq!(legacy(true, 0x0045_6789, Access::WRITE), Ok(0x0145_6789));
+        assert_eq!(legacy(true, 0x0080_0010, Access::READ), Ok(0x3_0180_0010));
+        assert_eq!(legacy(true, 0x0080_0010, Access::WRITE), page_fault(PF_PRESENT | PF_WRITE, 0x0080_0010));
+        // NX does not exist in 32-bit paging: a fetch fault has no I/D bit.
+        assert_eq!(legacy(true, 0xc000_6000, Access::FETCH), page_fault(0, 0xc000_6000));
+        // Without CR4.PSE the PS bit is ignored: the "page" is read as a page table
+        // (0x140_0000 is zeroed memory, so the PTE is not present).
+        assert_eq!(legacy(false, 0x0045_6789, Access::READ), page_fault(0, 0x0045_6789));
+        // Bit 21 of a 4 MiB PDE is reserved.
+        mem.put_u32(0x1000 + 3 * 4, 0x00c0_0000 | (1 << 21) | (P | PS) as u32);
+        let result = translate(&mem, PagingMode::Legacy32 { pse: true }, cr3, 0x00c0_0000, Access::READ, true, true);
+        assert_eq!(result, page_fault(PF_PRESENT | PF_RESERVED, 0x00c0_0000));
+        // The upper 32 bits of the address are dropped outside long mode.
+        let result = translate(&mem, PagingMode::Legacy32 { pse: false }, cr3, 0x1_c000_5000, Access::READ, true, true);
+        assert_eq!(result, Ok(0x80_5000));
+    }
+
+    #[test]
+    fn pae_walk_and_pdptes() {
+        let mut mem = FakeMemory::default();
+        let cr3 = 0x1020; // PDPT at a 32-byte aligned offset inside a page
+        mem.put_u64(0x1020, 0x2000 | P); // PDPTE 0 → PD
+        mem.put_u64(0x1020 + 3 * 8, 0x3000 | P); // PDPTE 3 → PD
+        mem.put_u64(0x2000 + 8, 0x4000 | ALL); // PDE 1 → PT
+        mem.put_u64(0x4000 + 2 * 8, 0x9000 | ALL | NX); // PTE 2
+        mem.put_u64(0x3000 + 4 * 8, 0x7fe0_0000 | P | RW | PS); // 2 MiB page
+        let pae = |gva, access, nx| translate(&mem, PagingMode::Pae, cr3, gva, access, nx, true);
+
+        assert_eq!(pae(0x0020_2abc, Access::WRITE, true), Ok(0x9abc));
+        assert_eq!(pae(0x0020_2abc, Access::FETCH, true), page_fault(PF_PRESENT | PF_INSTRUCTION, 0x0020_2abc));
+        assert_eq!(pae(0x0020_2abc, Access::READ, false), page_fault(PF_PRESENT | PF_RESERVED, 0x0020_2abc));
+        assert_eq!(pae(0xc081_2345, Access::READ, true), Ok(0x7fe1_2345));
+        // PDPTE 1 is not present.
+        assert_eq!(pae(0x4000_0000, Access::WRITE, true), page_fault(PF_WRITE, 0x4000_0000));
+        // Reserved bits in a PDPTE (RW is reserved there).
+        mem.put_u64(0x1020 + 2 * 8, 0x3000 | P | RW);
+        let result = translate(&mem, PagingMode::Pae, cr3, 0x8000_0000, Access::READ, true, true);
+        assert_eq!(result, page_fault(PF_PRESENT | PF_RESERVED, 0x8000_0000));
+        // A PDPT outside guest memory.
+        let result = translate(&mem, PagingMode::Pae, 0x9000_0000, 0x0, Access::READ, true, true);
+        assert_eq!(result, Err(TranslateError::NotGuestMemory { gpa: 0x9000_0000 }));
+    }
+
+    #[test]
+    fn copies_split_at_page_boundaries() {
+        let mut b = Long4Builder::new();
+        // Two adjacent virtual pages backed by non-adjacent physical pages.
+        b.map(0x7000, 0x5_2000, 12, ALL, ALL);
+        b.map(0x8000, 0x5_0000, 12, ALL, ALL);
+        b.map(0x9000, 0x5_4000, 12, P | US, ALL); // read-only
+        for gpa in [0x5_0000, 0x5_2000, 0x5_4000] {
+            b.mem.add_page(gpa);
+        }
+        let ctx = b.context();
+
+        let data: Vec<u8> = (0..100u8).collect();
+        copy_to_guest(&mut b.mem, &ctx, 0x7fce, &data).unwrap();
+        assert_eq!(b.mem.byte(0x5_2fce), Some(0));
+        assert_eq!(b.mem.byte(0x5_2fff), Some(49));
+        assert_eq!(b.mem.byte(0x5_0000), Some(50));
+        let mut back = [0u8; 100];
+        copy_from_guest(&b.mem, &ctx, 0x7fce, &mut back).unwrap();
+        assert_eq!(&back[..], &data[..]);
+
+        // The second page is read-only: nothing is written, not even the first part.
+        let result = copy_to_guest(&mut b.mem, &ctx, 0x8ff0, &[0xee; 32]);
+        assert_eq!(result, Err(TranslateError::PageFault { error_code: PF_PRESENT | PF_WRITE, address: 0x9000 }));
+        assert_eq!(b.mem.byte(0x5_0ff0), Some(0));
+        // A page that is not mapped at all.
+        let result = copy_to_guest(&mut b.mem, &ctx, 0x6ff8, &[0xee; 16]);
+        assert_eq!(result, Err(TranslateError::PageFault { error_code: PF_WRITE, address: 0x6ff8 }));
+        assert_eq!(b.mem.byte(0x5_2000), Some(0), "nothing written");
+        let mut buf = [0u8; 16];
+        let result = copy_from_guest(&b.mem, &ctx, 0x9ff8, &mut buf);
+        assert_eq!(result, Err(TranslateError::PageFault { error_code: 0, address: 0xa000 }));
+        // A supervisor-only page: readable by the kernel, not by user mode.
+        b.map(0xb000, 0x5_4000, 12, P | RW, ALL);
+        let user_ctx = ctx.with_user_mode(true);
+        assert!(copy_from_guest(&b.mem, &user_ctx, 0xb000, &mut buf).is_err());
+        assert!(copy_from_guest(&b.mem, &ctx, 0xb000, &mut buf).is_ok());
+        // Empty copies touch nothing, even at unmapped addresses.
+        assert_eq!(copy_from_guest(&b.mem, &ctx, 0xdead_0000, &mut []), Ok(()));
+    }
+
+    #[test]
+    fn copies_outside_guest_memory() {
+        let mut b = Long4Builder::new();
+        b.map(0x7000, 0x5_2000, 12, ALL, ALL);
+        b.map(0x8000, 0x6666_0000, 12, ALL, ALL); // mapped, but not guest memory
+        b.mem.add_page(0x5_2000);
+        let ctx = b.context();
+        let result = copy_to_guest(&mut b.mem, &ctx, 0x7ff0, &[0xaa; 32]);
+        assert_eq!(result, Err(TranslateError::NotGuestMemory { gpa: 0x6666_0000 }));
+        assert_eq!(b.mem.byte(0x5_2ff0), Some(0), "nothing written");
+        let mut buf = [0u8; 32];
+        let result = copy_from_guest(&b.mem, &ctx, 0x7ff0, &mut buf);
+        assert_eq!(result, Err(TranslateError::NotGuestMemory { gpa: 0x6666_0000 }));
+
+        // Without paging too.
+        let flat = TranslationContext::from_control_registers(CR0_PE, 0, 0, 0).unwrap();
+        assert_eq!(
+            copy_to_guest(&mut b.mem, &flat, 0x5_2ffc, &[1; 8]),
+            Err(TranslateError::NotGuestMemory { gpa: 0x5_3000 })
+        );
+        assert_eq!(b.mem.byte(0x5_2ffc), Some(0));
+        assert_eq!(copy_to_guest(&mut b.mem, &flat, 0x5_2ff8, &[1; 8]), Ok(()));
+        assert_eq!(b.mem.byte(0x5_2fff), Some(1));
+    }
+
+    #[test]
+    fn instruction_fetch_stops_at_untranslatable_page() {
+        let mut b = Long4Builder::new();
+        b.map(0x40_0000, 0x9000, 12, P | US, ALL);
+        b.map(0x40_1000, 0xa000, 12, P | US | NX, ALL);
+        b.mem.put(0x9ff8, &[0x90; 8]);
+        b.mem.put(0xa000, &[0xcc; 8]);
+        let ctx = b.context();
+        let mut buf = [0u8; 15];
+
+        // 15 bytes inside one page.
+        assert_eq!(fetch_instruction_bytes(&b.mem, &ctx, 0, 0x40_0100, &mut buf), Ok(15));
+        // The next page is NX: only the first 8 bytes.
+        assert_eq!(fetch_instruction_bytes(&b.mem, &ctx, 0, 0x40_0ff8, &mut buf), Ok(8));
+        assert_eq!(buf[..8], [0x90; 8]);
+        // Fetching from the NX page itself is the fault.
+        let result = fetch_instruction_bytes(&b.mem, &ctx, 0, 0x40_1000, &mut buf);
+        assert_eq!(
+            result,
+            Err(TranslateError::PageFault { error_code: PF_PRESENT | PF_INSTRUCTION, address: 0x40_1000 })
+        );
+        // cs_base is added (segmented 32-bit code wraps at 4 GiB).
+        let legacy_flat = TranslationContext::from_control_registers(CR0_PE, 0, 0, 0).unwrap();
+        assert_eq!(fetch_instruction_bytes(&b.mem, &legacy_flat, 0xffff_f000, 0xaff8, &mut buf), Ok(15));
+        assert_eq!(buf[..9], [0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xcc]);
+        // Physical memory ends: the first byte is already missing.
+        let result = fetch_instruction_bytes(&b.mem, &legacy_flat, 0, 0x7777_0000, &mut buf);
+        assert_eq!(result, Err(TranslateError::NotGuestMemory { gpa: 0x7777_0000 }));
+    }
+}
