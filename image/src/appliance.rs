@@ -12,8 +12,8 @@ use basalt_kernel::cpu::{percpu, time};
 use basalt_kernel::mm::{self, frames::FRAME_SIZE, heap};
 use basalt_kernel::{info, power};
 use basalt_shell::{
-    builtin_commands, CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, Registry, SerialLine,
-    Shell, System, VersionInfo,
+    builtin_commands, domain_commands, CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, Registry,
+    SerialLine, Shell, System, VersionInfo,
 };
 use core::sync::atomic::Ordering;
 
@@ -126,8 +126,11 @@ impl SerialLine for Com1 {
             if timeout_ms == 0 || time::uptime_ns() >= deadline {
                 return None;
             }
-            // The receive interrupt or the 100 Hz timer tick ends the halt.
-            instructions::enable_interrupts_and_halt();
+            // While the operator is quiet this CPU serves dom0 and runs guests; with
+            // nothing to do, the receive interrupt or the 100 Hz tick ends the halt.
+            if !crate::domains::idle_work() {
+                instructions::enable_interrupts_and_halt();
+            }
         }
     }
 
@@ -138,7 +141,11 @@ impl SerialLine for Com1 {
 
 /// Runs the serial shell on this CPU for ever.
 pub fn run_shell() -> ! {
-    let registry = match Registry::new(&[builtin_commands::<Appliance>(), crate::diagnostics::DIAGNOSTIC_COMMANDS]) {
+    let registry = match Registry::new(&[
+        builtin_commands::<Appliance>(),
+        domain_commands::<Appliance>(),
+        crate::diagnostics::DIAGNOSTIC_COMMANDS,
+    ]) {
         Ok(registry) => registry,
         Err(error) => {
             basalt_kernel::error!("shell: command table rejected: {error:?}");

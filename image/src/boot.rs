@@ -10,6 +10,7 @@ use basalt_kernel::cpu::{self, identify::CpuIdentity, ioapic, lapic, percpu, pic
 use basalt_kernel::mm::frames::{find_free_range, FrameAllocator, PhysRange};
 use basalt_kernel::mm::{self, heap, paging, phys_to_virt};
 use basalt_kernel::symbols::SymbolTable;
+use basalt_kernel::virt::{svm, Extension};
 use basalt_kernel::{debug, error, info, warn};
 use multiboot2::{BootInformation, BootInformationHeader, FramebufferType, MemoryAreaType};
 
@@ -123,6 +124,8 @@ extern "C" fn basalt_image_main(magic: u32, info_address: u32) -> ! {
     }
     let cpus_found = apic_ids.len() as u32;
     let max_cpus = options.max_cpus.map_or(percpu::MAX_CPUS, |n| n as usize);
+    crate::modules::record(&boot_info);
+    set_up_virtualization(&identity, cpus_found.min(max_cpus as u32));
     start_other_cpus(&apic_ids, max_cpus);
     info!("smp: {} CPUs found, {} online", cpus_found, percpu::online_count());
 
@@ -443,7 +446,41 @@ extern "C" fn ap_main(cpu_index: u64) -> ! {
     lapic::enable_this_cpu();
     lapic::start_timer_this_cpu();
     debug!("smp: CPU {cpu_index} (APIC id {}) online", lapic::id());
-    loop {
-        instructions::enable_interrupts_and_halt();
+    if basalt_kernel::domain::virtualization_ready() {
+        if let Err(error) = svm::enable_this_cpu() {
+            warn!("virt: CPU {cpu_index} cannot run guests: {error}");
+        }
     }
+    x86_64::instructions::interrupts::enable();
+    basalt_kernel::domain::run::guest_loop()
+}
+
+/// Picks the virtualization extension and turns it on for the bootstrap CPU; the
+/// application processors turn it on for themselves. A machine without one still
+/// boots to the shell; `create` then says it cannot run guests.
+fn set_up_virtualization(identity: &CpuIdentity, cpus: u32) {
+    basalt_kernel::domain::run::init_scheduler(cpus.max(1));
+    let ready = if identity.svm && identity.npt {
+        match svm::enable_this_cpu() {
+            Ok(()) => {
+                info!(
+                    "virt: {}{}",
+                    Extension::AmdSvm.name(),
+                    if identity.nrip_save { "" } else { " (no nRIP save: exits decode instructions)" }
+                );
+                true
+            }
+            Err(error) => {
+                warn!("virt: SVM unusable: {error}; guests cannot run");
+                false
+            }
+        }
+    } else if identity.vmx {
+        warn!("virt: Intel VMX found, but this build runs guests on AMD SVM only; guests cannot run");
+        false
+    } else {
+        warn!("virt: no hardware virtualization (SVM with nested paging); guests cannot run");
+        false
+    };
+    basalt_kernel::domain::init(ready);
 }

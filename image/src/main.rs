@@ -18,6 +18,10 @@ mod boot;
 #[cfg(target_os = "none")]
 mod diagnostics;
 #[cfg(target_os = "none")]
+mod domains;
+#[cfg(target_os = "none")]
+mod modules;
+#[cfg(target_os = "none")]
 mod panic;
 
 /// Host builds of this crate do nothing: the binary only makes sense on bare metal.

@@ -17,10 +17,12 @@ extern crate alloc;
 pub mod acpi;
 pub mod boot;
 pub mod console;
+pub mod domain;
 pub mod mm;
 pub mod sched;
 pub mod symbols;
 pub mod virt;
+pub mod xen;
 
 #[cfg(target_os = "none")]
 pub mod arch;

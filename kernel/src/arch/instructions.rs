@@ -111,3 +111,18 @@ pub fn halt_forever() -> ! {
 pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
     x86_64::instructions::interrupts::without_interrupts(f)
 }
+
+/// Masks maskable interrupts on this CPU (`cli`).
+pub fn disable_interrupts() {
+    x86_64::instructions::interrupts::disable();
+}
+
+/// Unmasks maskable interrupts on this CPU (`sti`).
+pub fn enable_interrupts() {
+    x86_64::instructions::interrupts::enable();
+}
+
+/// True if maskable interrupts are enabled on this CPU.
+pub fn interrupts_enabled() -> bool {
+    x86_64::instructions::interrupts::are_enabled()
+}

@@ -1,4 +1,262 @@
-//! Virtualization: what runs guests. So far the vendor-neutral instruction decoding that
-//! exit handling needs; the vendor interface (SVM, VMX) comes with the guests issue.
+//! Virtualization: the one interface between vendor backends (AMD SVM now, Intel VMX
+//! next) and everything above them, plus the vendor-neutral pieces exit handling uses.
+//!
+//! The contract (DESIGN.md decision 3): a backend knows its control structure (VMCB or
+//! VMCS), its exit codes and its nested-page-table entry format. It turns every exit into
+//! one [`Exit`] value — vendor detail stays in `Exit::vendor_code` for the log — and
+//! offers the handful of operations in [`VirtualCpu`]. What an exit *means* (CPUID
+//! policy, MSRs, hypercalls, HLT, nested page faults, containment) is decided once, in
+//! `exit` (hardware side) over the portable `xen` and `guest_paging` modules.
+//!
+//! Call order for one vCPU: [`VirtualCpu::set_start_state`] once (or again when the
+//! guest re-initialises it), then repeatedly [`VirtualCpu::run`] → handle the exit →
+//! maybe [`VirtualCpu::advance_rip`] / [`VirtualCpu::inject`] → `run` again. A vCPU
+//! runs on one physical CPU at a time; moving it between CPUs is allowed between runs
+//! (the backend re-validates its TLB tag then).
 pub mod decode;
 pub mod guest_paging;
+pub mod nested_paging;
+
+#[cfg(target_os = "none")]
+pub mod exit;
+#[cfg(target_os = "none")]
+pub mod svm;
+
+use basalt_xen_abi::vcpu::{VcpuHvmX86_32, VcpuHvmX86_64};
+
+/// The general-purpose registers the backends save and restore around a guest run
+/// (RSP and RIP live in the control structure and are reached through
+/// [`VirtualCpu::state`]). Layout is fixed: the vendor assembly indexes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct GuestGprs {
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rbx: u64,
+    pub rsp_unused: u64,
+    pub rbp: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+/// The architectural state exit handling reads: paging mode, code size, where the
+/// guest is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestState {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cs_selector: u16,
+    pub cs_base: u64,
+    /// CS.L (64-bit code segment).
+    pub cs_long: bool,
+    /// CS.D/B (32-bit default operand size).
+    pub cs_default_big: bool,
+    /// Current privilege level.
+    pub cpl: u8,
+}
+
+impl GuestState {
+    /// The code size instructions at RIP execute with.
+    pub fn code_size(&self) -> decode::CodeSize {
+        const EFER_LMA: u64 = 1 << 10;
+        const CR0_PE: u64 = 1;
+        if self.efer & EFER_LMA != 0 && self.cs_long {
+            decode::CodeSize::Bits64
+        } else if self.cr0 & CR0_PE != 0 && self.cs_default_big {
+            decode::CodeSize::Bits32
+        } else {
+            decode::CodeSize::Bits16
+        }
+    }
+
+    /// True if the vCPU executes 64-bit code (hypercall arguments in RDI, RSI, ...).
+    pub fn is_64bit(&self) -> bool {
+        self.code_size() == decode::CodeSize::Bits64
+    }
+}
+
+/// Why the guest stopped running, vendor-neutral.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// A physical interrupt arrived for the host (the time slice may be over).
+    ExternalInterrupt,
+    Cpuid,
+    Rdmsr,
+    Wrmsr,
+    Hlt,
+    /// VMMCALL (AMD) or VMCALL (Intel): a Xen hypercall.
+    Hypercall,
+    /// An intercepted port access. `next_rip` is known when the hardware says so.
+    Io {
+        port: u16,
+        size: u8,
+        write: bool,
+        string: bool,
+        rep: bool,
+    },
+    /// Guest-physical access with no (or too little) nested mapping.
+    NestedPageFault {
+        gpa: u64,
+        write: bool,
+        fetch: bool,
+    },
+    /// The guest triple-faulted (SVM SHUTDOWN, VMX triple-fault exit).
+    TripleFault,
+    /// An instruction the guest may not use (virtualization instructions, MONITOR,
+    /// XSETBV, ...): it gets #UD.
+    UndefinedInstruction,
+    /// PAUSE (spin-loop hint), if intercepted.
+    Pause,
+    /// INVD or WBINVD: nothing to do beyond skipping it.
+    CacheFlush,
+    /// An intercepted exception with its vector.
+    Exception {
+        vector: u8,
+        error_code: Option<u32>,
+    },
+    /// The hardware refused to enter the guest (bad state); the domain must crash.
+    EntryFailed,
+    /// Anything else; the domain crashes with the vendor code in the message.
+    Unhandled,
+}
+
+/// One VM exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub reason: ExitReason,
+    /// The vendor's raw exit code, for log lines.
+    pub vendor_code: u64,
+    /// Length of the intercepted instruction when the hardware reported it (nRIP save,
+    /// VMX instruction length, SVM IOIO's next RIP); `None` means decode it.
+    pub instruction_length: Option<u8>,
+}
+
+/// An event to deliver into the guest at the next entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injection {
+    /// A hardware exception, e.g. #GP (13) with error code 0, #UD (6) without.
+    Exception { vector: u8, error_code: Option<u32> },
+    /// An external interrupt vector (the guest's event-channel upcall, later).
+    Interrupt { vector: u8 },
+}
+
+/// #UD.
+pub const VECTOR_UD: u8 = 6;
+/// #GP.
+pub const VECTOR_GP: u8 = 13;
+
+/// How a vCPU starts: Xen's `vcpu_hvm_context` register sets (hvm/hvm_vcpu.h), which
+/// are also what the PVH boot of vCPU 0 uses (32-bit flat, paging off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartState {
+    Protected32(VcpuHvmX86_32),
+    Long64(VcpuHvmX86_64),
+}
+
+impl StartState {
+    /// PVH entry (Xen's docs/misc/pvh.pandoc): 32-bit flat protected mode, paging off,
+    /// CS/DS/ES/SS flat 4 GiB, %ebx = start info, everything else zero.
+    pub fn pvh_entry(entry: u32, start_info: u32) -> StartState {
+        const FLAT_CODE_AR: u16 = 0xc09b;
+        const FLAT_DATA_AR: u16 = 0xc093;
+        const TSS_AR: u16 = 0x008b;
+        StartState::Protected32(VcpuHvmX86_32 {
+            ebx: start_info,
+            eip: entry,
+            eflags: 0x2,
+            cr0: 0x11,
+            cs_limit: 0xffff_ffff,
+            ds_limit: 0xffff_ffff,
+            ss_limit: 0xffff_ffff,
+            es_limit: 0xffff_ffff,
+            tr_limit: 0x67,
+            cs_ar: FLAT_CODE_AR,
+            ds_ar: FLAT_DATA_AR,
+            ss_ar: FLAT_DATA_AR,
+            es_ar: FLAT_DATA_AR,
+            tr_ar: TSS_AR,
+            ..VcpuHvmX86_32::default()
+        })
+    }
+}
+
+/// Why a backend could not do what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtError {
+    /// The CPU lacks the extension (or nested paging).
+    Unsupported(&'static str),
+    /// Firmware disabled it (SVM: VM_CR.SVMDIS; VMX: the feature-control lock).
+    DisabledByFirmware,
+    /// No memory for a control structure.
+    OutOfMemory,
+    /// The start state violates an architectural rule.
+    InvalidState(&'static str),
+}
+
+impl core::fmt::Display for VirtError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VirtError::Unsupported(what) => write!(formatter, "{what} not supported by this CPU"),
+            VirtError::DisabledByFirmware => formatter.write_str("virtualization disabled by the firmware"),
+            VirtError::OutOfMemory => formatter.write_str("out of memory for virtualization structures"),
+            VirtError::InvalidState(why) => write!(formatter, "invalid vCPU state: {why}"),
+        }
+    }
+}
+
+/// One vCPU's vendor state. See the module documentation for the call order.
+pub trait VirtualCpu: Send {
+    /// Loads a start state (registers, segments, control registers).
+    fn set_start_state(&mut self, state: &StartState) -> Result<(), VirtError>;
+    /// Runs the guest on the calling CPU until the next exit. `gprs` is loaded before
+    /// entry and saved after exit. Interrupts are held off during the switch and taken
+    /// by the host right after the exit.
+    fn run(&mut self, gprs: &mut GuestGprs) -> Exit;
+    /// The state exit handling reads.
+    fn state(&self) -> GuestState;
+    /// Steps RIP past an emulated instruction of `length` bytes (and clears the
+    /// interrupt shadow, as completing an instruction does).
+    fn advance_rip(&mut self, length: u8);
+    /// Queues an event for the next entry.
+    fn inject(&mut self, event: Injection);
+    /// Guest EFER as the guest should see it (vendor-owned bits hidden).
+    fn guest_efer(&self) -> u64;
+    /// Writes guest EFER (the backend keeps its own required bits); `Err` means #GP.
+    fn set_guest_efer(&mut self, value: u64) -> Result<(), ()>;
+    /// Drops every cached translation of this vCPU's guest (after the nested page
+    /// table lost a mapping).
+    fn flush_guest_tlb(&mut self);
+    /// Extra facts about the last exit, for the crash line (vendor code, qualifiers).
+    fn exit_detail(&self) -> (u64, u64, u64);
+}
+
+/// The virtualization extension picked at boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extension {
+    AmdSvm,
+    IntelVmx,
+}
+
+impl Extension {
+    pub fn name(self) -> &'static str {
+        match self {
+            Extension::AmdSvm => "AMD SVM with nested paging",
+            Extension::IntelVmx => "Intel VMX with EPT",
+        }
+    }
+}
