@@ -74,10 +74,10 @@ pub mod hypercall {
     pub const HYPERCALL_PAGE_ENTRIES: usize = 4096 / HYPERCALL_PAGE_ENTRY_SIZE;
 }
 
-/// Xen errno values (errno.h); hypercalls return their negation.
+/// Xen errno values (errno.h); hypercalls return their negation. The complete list
+/// of errno.h: values Xen does not define (for example Linux's EALREADY 114 /
+/// EINPROGRESS 115) have no place here.
 pub mod errno {
-    //! The complete list of errno.h; values Xen does not define (for example
-    //! Linux's EALREADY 114 / EINPROGRESS 115) have no place here.
     pub const EPERM: i64 = 1;
     pub const ENOENT: i64 = 2;
     pub const ESRCH: i64 = 3;
@@ -152,6 +152,14 @@ pub mod sched {
     pub const SHUTDOWN_soft_reset: u32 = 5;
     /// Largest defined shutdown reason. Xen keeps only the low 8 bits of a reason.
     pub const SHUTDOWN_MAX: u32 = 5;
+
+    /// `struct sched_poll { handle ports; unsigned int nr_ports; u64 timeout; }`: 24
+    /// bytes in 64-bit guests (handle @0, nr_ports @8, timeout @16), 16 in 32-bit ones
+    /// (handle @0, nr_ports @4, timeout @8). Xen refuses more than
+    /// `SCHED_POLL_MAX_PORTS` ports.
+    pub const SCHED_POLL_SIZE: usize = 24;
+    pub const SCHED_POLL_SIZE_32: usize = 16;
+    pub const SCHED_POLL_MAX_PORTS: u32 = 128;
 
     /// `struct sched_shutdown`: the argument of `SCHEDOP_shutdown`.
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
