@@ -122,6 +122,7 @@ fn run_version<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Resul
 /// Memory: 2048 MiB total, 1900 MiB free
 /// Virtualization: SVM NPT x2APIC        ("none" if none)
 /// Missing: VMX EPT                      ("none" if nothing is missing)
+/// Guests: AMD SVM with nested paging     (or why this machine cannot run guests)
 /// Firmware: BIOS
 /// TSC: 2994 MHz                         ("unknown" if 0)
 /// Command line: console=ttyS0           ("(empty)" if empty)
@@ -158,6 +159,7 @@ fn run_info<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(
     };
     writeln!(out, "Virtualization: {}", features_with(true))?;
     writeln!(out, "Missing: {}", features_with(false))?;
+    writeln!(out, "Guests: {}", Printable(&platform.guests))?;
     writeln!(out, "Firmware: {}", Printable(&platform.firmware))?;
     if platform.tsc_khz == 0 {
         writeln!(out, "TSC: unknown")?;
@@ -278,6 +280,7 @@ fn run_cpus<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(
 /// `mem`:
 /// ```text
 /// Memory: 2048 MiB total, 1900 MiB free
+/// Free: 1992294400 bytes
 /// Heap: 1024 KiB used of 16384 KiB
 /// START               END                 SIZE        KIND
 /// 0x0000000000000000  0x000000000009fc00  639 KiB     usable
@@ -293,6 +296,8 @@ fn run_mem<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<()
         memory.total_bytes / BYTES_PER_MEBIBYTE,
         memory.free_bytes / BYTES_PER_MEBIBYTE
     )?;
+    // The exact figure: guests' memory comes back to the byte on destroy.
+    writeln!(out, "Free: {} bytes", memory.free_bytes)?;
     writeln!(out, "Heap: {} KiB used of {} KiB", memory.heap_used_bytes / 1024, memory.heap_total_bytes / 1024)?;
     writeln!(out, "{:<18}  {:<18}  {:<10}  KIND", "START", "END", "SIZE")?;
     for region in &memory.regions {

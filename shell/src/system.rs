@@ -53,6 +53,9 @@ pub struct PlatformInfo {
     /// order: `("SVM", true), ("NPT", true), ("VMX", false), ("EPT", false),
     /// ("x2APIC", true)`, ...
     pub features: Vec<(&'static str, bool)>,
+    /// How guests run here, e.g. `"AMD SVM with nested paging"`, or why they cannot
+    /// (`"cannot run guests: no SVM with nested paging"`).
+    pub guests: String,
     /// How the machine booted: `"BIOS"` or `"UEFI"`.
     pub firmware: String,
     /// The hypervisor's boot command line.

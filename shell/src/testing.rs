@@ -72,6 +72,7 @@ impl FakeSystem {
                 cpus_online: 1,
                 tsc_khz: 2_994_374,
                 features: vec![("SVM", true), ("NPT", true), ("VMX", false), ("EPT", false), ("x2APIC", true)],
+                guests: String::from("AMD SVM with nested paging"),
                 firmware: String::from("BIOS"),
                 cmdline: String::from("console=ttyS0 loglevel=debug"),
             },

@@ -71,6 +71,7 @@ fn info_lines() {
         "Memory: 2048 MiB total, 1900 MiB free",
         "Virtualization: SVM NPT x2APIC",
         "Missing: VMX EPT",
+        "Guests: AMD SVM with nested paging",
         "Firmware: BIOS",
         "TSC: 2994 MHz",
         "Command line: console=ttyS0 loglevel=debug",

@@ -237,13 +237,18 @@ pub trait VirtualCpu: Send {
     /// Guest EFER as the guest should see it (vendor-owned bits hidden).
     fn guest_efer(&self) -> u64;
     /// Writes guest EFER (the backend keeps its own required bits); `Err` means #GP.
-    fn set_guest_efer(&mut self, value: u64) -> Result<(), ()>;
+    fn set_guest_efer(&mut self, value: u64) -> Result<(), ReservedBitsSet>;
     /// Drops every cached translation of this vCPU's guest (after the nested page
     /// table lost a mapping).
     fn flush_guest_tlb(&mut self);
     /// Extra facts about the last exit, for the crash line (vendor code, qualifiers).
     fn exit_detail(&self) -> (u64, u64, u64);
 }
+
+/// A control-register or MSR write set bits the architecture reserves (the guest gets
+/// #GP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservedBitsSet;
 
 /// The virtualization extension picked at boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

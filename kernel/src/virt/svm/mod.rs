@@ -19,7 +19,7 @@
 
 pub mod vmcb;
 
-use super::{Exit, ExitReason, GuestGprs, GuestState, Injection, StartState, VirtError, VirtualCpu};
+use super::{Exit, ExitReason, GuestGprs, GuestState, Injection, ReservedBitsSet, StartState, VirtError, VirtualCpu};
 use crate::arch::instructions::{cpuid, rdmsr, wrmsr};
 use crate::cpu::percpu::{self, MAX_CPUS};
 use crate::mm::{phys_to_virt, with_frames};
@@ -541,12 +541,12 @@ impl VirtualCpu for SvmVcpu {
         self.vmcb.read_u64(EFER) & !EFER_SVME
     }
 
-    fn set_guest_efer(&mut self, value: u64) -> Result<(), ()> {
+    fn set_guest_efer(&mut self, value: u64) -> Result<(), ReservedBitsSet> {
         // SCE, LME, LMA, NXE are the bits a guest may own; everything else is reserved
         // (or SVM's, which the guest never sees).
         const ALLOWED: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11);
         if value & !ALLOWED != 0 {
-            return Err(());
+            return Err(ReservedBitsSet);
         }
         let current = self.vmcb.read_u64(EFER);
         // LMA is the processor's: keep it, and let the hardware set it on paging enable.
