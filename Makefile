@@ -138,8 +138,9 @@ qemu-test: emulator-deps image test-image
 
 test: deps unit-test qemu-test
 
-bench: emulator-deps image
+bench: emulator-deps image test-image
 	$(CARGO) run -p qemu-tests --release --bin boot-bench
+	$(CARGO) run -p qemu-tests --release --bin guest-bench
 
 # Coverage-guided fuzzing of every parser of outside input (not part of `test`: it needs
 # a nightly toolchain and cargo-fuzz, and runs for FUZZ_SECONDS per target).

@@ -98,6 +98,9 @@ pub struct MachineConfig {
     /// exception): an `expect` that sees one fails at once instead of waiting for its
     /// timeout.
     pub fatal_markers: Vec<String>,
+    /// More emulator arguments, appended last (e.g. `-icount shift=0` for benchmarks
+    /// whose cycle counts must not depend on the host's load).
+    pub extra_args: Vec<String>,
 }
 
 /// The kernel's panic banner (`*** HYPERVISOR PANIC on CPU n: ...`).
@@ -123,7 +126,20 @@ impl MachineConfig {
                 Firmware::Uefi => Duration::from_secs(300),
             },
             fatal_markers: vec![PANIC_MARKER.to_owned(), EXCEPTION_MARKER.to_owned()],
+            extra_args: Vec::new(),
         }
+    }
+
+    /// Boots `image` instead of the default image.
+    pub fn with_image(mut self, image: PathBuf) -> Self {
+        self.image = image;
+        self
+    }
+
+    /// Appends emulator arguments (see [`MachineConfig::extra_args`]).
+    pub fn with_extra_args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|arg| (*arg).to_owned()));
+        self
     }
 
     /// Sets [`MachineConfig::allow_reset`].

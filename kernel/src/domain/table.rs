@@ -118,6 +118,8 @@ pub struct Domain {
     pub created_ns: u64,
     /// Hypercalls served, for the log line of a crash and for `list -v` later.
     pub hypercalls: AtomicU64,
+    /// The guest has written to its console at least once.
+    pub has_written: AtomicBool,
 }
 
 impl Domain {
@@ -131,8 +133,19 @@ impl Domain {
         *self.life.lock()
     }
 
-    /// Appends guest console output.
+    /// Appends guest console output. The first output is logged with its delay from
+    /// creation (`make bench` reads it: create-to-first-output).
     pub fn console_write(&self, bytes: &[u8]) {
+        if !bytes.is_empty() && !self.has_written.swap(true, Ordering::AcqRel) {
+            let delay_us = crate::cpu::time::uptime_ns().saturating_sub(self.created_ns) / 1000;
+            crate::info!(
+                "domain {} ({}): first console output {}.{:03} ms after creation",
+                self.id,
+                self.name.lock(),
+                delay_us / 1000,
+                delay_us % 1000
+            );
+        }
         self.console.lock().append(bytes);
     }
 
@@ -256,6 +269,7 @@ pub fn create(spec: &DomainSpec) -> Result<u16, DomainError> {
         handle,
         created_ns: now,
         hypercalls: AtomicU64::new(0),
+        has_written: AtomicBool::new(false),
     });
     let physical_cpus = crate::cpu::percpu::online_count().max(1);
     let scheduled = super::run::with_scheduler(|scheduler| -> Result<(), crate::sched::SchedError> {

@@ -149,7 +149,11 @@ pub fn handle_exit(
                 IA32_EFER => backend.set_guest_efer(value).is_ok(),
                 IA32_TIME_STAMP_COUNTER => true,
                 _ => match msr::write_msr(msrs, index, value) {
-                    MsrWrite::Done => true,
+                    MsrWrite::Done => {
+                        // The hardware applies the guest's PAT from the control structure.
+                        backend.set_guest_pat(msrs.pat());
+                        true
+                    }
                     MsrWrite::InstallHypercallPage { gpa, .. } => install_hypercall_page(domain, gpa),
                     _ => false,
                 },

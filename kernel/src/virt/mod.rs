@@ -238,6 +238,8 @@ pub trait VirtualCpu: Send {
     fn guest_efer(&self) -> u64;
     /// Writes guest EFER (the backend keeps its own required bits); `Err` means #GP.
     fn set_guest_efer(&mut self, value: u64) -> Result<(), ReservedBitsSet>;
+    /// Sets the guest's PAT (IA32_PAT as the guest wrote it; the policy layer validated it).
+    fn set_guest_pat(&mut self, pat: u64);
     /// Drops every cached translation of this vCPU's guest (after the nested page
     /// table lost a mapping).
     fn flush_guest_tlb(&mut self);

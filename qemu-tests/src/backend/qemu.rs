@@ -93,6 +93,7 @@ pub fn arguments(config: &MachineConfig, firmware: Firmware, medium: Medium, wor
             }
         }
     }
+    args.extend(config.extra_args.iter().cloned());
     Ok(args)
 }
 

@@ -555,6 +555,10 @@ impl VirtualCpu for SvmVcpu {
         Ok(())
     }
 
+    fn set_guest_pat(&mut self, pat: u64) {
+        self.vmcb.write_u64(G_PAT, pat);
+    }
+
     fn flush_guest_tlb(&mut self) {
         self.flush_requested = true;
     }

@@ -1,0 +1,131 @@
+//! `make bench`, guest part: the cost of a guest exit round trip and the time from
+//! `create` to a guest's first console output, on QEMU TCG with SVM.
+//!
+//! Exit cost: the `bench` test guest runs N CPUID (leaf 0x40000000) and N `xen_version`
+//! hypercalls and reports TSC cycles per operation. QEMU runs with `-icount shift=0`
+//! (one guest instruction = one virtual nanosecond), so the figure counts instructions
+//! executed on the exit path — hypervisor and guest — and does not depend on the host's
+//! load. Create-to-first-output: `create hello` on a normal (not icount) boot, read from
+//! the hypervisor's own log: the toolstack's "created ... in X ms" line gives when
+//! `create` started, the domain's "first console output" line when the guest first
+//! wrote. Both are hypervisor timestamps (TSC), median over several creates.
+
+use std::time::Duration;
+
+use qemu_tests::config::workspace_root;
+use qemu_tests::{Firmware, Machine, MachineConfig, Medium};
+
+fn test_image() -> std::path::PathBuf {
+    workspace_root().join("build").join("basalt-test.img")
+}
+
+/// The number after `prefix` in the first line of `text` that contains it.
+fn number_after(text: &str, prefix: &str) -> Option<f64> {
+    let start = text.find(prefix)? + prefix.len();
+    let rest = &text[start..];
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// A log line's timestamp `[   12.345678]` in seconds.
+fn timestamp_of(line: &str) -> Option<f64> {
+    let open = line.find('[')?;
+    let close = line[open..].find(']')? + open;
+    line[open + 1..close].trim().parse().ok()
+}
+
+fn exit_costs() -> Result<(f64, f64, u64), String> {
+    let config = MachineConfig::qemu(Firmware::Bios, Medium::IdeDisk)
+        .with_image(test_image())
+        .with_extra_args(&["-icount", "shift=0"]);
+    let mut machine = Machine::boot(config, "guest-bench-exits").map_err(|error| error.to_string())?;
+    machine.expect_boot_prompt().map_err(|error| error.to_string())?;
+    machine.run_command("create bench").map_err(|error| error.to_string())?;
+    machine
+        .expect("shut down: poweroff", Duration::from_secs(1800))
+        .map_err(|error| format!("bench guest did not finish: {error}"))?;
+    machine.send_line("console bench").map_err(|error| error.to_string())?;
+    let output = machine.expect("bench: done", Duration::from_secs(60)).map_err(|error| error.to_string())?;
+    let cpuid = number_after(&output, "bench: cpuid ").ok_or("no cpuid figure")?;
+    let hypercall = number_after(&output, "bench: xen_version ").ok_or("no xen_version figure")?;
+    let iterations = number_after(&output, "cycles/op over ").ok_or("no iteration count")? as u64;
+    machine.send_bytes(&[0x1d]).map_err(|error| error.to_string())?;
+    Ok((cpuid, hypercall, iterations))
+}
+
+fn create_to_first_output(rounds: usize) -> Result<Vec<f64>, String> {
+    let config = MachineConfig::qemu(Firmware::Bios, Medium::IdeDisk).with_image(test_image());
+    let mut machine = Machine::boot(config, "guest-bench-create").map_err(|error| error.to_string())?;
+    machine.expect_boot_prompt().map_err(|error| error.to_string())?;
+    let mut samples = Vec::new();
+    for _ in 0..rounds {
+        machine.send_line("create hello").map_err(|error| error.to_string())?;
+        let created = machine
+            .expect("created from 'hello' in ", Duration::from_secs(60))
+            .map_err(|error| error.to_string())?;
+        let first = machine.expect("first console output", Duration::from_secs(60));
+        let first = first.map_err(|error| error.to_string())?;
+        let created_line = created.lines().rev().find(|line| line.contains("created from")).unwrap_or_default();
+        let first_line = first.lines().rev().find(|line| line.contains("first console output")).unwrap_or_default();
+        let build_ms = number_after(created_line, " in ").ok_or("no build time")?;
+        let (Some(created_at), Some(first_at)) = (timestamp_of(created_line), timestamp_of(first_line)) else {
+            return Err(format!("unparsable log lines: {created_line:?} {first_line:?}"));
+        };
+        // `create` started build_ms before its log line.
+        samples.push((first_at - created_at) * 1000.0 + build_ms);
+        // hello.cfg preserves the domain after poweroff: destroy it for the next round.
+        machine.expect("shut down: poweroff", Duration::from_secs(60)).map_err(|error| error.to_string())?;
+        machine.send_line("destroy hello").map_err(|error| error.to_string())?;
+        machine.expect("destroyed", Duration::from_secs(60)).map_err(|error| error.to_string())?;
+        machine.wait_quiet(Duration::from_millis(300), Duration::from_secs(5)).map_err(|error| error.to_string())?;
+        machine.skip_pending_output();
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
+}
+
+fn main() {
+    let mut failed = false;
+    let mut rows: Vec<(String, String)> = Vec::new();
+    match exit_costs() {
+        Ok((cpuid, hypercall, iterations)) => {
+            rows.push((format!("CPUID exit round trip ({iterations} ops)"), format!("{cpuid} TSC cycles/op")));
+            rows.push((
+                format!("xen_version hypercall round trip ({iterations} ops)"),
+                format!("{hypercall} TSC cycles/op"),
+            ));
+        }
+        Err(error) => {
+            eprintln!("exit benchmark failed: {error}");
+            failed = true;
+        }
+    }
+    match create_to_first_output(5) {
+        Ok(samples) if !samples.is_empty() => rows.push((
+            "create to first console output (hello)".to_owned(),
+            format!(
+                "median {:.1} ms (min {:.1}, max {:.1}, {} creates)",
+                samples[samples.len() / 2],
+                samples[0],
+                samples[samples.len() - 1],
+                samples.len()
+            ),
+        )),
+        Ok(_) => {}
+        Err(error) => {
+            eprintln!("create benchmark failed: {error}");
+            failed = true;
+        }
+    }
+    println!("\nBasalt guest benchmark: QEMU TCG -cpu qemu64,+svm,+npt (no nRIP save), 2 CPUs; exit costs under -icount shift=0\n");
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(4);
+    let value_width = rows.iter().map(|(_, value)| value.len()).max().unwrap_or(5);
+    println!("| {:width$} | {:value_width$} |", "what", "value");
+    println!("|{}|{}|", "-".repeat(width + 2), "-".repeat(value_width + 2));
+    for (label, value) in &rows {
+        println!("| {label:width$} | {value:value_width$} |");
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
