@@ -29,6 +29,7 @@ pub mod machine;
 pub mod pattern;
 pub mod ppm;
 pub mod qmp;
+pub mod report;
 pub mod screen;
 pub mod transcript;
 

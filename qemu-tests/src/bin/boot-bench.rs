@@ -123,13 +123,7 @@ fn main() {
         "Basalt boot benchmark: QEMU TCG, -cpu {}, {} CPUs, {} MiB, {boots} sequential boots per firmware\n",
         config.cpu_model, config.cpus, config.memory_mib
     );
-    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0).max("what".len());
-    let value_width = rows.iter().map(|(_, value)| value.len()).max().unwrap_or(0).max("value".len());
-    println!("| {:width$} | {:value_width$} |", "what", "value");
-    println!("|{}|{}|", "-".repeat(width + 2), "-".repeat(value_width + 2));
-    for (label, value) in &rows {
-        println!("| {label:width$} | {value:value_width$} |");
-    }
+    qemu_tests::report::print_table(&rows);
     if failed {
         std::process::exit(1);
     }

@@ -118,13 +118,7 @@ fn main() {
         }
     }
     println!("\nBasalt guest benchmark: QEMU TCG -cpu qemu64,+svm,+npt (no nRIP save), 2 CPUs; exit costs under -icount shift=0\n");
-    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(4);
-    let value_width = rows.iter().map(|(_, value)| value.len()).max().unwrap_or(5);
-    println!("| {:width$} | {:value_width$} |", "what", "value");
-    println!("|{}|{}|", "-".repeat(width + 2), "-".repeat(value_width + 2));
-    for (label, value) in &rows {
-        println!("| {label:width$} | {value:value_width$} |");
-    }
+    qemu_tests::report::print_table(&rows);
     if failed {
         std::process::exit(1);
     }
