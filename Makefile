@@ -134,7 +134,7 @@ unit-test: guest-kernel
 # Emulator tests: boot build/basalt.img (and build/basalt-test.img, for the guest
 # tests) and drive the serial shell.
 qemu-test: emulator-deps image test-image
-	$(CARGO) test -p qemu-tests --release --test boot
+	$(CARGO) test -p qemu-tests --release --test boot --test guests
 
 test: deps unit-test qemu-test
 

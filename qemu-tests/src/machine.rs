@@ -256,6 +256,41 @@ impl Machine {
         Ok(output.trim_end_matches('\n').to_owned())
     }
 
+    /// Waits (up to `limit`) until the cursor-position query the line editor sends
+    /// *after* printing the last prompt (`basalt> ` then `ESC [6n`) has arrived, and so
+    /// has been answered (the reader answers while holding the transcript lock). Input
+    /// sent before that reaches the machine ahead of the answer; the shell's editor
+    /// copes, but a command that hands the serial line to someone else (`console`)
+    /// passes the late `ESC [24;80R` on to them. Returns whether the query came (false
+    /// if the shell sends none after its prompt).
+    pub fn wait_prompt_query(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut transcript = transcript::lock(&self.transcript);
+        loop {
+            let raw = &transcript.raw;
+            let after_prompt = raw
+                .windows(PROMPT.len())
+                .rposition(|window| window == PROMPT.as_bytes())
+                .map(|start| &raw[start + PROMPT.len()..]);
+            if after_prompt.is_some_and(|rest| {
+                rest.windows(transcript::CURSOR_POSITION_QUERY.len())
+                    .any(|window| window == transcript::CURSOR_POSITION_QUERY)
+            }) {
+                return true;
+            }
+            let now = Instant::now();
+            if transcript.closed || now >= deadline {
+                return false;
+            }
+            transcript = self
+                .transcript
+                .1
+                .wait_timeout(transcript, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
     /// Moves the expect position to the end of the output received so far, so the next
     /// [`Machine::expect`] only sees text printed from now on.
     pub fn skip_pending_output(&mut self) {
