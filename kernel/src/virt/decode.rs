@@ -173,6 +173,38 @@ fn string_size(mnemonic: Mnemonic) -> u8 {
     }
 }
 
+/// The fuzz target's body (kernel/fuzz/fuzz_targets/exit_decode.rs), shared with a host
+/// test: the input as instruction bytes at each code size, and every prefix of the
+/// first 15 bytes. Decoding never panics; a decoded instruction is 1–15 bytes and no
+/// longer than the input; a shorter prefix of a decoded instruction is never itself
+/// that instruction; the bytes after it never change it.
+/// Panics (by `assert!`) only when an invariant is broken — for fuzzing and tests.
+#[doc(hidden)]
+#[cfg(not(target_os = "none"))]
+pub fn fuzz_one(data: &[u8]) {
+    for code_size in [CodeSize::Bits16, CodeSize::Bits32, CodeSize::Bits64] {
+        let full = decode(data, code_size);
+        if let Ok(decoded) = full {
+            let length = usize::from(decoded.length);
+            assert!((1..=MAX_INSTRUCTION_LENGTH).contains(&length) && length <= data.len(), "{decoded:?}");
+            assert_eq!(decode(&data[..length], code_size), full, "trailing bytes changed the instruction");
+        }
+        for end in 0..data.len().min(MAX_INSTRUCTION_LENGTH) {
+            match decode(&data[..end], code_size) {
+                Ok(decoded) => {
+                    assert!(usize::from(decoded.length) <= end, "{decoded:?} from {end} bytes");
+                    assert_eq!(full, Ok(decoded), "a prefix decodes differently");
+                }
+                Err(_) => {
+                    if let Ok(decoded) = full {
+                        assert!(end < usize::from(decoded.length), "prefix of {end} bytes failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +290,31 @@ mod tests {
                     assert!((1..=MAX_INSTRUCTION_LENGTH as u8).contains(&decoded.length));
                 }
             }
+        }
+    }
+
+    /// The fuzz target's body over xorshift-random inputs: random bytes, often led by
+    /// prefixes and the opcodes exits stop at.
+    #[test]
+    fn fuzz_body_over_random_inputs() {
+        let mut seed = 0xd1b5_4a32_d192_ed03u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let leads: [&[u8]; 8] =
+            [&[], &[0x66], &[0x67], &[0xf3], &[0x48], &[0x0f], &[0x0f, 0x01], &[0x26, 0x66, 0x67, 0xf2, 0x40]];
+        for _ in 0..5_000 {
+            let lead = leads[(next() % 8) as usize];
+            let length = lead.len() + (next() % 20) as usize;
+            let mut input = lead.to_vec();
+            while input.len() < length {
+                input.extend_from_slice(&next().to_le_bytes());
+            }
+            input.truncate(length);
+            fuzz_one(&input);
         }
     }
 }

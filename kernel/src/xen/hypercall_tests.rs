@@ -1,145 +1,14 @@
-//! Host tests of hypercall dispatch against a fake domain: guest memory is a byte
-//! vector mapped at [`BASE`]; any access outside it faults without effect.
+//! Host tests of hypercall dispatch against a fake domain ([`super::testing`]): guest
+//! memory is a byte vector mapped at [`BASE`]; any access outside it faults without
+//! effect.
 
+use super::testing::{FakeDomain, BASE, SIZE};
 use super::*;
-use alloc::{collections::VecDeque, vec, vec::Vec};
+use alloc::{vec, vec::Vec};
 use basalt_xen_abi::sched::SCHEDOP_watchdog;
 
-const BASE: u64 = 0xffff_8880_0010_0000;
-const SIZE: usize = 64 * 1024;
 /// A guest address that is never mapped.
 const UNMAPPED: u64 = 0x1000;
-
-struct FakeDomain {
-    memory: Vec<u8>,
-    domid: u16,
-    vcpu: u32,
-    states: Vec<VcpuPowerState>,
-    console_out: Vec<u8>,
-    console_in: VecDeque<u8>,
-    map: Vec<E820Entry>,
-    pages: MemoryPages,
-    initialised: Vec<(u32, VcpuStartContext)>,
-    refuse_initialise: bool,
-    timer: Option<Option<u64>>,
-    now: u64,
-    shutdown_code: Option<u8>,
-    /// Every successful write, as (address, length).
-    writes: Vec<(u64, usize)>,
-}
-
-impl FakeDomain {
-    fn new() -> FakeDomain {
-        FakeDomain {
-            memory: vec![0; SIZE],
-            domid: 5,
-            vcpu: 0,
-            states: vec![VcpuPowerState::Up, VcpuPowerState::Uninitialised, VcpuPowerState::Down],
-            console_out: Vec::new(),
-            console_in: VecDeque::new(),
-            map: vec![
-                E820Entry { addr: 0, size: 0xa_0000, kind: 1 },
-                E820Entry { addr: 0xf_c000, size: 0x4000, kind: 2 },
-                E820Entry { addr: 0x10_0000, size: 0x3ff0_0000, kind: 1 },
-            ],
-            pages: MemoryPages { current: 0x3ffa0, maximum: 0x40000, max_gpfn: 0x3ffff },
-            initialised: Vec::new(),
-            refuse_initialise: false,
-            timer: None,
-            now: 1_000_000,
-            shutdown_code: None,
-            writes: Vec::new(),
-        }
-    }
-
-    fn range(&self, gva: u64, length: usize) -> Option<core::ops::Range<usize>> {
-        let start = usize::try_from(gva.checked_sub(BASE)?).ok()?;
-        let end = start.checked_add(length)?;
-        (end <= self.memory.len()).then_some(start..end)
-    }
-
-    fn at(&self, offset: u64) -> u64 {
-        BASE + offset
-    }
-
-    fn bytes(&self, offset: u64, length: usize) -> &[u8] {
-        &self.memory[offset as usize..offset as usize + length]
-    }
-
-    fn put(&mut self, offset: u64, data: &[u8]) {
-        self.memory[offset as usize..offset as usize + data.len()].copy_from_slice(data);
-    }
-}
-
-impl HypercallEnvironment for FakeDomain {
-    fn domain_id(&self) -> u16 {
-        self.domid
-    }
-    fn vcpu_id(&self) -> u32 {
-        self.vcpu
-    }
-    fn vcpu_count(&self) -> u32 {
-        self.states.len() as u32
-    }
-    fn copy_from_guest(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
-        let range = self.range(gva, buf.len()).ok_or(GuestFault)?;
-        buf.copy_from_slice(&self.memory[range]);
-        Ok(())
-    }
-    fn copy_to_guest(&mut self, gva: u64, data: &[u8]) -> Result<(), GuestFault> {
-        let range = self.range(gva, data.len()).ok_or(GuestFault)?;
-        self.memory[range].copy_from_slice(data);
-        self.writes.push((gva, data.len()));
-        Ok(())
-    }
-    fn console_write(&mut self, bytes: &[u8]) {
-        self.console_out.extend_from_slice(bytes);
-    }
-    fn console_read(&mut self, buf: &mut [u8]) -> usize {
-        let count = buf.len().min(self.console_in.len());
-        for byte in &mut buf[..count] {
-            *byte = self.console_in.pop_front().unwrap();
-        }
-        count
-    }
-    fn guest_handle(&self) -> [u8; 16] {
-        *b"0123456789abcdef"
-    }
-    fn memory_pages(&self) -> MemoryPages {
-        self.pages
-    }
-    fn memory_map(&self) -> &[E820Entry] {
-        &self.map
-    }
-    fn vcpu_state(&self, vcpu: u32) -> Option<VcpuPowerState> {
-        self.states.get(vcpu as usize).copied()
-    }
-    fn vcpu_initialise(&mut self, vcpu: u32, context: &VcpuStartContext) -> Result<(), i64> {
-        if self.refuse_initialise {
-            return Err(EINVAL);
-        }
-        self.initialised.push((vcpu, *context));
-        self.states[vcpu as usize] = VcpuPowerState::Down;
-        Ok(())
-    }
-    fn vcpu_up(&mut self, vcpu: u32) -> Result<(), i64> {
-        self.states[vcpu as usize] = VcpuPowerState::Up;
-        Ok(())
-    }
-    fn vcpu_down(&mut self, vcpu: u32) -> Result<(), i64> {
-        self.states[vcpu as usize] = VcpuPowerState::Down;
-        Ok(())
-    }
-    fn set_shutdown_code(&mut self, reason: u8) {
-        self.shutdown_code.get_or_insert(reason);
-    }
-    fn set_timer(&mut self, deadline_ns: Option<u64>) {
-        self.timer = Some(deadline_ns);
-    }
-    fn now_ns(&self) -> u64 {
-        self.now
-    }
-}
 
 fn call64(number: u64, args: &[u64]) -> HypercallRequest {
     let mut all = [0u64; 6];
@@ -664,5 +533,38 @@ fn random_arguments_never_panic_or_escape_guest_memory() {
             assert!(address >= BASE && address + length as u64 <= BASE + SIZE as u64);
         }
         assert!(domain.console_out.len() <= CONSOLE_WRITE_MAX as usize);
+    }
+}
+
+/// The fuzz target's body over xorshift-random inputs: random headers and guest memory
+/// whose words are often pointers into it, so nested structures resolve.
+#[test]
+fn fuzz_body_over_random_inputs() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..5_000 {
+        let length = FUZZ_HEADER + (next() % 1024) as usize;
+        let mut input = Vec::with_capacity(length + 8);
+        while input.len() < length {
+            let value = next();
+            let value = match value % 4 {
+                0 => value % 0x1000,
+                1 => BASE + value % 0x1000,
+                _ => value,
+            };
+            input.extend_from_slice(&value.to_le_bytes());
+        }
+        input.truncate(length);
+        // Mostly CPL 0.
+        input[1] &= !0x20;
+        fuzz_one(&input);
+    }
+    for length in 0..=FUZZ_HEADER + 8 {
+        fuzz_one(&vec![0xa5; length]);
     }
 }
