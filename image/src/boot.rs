@@ -460,6 +460,9 @@ extern "C" fn ap_main(cpu_index: u64) -> ! {
 /// boots to the shell; `create` then says it cannot run guests.
 fn set_up_virtualization(identity: &CpuIdentity, cpus: u32) {
     basalt_kernel::domain::run::init_scheduler(cpus.max(1));
+    // Tables made on first use would otherwise be charged to the first domain.
+    basalt_kernel::virt::decode::prepare();
+    crate::domains::init();
     let ready = if identity.svm && identity.npt {
         match svm::enable_this_cpu() {
             Ok(()) => {

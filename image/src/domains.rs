@@ -16,12 +16,19 @@ use basalt_kernel::console::serial;
 use basalt_kernel::cpu::{percpu, time};
 use basalt_kernel::domain::{self, LifeState, StopReason};
 use basalt_kernel::sched::{CpuSet, DomainParams, VcpuKey, VcpuState as SchedVcpuState};
+use basalt_shell::answerback::LateAnswerFilter;
 use basalt_shell::{
     CreatedDomain, DomainControl, DomainState, DomainSummary, SchedCreditEntry, VcpuState, VcpuSummary,
 };
 use spin::Mutex;
 
 static MANAGER: Mutex<Option<DomainManager>> = Mutex::new(None);
+
+/// Makes the domain manager (at boot, so its tables are not charged to the first
+/// domain).
+pub fn init() {
+    MANAGER.lock().get_or_insert_with(DomainManager::new);
+}
 
 fn with_manager<R>(f: impl FnOnce(&mut DomainManager) -> R) -> R {
     let mut guard = MANAGER.lock();
@@ -386,7 +393,6 @@ pub fn idle_work() -> bool {
 
 /// Ctrl-] ends `console`.
 const ESCAPE: u8 = 0x1d;
-
 /// Writes guest output to the serial line with bare `\n` turned into `\r\n`.
 fn write_guest_output(bytes: &[u8], previous: &mut u8) {
     let mut start = 0;
@@ -415,6 +421,11 @@ fn attach(id: u16) -> Result<(), String> {
     write_guest_output(&history, &mut previous);
     let mut offset = guest.console.lock().written();
     drop(guest);
+    let mut late_answer = LateAnswerFilter::new(time::uptime_ns());
+    let mut forward = |bytes: &[u8]| {
+        // A domain that went away is noticed below.
+        let _ = domain::console_input(id, bytes);
+    };
     loop {
         let mut did_something = false;
         while let Some(byte) = serial::read_byte() {
@@ -423,10 +434,9 @@ fn attach(id: u16) -> Result<(), String> {
                 serial::write_bytes(b"\r\n");
                 return Ok(());
             }
-            if domain::console_input(id, &[byte]).is_err() {
-                break;
-            }
+            late_answer.feed(byte, time::uptime_ns(), &mut forward);
         }
+        late_answer.expire(time::uptime_ns(), &mut forward);
         let Some(guest) = domain::get(id) else {
             serial::write_bytes(format!("\r\n[domain {id} is gone]\r\n").as_bytes());
             return Ok(());

@@ -668,3 +668,128 @@ mod tests {
         assert_eq!(read_all(&mut state, &mut line), b"\x1b[24;9R\x1b[Ax");
     }
 }
+
+/// How long after attaching a cursor-position report is taken as the shell's.
+pub const LATE_ANSWER_WINDOW_NS: u64 = 500_000_000;
+
+/// For commands that hand the serial line to something else (`console`): the shell asks the terminal for the cursor position after each prompt; when
+/// `console` was typed (or pasted) before the answer (`ESC [ row ; col R`) came, the
+/// answer arrives after attaching. It belongs to the shell, so the first one in the
+/// first half second is dropped instead of reaching the guest; anything else is
+/// forwarded unchanged.
+pub struct LateAnswerFilter {
+    deadline_ns: u64,
+    held: alloc::vec::Vec<u8>,
+}
+
+enum AnswerMatch {
+    Prefix,
+    Complete,
+    Other,
+}
+
+fn match_cursor_report(bytes: &[u8]) -> AnswerMatch {
+    const ESC: u8 = 0x1b;
+    match bytes {
+        [] | [ESC] | [ESC, b'['] => AnswerMatch::Prefix,
+        [ESC, b'[', rest @ ..] => {
+            let (body, last) = rest.split_at(rest.len() - 1);
+            let body_ok = body.iter().all(|byte| byte.is_ascii_digit() || *byte == b';') && body.len() < 16;
+            match last[0] {
+                b'R' if body_ok && body.contains(&b';') => AnswerMatch::Complete,
+                byte if body_ok && (byte.is_ascii_digit() || byte == b';') => AnswerMatch::Prefix,
+                _ => AnswerMatch::Other,
+            }
+        }
+        _ => AnswerMatch::Other,
+    }
+}
+
+impl LateAnswerFilter {
+    pub fn new(now_ns: u64) -> LateAnswerFilter {
+        LateAnswerFilter { deadline_ns: now_ns + LATE_ANSWER_WINDOW_NS, held: alloc::vec::Vec::new() }
+    }
+
+    /// Feeds one typed byte; calls `forward` with what should reach the guest.
+    pub fn feed(&mut self, byte: u8, now_ns: u64, forward: &mut dyn FnMut(&[u8])) {
+        if now_ns > self.deadline_ns && self.held.is_empty() {
+            forward(&[byte]);
+            return;
+        }
+        self.held.push(byte);
+        match match_cursor_report(&self.held) {
+            AnswerMatch::Prefix => {}
+            AnswerMatch::Complete => {
+                self.held.clear();
+                self.deadline_ns = 0;
+            }
+            AnswerMatch::Other => {
+                forward(&self.held);
+                self.held.clear();
+            }
+        }
+    }
+
+    /// Passes on a held partial sequence once the window has closed.
+    pub fn expire(&mut self, now_ns: u64, forward: &mut dyn FnMut(&[u8])) {
+        if now_ns > self.deadline_ns && !self.held.is_empty() {
+            forward(&self.held);
+            self.held.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod late_answer_tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    fn run(filter: &mut LateAnswerFilter, input: &[u8], now_ns: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &byte in input {
+            filter.feed(byte, now_ns, &mut |bytes: &[u8]| out.extend_from_slice(bytes));
+        }
+        out
+    }
+
+    #[test]
+    fn drops_one_late_cursor_report_and_forwards_the_rest() {
+        let mut filter = LateAnswerFilter::new(0);
+        assert_eq!(run(&mut filter, b"\x1b[24;80Rhello\r", 1), b"hello\r");
+        // Only the first report: a second one is the guest's business.
+        assert_eq!(run(&mut filter, b"\x1b[1;1R", 2), b"\x1b[1;1R");
+    }
+
+    #[test]
+    fn other_escapes_and_late_reports_pass_through() {
+        let mut filter = LateAnswerFilter::new(0);
+        assert_eq!(run(&mut filter, b"\x1b[A\x1b[12x", 1), b"\x1b[A\x1b[12x");
+        let mut late = LateAnswerFilter::new(0);
+        assert_eq!(run(&mut late, b"\x1b[24;80R", LATE_ANSWER_WINDOW_NS + 1), b"\x1b[24;80R");
+        // A partial sequence held at the deadline is passed on.
+        let mut partial = LateAnswerFilter::new(0);
+        assert_eq!(run(&mut partial, b"\x1b[2", 1), b"");
+        let mut out = Vec::new();
+        partial.expire(LATE_ANSWER_WINDOW_NS + 1, &mut |bytes: &[u8]| out.extend_from_slice(bytes));
+        assert_eq!(out, b"\x1b[2");
+    }
+
+    #[test]
+    fn random_bytes_are_never_lost_except_one_report() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        for _ in 0..2000 {
+            let mut input = Vec::new();
+            for _ in 0..(seed % 24) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                input.push(*b"\x1b[;R0123456789ab".get((seed % 17) as usize).unwrap_or(&b'x'));
+            }
+            let mut filter = LateAnswerFilter::new(0);
+            let mut out = run(&mut filter, &input, 1);
+            filter.expire(LATE_ANSWER_WINDOW_NS + 1, &mut |bytes: &[u8]| out.extend_from_slice(bytes));
+            assert!(out.len() <= input.len());
+            assert!(out.len() + 18 >= input.len(), "{input:?} → {out:?}");
+        }
+    }
+}

@@ -291,7 +291,12 @@ impl DomainManager {
 
     /// Drops a domain that is gone (destroyed by other means); returns what was known.
     pub fn forget(&mut self, domid: DomainId) -> Option<ManagedDomain> {
-        self.domains.remove(&domid)
+        let forgotten = self.domains.remove(&domid);
+        // An emptied map keeps its root node; a fresh one holds no heap.
+        if self.domains.is_empty() {
+            self.domains = BTreeMap::new();
+        }
+        forgotten
     }
 
     /// `create <config_name> key=value ...`: reads `<config_name>.cfg`, applies the
@@ -344,7 +349,7 @@ impl DomainManager {
             domid: Some(domid),
             cleanup: None,
         })?;
-        self.domains.remove(&domid);
+        self.forget(domid);
         let new = self.start(modules, host, &old.config_name, old.config)?;
         Ok(CreatedDomain { domid: new, name: old.name, warnings: Vec::new() })
     }
@@ -352,7 +357,7 @@ impl DomainManager {
     /// Destroys a domain this manager created and forgets it.
     pub fn destroy<H: DomainHost + ?Sized>(&mut self, host: &mut H, domid: DomainId) -> Result<(), HostError> {
         host.destroy(domid)?;
-        self.domains.remove(&domid);
+        self.forget(domid);
         Ok(())
     }
 

@@ -254,6 +254,12 @@ impl CreditScheduler {
             }
         }
         self.vcpus.retain(|key, _| key.domain != domain);
+        // An emptied map keeps its root node; a fresh one holds no heap, so `mem` reads
+        // the same after the last domain is gone as before the first was made.
+        if self.domains.is_empty() {
+            self.domains = BTreeMap::new();
+            self.vcpus = BTreeMap::new();
+        }
         Ok(cpus)
     }
 

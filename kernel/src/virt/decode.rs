@@ -12,6 +12,14 @@
 
 use iced_x86::{Code, Decoder, DecoderOptions, MemorySize, Mnemonic, OpKind, Register};
 
+/// Builds iced-x86's decoder tables now. They are made on first use (a few hundred KiB
+/// of heap, kept for good); the hypervisor calls this at boot so that the first guest
+/// exit does not allocate memory that looks, in `mem`, like a leak of the first domain.
+pub fn prepare() {
+    // A one-byte NOP decodes in every mode; the result itself does not matter.
+    let _ = decode(&[0x90], CodeSize::Bits64);
+}
+
 /// Longest x86 instruction (SDM vol. 2, §2.3.11).
 pub const MAX_INSTRUCTION_LENGTH: usize = 15;
 

@@ -94,7 +94,8 @@ impl NestedPageTable {
     /// wherever both sides are 2 MiB aligned and enough length remains. On error the
     /// part mapped so far stays mapped (the caller destroys the whole table).
     pub fn map(&mut self, memory: &mut dyn TableMemory, gpa: u64, machine: u64, length: u64) -> Result<(), MapError> {
-        let aligned = gpa.is_multiple_of(FOUR_KIB) && machine.is_multiple_of(FOUR_KIB) && length.is_multiple_of(FOUR_KIB);
+        let aligned =
+            gpa.is_multiple_of(FOUR_KIB) && machine.is_multiple_of(FOUR_KIB) && length.is_multiple_of(FOUR_KIB);
         let end = gpa.checked_add(length).ok_or(MapError::Misaligned)?;
         if !aligned || end > GUEST_PHYSICAL_LIMIT || machine & !ADDRESS_MASK != 0 {
             return Err(MapError::Misaligned);

@@ -60,9 +60,8 @@ fn create_to_first_output(rounds: usize) -> Result<Vec<f64>, String> {
     let mut samples = Vec::new();
     for _ in 0..rounds {
         machine.send_line("create hello").map_err(|error| error.to_string())?;
-        let created = machine
-            .expect("created from 'hello' in ", Duration::from_secs(60))
-            .map_err(|error| error.to_string())?;
+        let created =
+            machine.expect("created from 'hello' in ", Duration::from_secs(60)).map_err(|error| error.to_string())?;
         let first = machine.expect("first console output", Duration::from_secs(60));
         let first = first.map_err(|error| error.to_string())?;
         let created_line = created.lines().rev().find(|line| line.contains("created from")).unwrap_or_default();

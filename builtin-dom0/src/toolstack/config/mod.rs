@@ -280,6 +280,9 @@ impl fmt::Display for ConfigErrorKind {
             K::MissingKey(key) => write!(formatter, "no '{key}' setting"),
             K::ExpectedSingleValue(key) => write!(formatter, "{key} takes a single value, not a list"),
             K::NotANumber { key, text } => write!(formatter, "{key}: \"{}\" is not a whole number", Printable(text)),
+            K::OutOfRange { key: key @ ("memory" | "maxmem"), value, min, max } if *value > *max => {
+                write!(formatter, "not enough memory: {key} = {value} MiB, but only {max} MiB are free (minimum {min})")
+            }
             K::OutOfRange { key, value, min, max } => {
                 write!(formatter, "{key} = {value} is out of range ({min} to {max})")
             }

@@ -140,10 +140,13 @@ fn each_error_names_its_line() {
         ("name='a'\nkernel='k'\nmemory=12abc", "line 3: memory: \"12abc\" is not a whole number"),
         ("name='a'\nkernel='k'\nmemory=-1", "line 3: memory: \"-1\" is not a whole number"),
         ("name='a'\nkernel='k'\nmemory=0", "line 3: memory = 0 is out of range (1 to 8192)"),
-        ("name='a'\nkernel='k'\nmemory=8193", "line 3: memory = 8193 is out of range (1 to 8192)"),
+        (
+            "name='a'\nkernel='k'\nmemory=8193",
+            "line 3: not enough memory: memory = 8193 MiB, but only 8192 MiB are free (minimum 1)",
+        ),
         (
             "name='a'\nkernel='k'\nmemory=99999999999999999999999",
-            "line 3: memory = 18446744073709551615 is out of range (1 to 8192)",
+            "line 3: not enough memory: memory = 18446744073709551615 MiB, but only 8192 MiB are free (minimum 1)",
         ),
         ("name='a'\nkernel='k'\nmemory=512\nmaxmem=256", "line 4: maxmem = 256 is out of range (512 to 8192)"),
         ("name='a'\nkernel='k'\nvcpus=0", "line 3: vcpus = 0 is out of range (1 to 16)"),

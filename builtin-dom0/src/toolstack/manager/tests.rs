@@ -195,7 +195,7 @@ fn errors_before_creation_allocate_nothing() {
     );
     assert_eq!(
         message("web", &["memory=2048"]),
-        "web.cfg: override \"memory=2048\": memory = 2048 is out of range (1 to 1024)"
+        "web.cfg: override \"memory=2048\": not enough memory: memory = 2048 MiB, but only 1024 MiB are free (minimum 1)"
     );
     assert_eq!(
         DomainManager::new().create(&Modules(vec![]), &mut FakeHost::new(), "x", &[]).unwrap_err().to_string(),
