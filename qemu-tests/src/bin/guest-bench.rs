@@ -3,7 +3,8 @@
 //!
 //! Exit cost: the `bench` test guest runs N CPUID (leaf 0x40000000) and N `xen_version`
 //! hypercalls and reports TSC cycles per operation. QEMU runs with `-icount shift=0`
-//! (one guest instruction = one virtual nanosecond), so the figure counts instructions
+//! (one guest instruction = one virtual nanosecond; `sleep=off` because with sleeping
+//! idle time the boot never gets past GRUB's menu timeout here), so the figure counts instructions
 //! executed on the exit path — hypervisor and guest — and does not depend on the host's
 //! load. Create-to-first-output: `create hello` on a normal (not icount) boot, read from
 //! the hypervisor's own log: the toolstack's "created ... in X ms" line gives when
@@ -37,7 +38,7 @@ fn timestamp_of(line: &str) -> Option<f64> {
 fn exit_costs() -> Result<(f64, f64, u64), String> {
     let config = MachineConfig::qemu(Firmware::Bios, Medium::IdeDisk)
         .with_image(test_image())
-        .with_extra_args(&["-icount", "shift=0"]);
+        .with_extra_args(&["-icount", "shift=0,align=off,sleep=off"]);
     let mut machine = Machine::boot(config, "guest-bench-exits").map_err(|error| error.to_string())?;
     machine.expect_boot_prompt().map_err(|error| error.to_string())?;
     machine.run_command("create bench").map_err(|error| error.to_string())?;
