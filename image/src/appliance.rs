@@ -149,6 +149,7 @@ pub fn run_shell() -> ! {
     let registry = match Registry::new(&[
         builtin_commands::<Appliance>(),
         domain_commands::<Appliance>(),
+        basalt_shell::appliance_commands::<Appliance>(),
         crate::diagnostics::DIAGNOSTIC_COMMANDS,
     ]) {
         Ok(registry) => registry,

@@ -338,7 +338,7 @@ impl DomainControl for Appliance {
     }
 }
 
-/// `shutdown`/`domain-reboot`: the guest cannot be asked yet (no xenstore control
+/// `shutdown`/`reboot DOMAIN`: the guest cannot be asked yet (no xenstore control
 /// node before the Linux PVH issue), so the hypervisor stops it with that reason and
 /// the config's on_poweroff/on_reboot action follows, as if the guest had asked.
 fn request_stop(id: u16, code: u32) -> Result<(), String> {

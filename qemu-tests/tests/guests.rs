@@ -16,7 +16,7 @@
 //!   returns `Free:` exactly to its value before demo was created.
 //! - `lifecycle`: demo's `poweroff` with `on_poweroff = "destroy"`, `create` overrides,
 //!   `pause`/`unpause`, `vcpu-pin`/`vcpu-list`, `sched-credit`, `shutdown`,
-//!   `domain-reboot` (`on_reboot = "restart"`), and the one-line errors of bad
+//!   `reboot DOMAIN` (`on_reboot = "restart"`), and the one-line errors of bad
 //!   requests (unknown config, unknown domain, a config with a syntax error, too much
 //!   memory — which must not change `Free:`).
 //!
@@ -747,12 +747,11 @@ fn check_shutdown(machine: &mut Machine, d2: u32, failures: &mut Failures) -> Re
     }))
 }
 
-/// `domain-reboot` → on_reboot = "restart": a new domain of the same name greets.
+/// `reboot DOMAIN` → on_reboot = "restart": a new domain of the same name greets.
 fn check_domain_reboot(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
     let (first, _) = create(machine, "demo name=r1", "r1")?;
-    let output = machine.run_command("domain-reboot r1")?;
-    failures
-        .soft(machine.check(output_lines(&output).is_empty(), || format!("`domain-reboot r1` printed:\n{output}")))?;
+    let output = machine.run_command("reboot r1")?;
+    failures.soft(machine.check(output_lines(&output).is_empty(), || format!("`reboot r1` printed:\n{output}")))?;
     let rest = await_log(machine, &output, first, "r1", "restarted as domain")?;
     let Ok(second) = rest.parse::<u32>() else {
         return failures.soft(machine.check(false, || format!("bad restart log line: {rest:?}")));
@@ -761,7 +760,7 @@ fn check_domain_reboot(machine: &mut Machine, failures: &mut Failures) -> Result
     let (rows, table) = list(machine)?;
     failures.soft(machine.check(
         rows.iter().all(|row| row.id != first) && rows.iter().any(|row| row.id == second && row.name == "r1"),
-        || format!("after domain-reboot, r1 should be domain {second} and domain {first} gone:\n{table}"),
+        || format!("after `reboot r1`, r1 should be domain {second} and domain {first} gone:\n{table}"),
     ))?;
     destroy(machine, second, "r1", failures)
 }

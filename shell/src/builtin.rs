@@ -1,6 +1,7 @@
 //! The built-in command table: `help`, `version`, `info`, `dmesg`, `cpus`,
-//! `mem`, `uptime`, `reboot`, `poweroff` — every one a thin formatter over
-//! [`System`].
+//! `mem`, `uptime`, `poweroff` — every one a thin formatter over [`System`].
+//! (`reboot` restarts the machine too, but it also takes a domain, so it lives
+//! in [`crate::appliance`].)
 //!
 //! Why this shape: a `static` cannot be generic, but an associated constant of
 //! a generic type can, and is evaluated once per concrete context type. So
@@ -66,7 +67,6 @@ impl<C: System + 'static> BuiltinTable<C> {
             run: run_mem::<C>,
         },
         Command { name: "uptime", usage: "uptime", summary: "show the time since boot", run: run_uptime::<C> },
-        Command { name: "reboot", usage: "reboot", summary: "restart the machine", run: run_reboot::<C> },
         Command { name: "poweroff", usage: "poweroff", summary: "turn the machine off", run: run_poweroff::<C> },
     ];
 }
@@ -331,13 +331,6 @@ fn run_uptime<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result
     Ok(())
 }
 
-/// `reboot`: prints `Rebooting...`; if the system returns, `error: <reason>`.
-fn run_reboot<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(), CommandError> {
-    invocation.expect_no_arguments()?;
-    writeln!(invocation.out, "Rebooting...")?;
-    power_action_failed("reboot", invocation.context.reboot())
-}
-
 /// `poweroff`: prints `Powering off...`; if the system returns, `error: <reason>`.
 fn run_poweroff<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(), CommandError> {
     invocation.expect_no_arguments()?;
@@ -345,8 +338,10 @@ fn run_poweroff<C: System + 'static>(invocation: &mut Invocation<'_, C>) -> Resu
     power_action_failed("poweroff", invocation.context.poweroff())
 }
 
-/// Reboot and poweroff only return on failure, so any return is an error.
-fn power_action_failed(action: &str, result: Result<(), String>) -> Result<(), CommandError> {
+/// Reboot and poweroff only return on failure, so any return is an error
+/// (`action` names it: `reboot failed: <reason>`). Shared with
+/// [`crate::appliance`]'s `reboot`.
+pub(crate) fn power_action_failed(action: &str, result: Result<(), String>) -> Result<(), CommandError> {
     Err(CommandError::Failed(match result {
         Err(reason) => format!("{action} failed: {}", Printable(&reason)),
         Ok(()) => format!("{action} returned without taking effect"),

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use crate::command::Registry;
 use crate::domains::{domain_commands, DomainState, VcpuState};
 use crate::testing::{fake_appliance_shell, FakeDomains, FakeSystem, Xorshift};
-use crate::{builtin_commands, Shell};
+use crate::{appliance_commands, builtin_commands, Shell};
 
 /// Runs `lines` in order on one fake appliance; returns it and all output.
 fn run_lines(lines: &[&str]) -> (FakeSystem, String) {
@@ -37,24 +37,14 @@ const LIST_WEB: &str = "web                                          3   512    
 const VCPU_HEADER: &str = "Name                                ID  VCPU   CPU State   Time(s) Affinity";
 const SCHED_HEADER: &str = "Name                                ID Weight  Cap";
 
-const DOMAIN_COMMAND_NAMES: [&str; 11] = [
-    "console",
-    "create",
-    "destroy",
-    "domain-reboot",
-    "list",
-    "pause",
-    "sched-credit",
-    "shutdown",
-    "unpause",
-    "vcpu-list",
-    "vcpu-pin",
-];
+const DOMAIN_COMMAND_NAMES: [&str; 10] =
+    ["console", "create", "destroy", "list", "pause", "sched-credit", "shutdown", "unpause", "vcpu-list", "vcpu-pin"];
 
 #[test]
 fn tables_combine_and_help_lists_domain_commands() {
     let shell = fake_appliance_shell();
-    assert_eq!(shell.registry().len(), 9 + DOMAIN_COMMAND_NAMES.len());
+    // 8 built-ins, the domain commands, and the appliance's `reboot`.
+    assert_eq!(shell.registry().len(), 8 + DOMAIN_COMMAND_NAMES.len() + 1);
     let output = run("help");
     assert_eq!(output.lines().count(), shell.registry().len(), "{output}");
     for name in DOMAIN_COMMAND_NAMES {
@@ -64,6 +54,16 @@ fn tables_combine_and_help_lists_domain_commands() {
     }
     assert!(output.contains("sched-credit [-d DOMAIN] [-w WEIGHT] [-c CAP]"), "{output}");
     assert_eq!(run("help vcpu-pin").lines().next(), Some("usage: vcpu-pin DOMAIN VCPU|all CPUS"));
+    // One `reboot`, for the machine and for a domain, from the appliance table.
+    let reboot = output.lines().find(|line| line.split_whitespace().next() == Some("reboot")).unwrap();
+    assert!(reboot.contains("reboot [DOMAIN]") && reboot.ends_with("ask that domain to reboot"), "{reboot}");
+    assert_eq!(
+        run("help reboot"),
+        "usage: reboot [DOMAIN]\nrestart the machine, or with DOMAIN ask that domain to reboot\n"
+    );
+    assert_eq!(appliance_commands::<FakeSystem>().iter().map(|command| command.name).collect::<Vec<_>>(), ["reboot"]);
+    // Without the appliance table, the built-in and domain tables combine too.
+    assert!(Registry::new(&[builtin_commands::<FakeSystem>(), domain_commands::<FakeSystem>()]).is_ok());
     // The domain table also stands alone, on a context that is only a DomainControl.
     let registry = Registry::new(&[domain_commands::<FakeDomains>()]).unwrap();
     let names: Vec<&str> = registry.iter().map(|command| command.name).collect();
@@ -73,11 +73,6 @@ fn tables_combine_and_help_lists_domain_commands() {
     let mut output = String::new();
     alone.execute_line(&mut domains, "list web", &mut output);
     assert_eq!(output, format!("{LIST_HEADER}\n{LIST_WEB}\n"));
-    // The machine's `reboot` is still the built-in one and refuses a domain.
-    assert!(Registry::new(&[builtin_commands::<FakeSystem>(), domain_commands::<FakeSystem>()]).is_ok());
-    let (system, output) = run_lines(&["reboot web"]);
-    assert_eq!(output, usage_error("unexpected argument 'web'", "reboot"));
-    assert_eq!((system.reboot_requests, system.domains.reboot_requests.len()), (0, 0));
 }
 
 #[test]
@@ -167,10 +162,11 @@ fn life_cycle_commands_act_silently() {
     assert_eq!(web.vcpus[0].state, VcpuState::Blocked);
     assert_eq!(web.vcpus[1].state, VcpuState::Offline);
 
-    let (system, output) = run_lines(&["shutdown web", "domain-reboot 3", "console web"]);
+    let (system, output) = run_lines(&["shutdown web", "reboot 3", "reboot web", "console web"]);
     assert_eq!(output, "");
     assert_eq!(system.domains.shutdown_requests, [3]);
-    assert_eq!(system.domains.reboot_requests, [3]);
+    assert_eq!(system.domains.reboot_requests, [3, 3]);
+    assert_eq!(system.reboot_requests, 0, "`reboot DOMAIN` must not restart the machine");
     assert_eq!(system.domains.console_attachments, [3]);
     assert!(system.domains.find("web").unwrap().state.shutdown);
 
@@ -186,7 +182,6 @@ fn life_cycle_usage_errors_and_refusals() {
         ("pause", "Domain-0 cannot be paused"),
         ("unpause", "domain 'Domain-0' is not paused"),
         ("shutdown", "Domain-0 cannot be shut down from here"),
-        ("domain-reboot", "Domain-0 cannot be rebooted from here"),
         ("console", "Domain-0 cannot be attached to (its console is this shell)"),
     ] {
         let usage = format!("{name} DOMAIN");
@@ -200,6 +195,22 @@ fn life_cycle_usage_errors_and_refusals() {
     assert_eq!(system.domains.domains.len(), 2);
     assert_eq!(system.domains.find("web").unwrap().state, DomainState { blocked: true, ..DomainState::default() });
     assert!(system.domains.shutdown_requests.is_empty() && system.domains.console_attachments.is_empty());
+}
+
+#[test]
+fn reboot_domain_usage_errors_and_refusals() {
+    // Without DOMAIN, `reboot` is the machine's (tests.rs covers it); with one
+    // it is xl's, and anything it cannot do restarts nothing.
+    let usage = "reboot [DOMAIN]";
+    assert_eq!(run("reboot web 3"), usage_error("unexpected argument '3'", usage));
+    assert_eq!(run("reboot a b"), usage_error("unexpected argument 'b'", usage));
+    assert_eq!(run("reboot nope"), "error: no domain 'nope'\n");
+    assert_eq!(run("reboot 42"), "error: no domain '42'\n");
+    assert_eq!(run("reboot Domain-0"), "error: Domain-0 cannot be rebooted from here\n");
+    assert_eq!(run("reboot 0"), "error: Domain-0 cannot be rebooted from here\n");
+    let (system, _) = run_lines(&["reboot web 3", "reboot a b", "reboot nope", "reboot Domain-0", "reboot 0"]);
+    assert_eq!((system.reboot_requests, system.domains.reboot_requests.len()), (0, 0));
+    assert_eq!(run("domain-reboot web"), "error: unknown command 'domain-reboot'; type 'help' for a list\n");
 }
 
 #[test]
@@ -320,11 +331,12 @@ fn domain_commands_survive_random_arguments() {
         "4294967296",
         "0,3",
     ];
+    let names: Vec<&str> = DOMAIN_COMMAND_NAMES.into_iter().chain(["reboot"]).collect();
     let shell = fake_appliance_shell();
     let mut system = FakeSystem::new();
     let mut generator = Xorshift::new(0xd0d0);
     for _ in 0..20_000 {
-        let mut line = String::from(DOMAIN_COMMAND_NAMES[generator.below(DOMAIN_COMMAND_NAMES.len())]);
+        let mut line = String::from(names[generator.below(names.len())]);
         for _ in 0..generator.below(6) {
             line.push(' ');
             line.push_str(WORDS[generator.below(WORDS.len())]);

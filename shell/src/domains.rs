@@ -1,17 +1,20 @@
 //! The domain commands, named and formatted as in Xen's `xl`: `create`,
-//! `list`, `destroy`, `pause`, `unpause`, `shutdown`, `domain-reboot`,
-//! `vcpu-list`, `vcpu-pin`, `sched-credit`, `console` — every one a thin
-//! formatter over [`DomainControl`].
+//! `list`, `destroy`, `pause`, `unpause`, `shutdown`, `vcpu-list`, `vcpu-pin`,
+//! `sched-credit`, `console` — every one a thin formatter over
+//! [`DomainControl`]. xl's `reboot DOMAIN` is the one xl command not here.
 //!
 //! Why a trait: the commands are portable logic; image/ implements
 //! [`DomainControl`] with the hypervisor and the toolstack, and
 //! `testing::FakeDomains` implements it in memory for host tests. Everything
 //! crossing it is plain data.
 //!
-//! Why `domain-reboot` and not xl's `reboot`: the built-in table already has
-//! `reboot` (restart the machine, which the emulator tests use), and a
-//! [`crate::Registry`] rejects duplicate names. `reboot web` is a usage error
-//! of the machine command, so the clash can never reboot the wrong thing.
+//! Why xl's `reboot DOMAIN` is not in this table: plain `reboot` restarts the
+//! machine (the emulator tests use it), a [`crate::Registry`] rejects
+//! duplicate names, and this table knows nothing of the machine. So one
+//! `reboot` serves both meanings from [`crate::appliance`]'s table, generic
+//! over [`crate::System`] + [`DomainControl`], and this table stays usable on
+//! a context that only controls domains. That command reports as the ones here
+//! do, through the crate-visible `failed` and `unexpected`.
 //!
 //! Domains are named by the operator with an id or a name; the command passes
 //! the word through and the implementation resolves it. Arguments the shell
@@ -21,12 +24,14 @@
 //!
 //! Output formats are part of the interface (the emulator tests read them);
 //! each `run_*` function documents its own. Successful actions (`destroy`,
-//! `pause`, `unpause`, `shutdown`, `domain-reboot`, `vcpu-pin`, setting with
-//! `sched-credit`) print nothing, as xl does. Names and error messages come
-//! from outside the shell and are printed through [`Printable`].
+//! `pause`, `unpause`, `shutdown`, `vcpu-pin`, setting with `sched-credit`,
+//! and the appliance table's `reboot DOMAIN`) print nothing, as xl does.
+//! Names and error messages come from outside the shell and are printed
+//! through [`Printable`].
 //!
 //! Same generic-table trick as [`crate::builtin`]: image/ writes
-//! `Registry::new(&[builtin_commands::<Appliance>(), domain_commands::<Appliance>(), ...])`.
+//! `Registry::new(&[builtin_commands::<Appliance>(), domain_commands::<Appliance>(),
+//! appliance_commands::<Appliance>(), ...])`.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -339,12 +344,6 @@ impl<C: DomainControl + 'static> DomainTable<C> {
             run: run_shutdown::<C>,
         },
         Command {
-            name: "domain-reboot",
-            usage: "domain-reboot DOMAIN",
-            summary: "ask a domain to reboot (xl's reboot; plain 'reboot' restarts the machine)",
-            run: run_domain_reboot::<C>,
-        },
-        Command {
             name: "vcpu-list",
             usage: "vcpu-list [DOMAIN]",
             summary: "list vCPUs: physical CPU, state, CPU time, affinity",
@@ -433,12 +432,6 @@ fn run_unpause<C: DomainControl + 'static>(invocation: &mut Invocation<'_, C>) -
 fn run_shutdown<C: DomainControl + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(), CommandError> {
     let domain = one_domain(invocation.args)?;
     invocation.context.shutdown(domain).map_err(failed)
-}
-
-/// `domain-reboot DOMAIN`: silent once the guest has been asked.
-fn run_domain_reboot<C: DomainControl + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(), CommandError> {
-    let domain = one_domain(invocation.args)?;
-    invocation.context.reboot(domain).map_err(failed)
 }
 
 /// `vcpu-list [DOMAIN]`, xl's header, rows aligned under it (CPU `-` if none;
@@ -572,12 +565,13 @@ fn optional_domain<'a>(arguments: &[&'a str]) -> Result<Option<&'a str>, Command
     }
 }
 
-fn unexpected(argument: &str) -> CommandError {
+/// `unexpected argument 'WORD'`, a usage error.
+pub(crate) fn unexpected(argument: &str) -> CommandError {
     CommandError::Usage(format!("unexpected argument '{}'", Printable(argument)))
 }
 
 /// An implementation's refusal, as the operator sees it.
-fn failed(message: String) -> CommandError {
+pub(crate) fn failed(message: String) -> CommandError {
     CommandError::Failed(printable(&message))
 }
 

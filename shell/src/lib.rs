@@ -1,7 +1,8 @@
 //! Basalt's operator shell on the serial line: a line editor (noline), one
-//! command table, and the built-in commands (`help`, `version`, `info`, `dmesg`,
-//! `cpus`, `mem`, `uptime`, `reboot`, `poweroff`), and the xl-style domain
-//! commands ([`domains`]: `create`, `list`, `vcpu-list`, `console`, ...).
+//! command table, and the built-in commands ([`builtin`]: `help`, `version`,
+//! `info`, `dmesg`, `cpus`, `mem`, `uptime`, `poweroff`), the xl-style domain
+//! commands ([`domains`]: `create`, `list`, `vcpu-list`, `console`, ...), and
+//! `reboot [DOMAIN]` ([`appliance`]: the machine, or a domain as in xl).
 //!
 //! Why a separate crate: everything here is portable logic. The hypervisor
 //! (image/) implements narrow traits — [`System`] (facts about the machine,
@@ -28,6 +29,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod answerback;
+pub mod appliance;
 pub mod builtin;
 pub mod command;
 pub mod domains;
@@ -43,6 +45,7 @@ mod domain_tests;
 #[cfg(test)]
 mod tests;
 
+pub use appliance::appliance_commands;
 pub use builtin::builtin_commands;
 pub use command::{Command, CommandError, Invocation, Registry, RegistryError};
 pub use domains::{

@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 use alloc::format;
 use alloc::string::ToString;
 
+use crate::appliance::appliance_commands;
 use crate::builtin::builtin_commands;
 use crate::command::Registry;
 use crate::domains::{
@@ -626,12 +627,16 @@ pub fn fake_shell() -> Shell<FakeSystem> {
     }
 }
 
-/// A shell over [`FakeSystem`] with the built-in and the domain commands, as
-/// image/ composes them.
+/// A shell over [`FakeSystem`] with the built-in, the domain and the
+/// appliance commands (`reboot [DOMAIN]`), as image/ composes them.
 pub fn fake_appliance_shell() -> Shell<FakeSystem> {
-    match Registry::new(&[builtin_commands::<FakeSystem>(), domain_commands::<FakeSystem>()]) {
+    match Registry::new(&[
+        builtin_commands::<FakeSystem>(),
+        domain_commands::<FakeSystem>(),
+        appliance_commands::<FakeSystem>(),
+    ]) {
         Ok(registry) => Shell::new(registry),
-        Err(error) => panic!("built-in and domain tables do not combine: {error}"),
+        Err(error) => panic!("built-in, domain and appliance tables do not combine: {error}"),
     }
 }
 

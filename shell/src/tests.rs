@@ -9,7 +9,8 @@ use alloc::vec::Vec;
 
 use crate::command::{Command, CommandError, Invocation, Registry, RegistryError};
 use crate::testing::{
-    fake_shell, fuzz_shell_input, fuzz_tokenize, FakeSystem, ScriptedLine, Xorshift, FAKE_VERSION_LINE, RECOVERY_INPUT,
+    fake_appliance_shell, fake_shell, fuzz_shell_input, fuzz_tokenize, FakeSystem, ScriptedLine, Xorshift,
+    FAKE_VERSION_LINE, RECOVERY_INPUT,
 };
 use crate::{builtin_commands, Shell, PROMPT};
 
@@ -30,7 +31,7 @@ fn serve(input: &[u8]) -> String {
     line.output_text()
 }
 
-const BUILTIN_NAMES: [&str; 9] = ["cpus", "dmesg", "help", "info", "mem", "poweroff", "reboot", "uptime", "version"];
+const BUILTIN_NAMES: [&str; 8] = ["cpus", "dmesg", "help", "info", "mem", "poweroff", "uptime", "version"];
 
 #[test]
 fn help_lists_every_command_with_usage_and_summary() {
@@ -165,7 +166,8 @@ fn dmesg_bad_arguments() {
 
 #[test]
 fn reboot_and_poweroff_report_failure() {
-    let shell = fake_shell();
+    // `reboot` is in the appliance table, so this needs the whole appliance.
+    let shell = fake_appliance_shell();
     let mut system = FakeSystem::new();
     let mut output = String::new();
     shell.execute_line(&mut system, "reboot", &mut output);
@@ -177,9 +179,17 @@ fn reboot_and_poweroff_report_failure() {
     );
     assert_eq!((system.reboot_requests, system.poweroff_requests), (1, 1));
     let mut output = String::new();
+    shell.execute_line(&mut system, "poweroff now", &mut output);
+    assert_eq!(output, "error: unexpected argument 'now'\nusage: poweroff\n");
+    // With a word, `reboot` means a domain, never the machine.
+    let mut output = String::new();
     shell.execute_line(&mut system, "reboot now", &mut output);
-    assert_eq!(output, "error: unexpected argument 'now'\nusage: reboot\n");
-    assert_eq!(system.reboot_requests, 1);
+    shell.execute_line(&mut system, "reboot web now", &mut output);
+    assert_eq!(output, "error: no domain 'now'\nerror: unexpected argument 'now'\nusage: reboot [DOMAIN]\n");
+    assert_eq!((system.reboot_requests, system.poweroff_requests), (1, 1));
+    assert!(system.domains.reboot_requests.is_empty());
+    // The built-in table alone has no `reboot`.
+    assert_eq!(run_command("reboot"), "error: unknown command 'reboot'; type 'help' for a list\n");
 }
 
 #[test]
