@@ -660,7 +660,7 @@ pub fn fuzz_shell_input(data: &[u8]) {
     }
     script.extend(RECOVERY_INPUT.iter().map(|&byte| Some(byte)));
 
-    let shell = fake_shell();
+    let shell = fake_appliance_shell();
     let mut system = FakeSystem::new();
     let mut line = ScriptedLine::with_pauses(&script);
     shell.run_until_closed(&mut system, &mut line);
@@ -685,7 +685,7 @@ pub fn fuzz_tokenize(data: &[u8]) {
         assert!(total <= text.len());
     }
     // And the whole dispatch path on the same text.
-    let shell = fake_shell();
+    let shell = fake_appliance_shell();
     let mut system = FakeSystem::new();
     let mut output = String::new();
     shell.execute_line(&mut system, &text, &mut output);
