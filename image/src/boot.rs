@@ -447,6 +447,7 @@ extern "C" fn ap_main(cpu_index: u64) -> ! {
     lapic::start_timer_this_cpu();
     debug!("smp: CPU {cpu_index} (APIC id {}) online", lapic::id());
     if basalt_kernel::domain::virtualization_ready() {
+        basalt_kernel::arch::fpu::enable_this_cpu();
         if let Err(error) = svm::enable_this_cpu() {
             warn!("virt: CPU {cpu_index} cannot run guests: {error}");
         }
@@ -464,6 +465,7 @@ fn set_up_virtualization(identity: &CpuIdentity, cpus: u32) {
     basalt_kernel::virt::decode::prepare();
     crate::domains::init();
     let ready = if identity.svm && identity.npt {
+        basalt_kernel::arch::fpu::enable_this_cpu();
         match svm::enable_this_cpu() {
             Ok(()) => {
                 info!(

@@ -3,6 +3,7 @@
 //!
 //! Everything here is hardware-facing and compiled only for bare metal.
 pub mod entry;
+pub mod fpu;
 pub mod gdt;
 pub mod idt;
 pub mod instructions;

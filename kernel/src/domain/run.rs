@@ -132,7 +132,18 @@ fn run_slice(domain: &Domain, vcpu: &Vcpu, deadline_ns: u64) -> AfterRun {
             return AfterRun::Runnable;
         }
         run.gprs = start_gprs(&start);
+        // A (re)started vCPU begins with clean x87/SSE state, as after INIT.
+        *run.fpu = crate::arch::fpu::FpuState::default();
     }
+    // The guest's x87/SSE registers are live for the whole slice: nothing the
+    // hypervisor runs between exits touches them.
+    run.fpu.load();
+    let outcome = run_exits(domain, vcpu, &mut run, deadline_ns);
+    run.fpu.save();
+    outcome
+}
+
+fn run_exits(domain: &Domain, vcpu: &Vcpu, run: &mut VcpuRun, deadline_ns: u64) -> AfterRun {
     loop {
         if domain.paused.load(Ordering::Acquire) || *domain.life.lock() != LifeState::Active {
             return AfterRun::Runnable;
@@ -140,7 +151,7 @@ fn run_slice(domain: &Domain, vcpu: &Vcpu, deadline_ns: u64) -> AfterRun {
         if !vcpu.control.lock().up {
             return AfterRun::Offline;
         }
-        let VcpuRun { backend, gprs, msrs } = &mut *run;
+        let VcpuRun { backend, gprs, msrs, .. } = run;
         let exit = backend.run(gprs);
         match handle_exit(domain, vcpu, backend.as_mut(), gprs, msrs, &exit) {
             Disposition::Continue => {}

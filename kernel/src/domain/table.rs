@@ -83,6 +83,8 @@ pub struct VcpuRun {
     pub backend: Box<dyn VirtualCpu>,
     pub gprs: GuestGprs,
     pub msrs: GuestMsrState,
+    /// x87/SSE registers, loaded for each time slice and saved after it.
+    pub fpu: Box<crate::arch::fpu::FpuState>,
 }
 
 /// State other vCPUs and the toolstack change.
@@ -239,6 +241,7 @@ pub fn create(spec: &DomainSpec) -> Result<u16, DomainError> {
                     crate::virt::exit::host_vendor(),
                     crate::virt::exit::host_physical_address_bits(),
                 ),
+                fpu: Box::default(),
             }),
             control: Mutex::new(VcpuControl::default()),
         });
@@ -365,8 +368,9 @@ pub fn stop(domain: &Domain, reason: StopReason) {
         if *life == LifeState::Dying {
             return;
         }
+        // A guest that shut down saying "crash" is crashed, as xl shows it.
         *life = match reason {
-            StopReason::Crashed(_) => LifeState::Crashed,
+            StopReason::Crashed(_) | StopReason::Shutdown(basalt_xen_abi::sched::SHUTDOWN_crash) => LifeState::Crashed,
             StopReason::Shutdown(_) => LifeState::Shutdown,
         };
         *stop_reason = Some(reason.clone());
