@@ -13,6 +13,16 @@
 //!
 //! Kernel formats: a Linux bzImage (its payload unpacked, at most the guest's memory)
 //! holding a PVH ELF, or a PVH ELF itself (Xen `docs/misc/pvh.pandoc`).
+//!
+//! Memory: building happens on the hypervisor heap, which is not much larger than a
+//! distribution kernel unpacked (Debian's cloud kernel: 53 MiB of ELF). So it takes two
+//! steps: [`unpack_kernel`] makes the ELF once (a bzImage's payload, allocated fallibly)
+//! or borrows the module, and [`build_pvh_image`] borrows every kernel segment from that
+//! [`KernelElf`], never copying one. The peak is the unpacked ELF plus the small
+//! platform blobs; the caller keeps the `KernelElf` alive while it writes the chunks and
+//! drops it after. Lists sized by the file (the chunks, one per segment) are reserved
+//! fallibly too: running out of heap is [`BuildError::OutOfMemory`] or
+//! [`BzImageError::OutOfMemory`], never a panic.
 
 use alloc::borrow::Cow;
 use alloc::string::String;
@@ -60,7 +70,8 @@ pub enum ChunkKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk<'a> {
     pub gpa: u64,
-    /// Borrowed from the caller's module where possible (an ELF kernel, the ramdisk).
+    /// Kernel segments are borrowed from the [`KernelElf`], the ramdisk from its module;
+    /// only the platform blobs (start info, ACPI tables: a few KiB) are owned.
     pub bytes: Cow<'a, [u8]>,
     pub kind: ChunkKind,
 }
@@ -110,6 +121,8 @@ pub enum BuildError {
     OutsideMemory { kind: ChunkKind, start: u64, end: u64 },
     /// An entry point or start info that does not fit the 32-bit boot registers.
     AboveFourGiB(u64),
+    /// The hypervisor heap has no room for the image's `needed`-byte chunk list.
+    OutOfMemory { needed: usize },
 }
 
 impl fmt::Display for BuildError {
@@ -130,43 +143,82 @@ impl fmt::Display for BuildError {
                 write!(formatter, "{kind:?} at {start:#x}..{end:#x} lies outside the domain's memory")
             }
             BuildError::AboveFourGiB(address) => write!(formatter, "boot address {address:#x} is above 4 GiB"),
+            BuildError::OutOfMemory { needed } => write!(
+                formatter,
+                "not enough hypervisor memory for the boot image's chunk list ({} KiB needed)",
+                needed.div_ceil(1 << 10)
+            ),
         }
     }
 }
 
-/// Builds the boot image of a PVH domain from its config, kernel and ramdisk.
+/// A kernel module as the ELF the builder lays out: the module itself, or the ELF
+/// unpacked from its bzImage payload. A [`BootImage`] borrows its kernel segments from
+/// it, so it lives until the chunks are written; dropping it then frees the unpacked ELF.
+pub enum KernelElf<'m> {
+    /// The module is an ELF (or not a kernel at all; [`build_pvh_image`] says which).
+    Module(&'m [u8]),
+    /// The ELF unpacked from a bzImage, on the heap.
+    Unpacked(Vec<u8>),
+}
+
+impl KernelElf<'_> {
+    /// The ELF's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            KernelElf::Module(bytes) => bytes,
+            KernelElf::Unpacked(bytes) => bytes,
+        }
+    }
+}
+
+impl fmt::Debug for KernelElf<'_> {
+    /// The length only: an unpacked kernel is tens of MiB.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            KernelElf::Module(_) => "Module",
+            KernelElf::Unpacked(_) => "Unpacked",
+        };
+        write!(formatter, "KernelElf::{kind}({} bytes)", self.bytes().len())
+    }
+}
+
+/// The first step of building: a bzImage's payload unpacked (at most the guest's
+/// memory, allocated fallibly), or any other module borrowed as it is.
+pub fn unpack_kernel<'m>(config: &DomainConfig, module: &'m [u8]) -> Result<KernelElf<'m>, BuildError> {
+    match bzimage::parse(module) {
+        Ok(image) => {
+            let limit = usize::try_from(config.memory_bytes()).unwrap_or(usize::MAX);
+            let elf = image
+                .decompress(limit)
+                .map_err(|error| BuildError::BzImage { kernel: config.kernel.clone(), error })?;
+            Ok(KernelElf::Unpacked(elf))
+        }
+        Err(BzImageError::NotBzImage) => Ok(KernelElf::Module(module)),
+        Err(error) => Err(BuildError::BzImage { kernel: config.kernel.clone(), error }),
+    }
+}
+
+/// The second step: the boot image of a PVH domain from its config, its kernel's ELF
+/// (from [`unpack_kernel`]) and its ramdisk. Every chunk borrows; nothing large is copied.
 pub fn build_pvh_image<'a>(
     config: &DomainConfig,
-    kernel: &'a [u8],
+    kernel: &'a KernelElf<'_>,
     ramdisk: Option<&'a [u8]>,
 ) -> Result<BootImage<'a>, BuildError> {
     let name = || config.kernel.clone();
-    let elf_error = |error| match error {
-        PvhElfError::NotElf => BuildError::UnknownKernelFormat { kernel: name() },
-        error => BuildError::Elf { kernel: name(), error },
-    };
-    match bzimage::parse(kernel) {
-        Ok(image) => {
-            // Unpacked into an owned ELF, whose segments are copied out.
-            let limit = usize::try_from(config.memory_bytes()).unwrap_or(usize::MAX);
-            let elf = image.decompress(limit).map_err(|error| BuildError::BzImage { kernel: name(), error })?;
-            let parsed = pvh_elf::parse(&elf).map_err(|error| BuildError::Elf { kernel: name(), error })?;
-            assemble(config, &parsed, |bytes| Cow::Owned(bytes.to_vec()), ramdisk)
-        }
-        Err(BzImageError::NotBzImage) => {
-            // A bare ELF: its segments are borrowed from the module.
-            let parsed = pvh_elf::parse(kernel).map_err(elf_error)?;
-            assemble(config, &parsed, Cow::Borrowed, ramdisk)
-        }
-        Err(error) => Err(BuildError::BzImage { kernel: name(), error }),
-    }
+    let parsed = pvh_elf::parse(kernel.bytes()).map_err(|error| match (kernel, error) {
+        // A module that is neither a bzImage nor an ELF.
+        (KernelElf::Module(_), PvhElfError::NotElf) => BuildError::UnknownKernelFormat { kernel: name() },
+        (_, error) => BuildError::Elf { kernel: name(), error },
+    })?;
+    assemble(config, &parsed, ramdisk)
 }
 
 /// Lays out a parsed kernel with the platform and the ramdisk.
-fn assemble<'a, 'k>(
+fn assemble<'a>(
     config: &DomainConfig,
-    kernel: &PvhKernel<'k>,
-    segment_bytes: impl Fn(&'k [u8]) -> Cow<'a, [u8]>,
+    kernel: &PvhKernel<'a>,
     ramdisk: Option<&'a [u8]>,
 ) -> Result<BootImage<'a>, BuildError> {
     // Segments lie below 4 GiB (the ELF reader checks), so in the RAM below the hole.
@@ -190,11 +242,16 @@ fn assemble<'a, 'k>(
     .map_err(BuildError::Platform)?;
 
     let backing = backing_ranges(&platform.memory_map);
-    let mut chunks = Vec::with_capacity(kernel.segments.len() + 3);
+    // One chunk per segment (the ELF says how many) plus the blobs and the ramdisk.
+    let count = kernel.segments.len().saturating_add(platform.blobs.len()).saturating_add(1);
+    let mut chunks = Vec::new();
+    chunks
+        .try_reserve_exact(count)
+        .map_err(|_| BuildError::OutOfMemory { needed: count.saturating_mul(core::mem::size_of::<Chunk<'_>>()) })?;
     for (index, segment) in kernel.segments.iter().enumerate() {
         if !segment.data.is_empty() {
-            // Only file bytes: the hypervisor's zeroed memory is the rest (.bss).
-            let bytes = segment_bytes(segment.data);
+            // Only file bytes, borrowed: the hypervisor's zeroed memory is the rest (.bss).
+            let bytes = Cow::Borrowed(segment.data);
             chunks.push(Chunk { gpa: segment.physical_address, bytes, kind: ChunkKind::KernelSegment(index) });
         }
     }

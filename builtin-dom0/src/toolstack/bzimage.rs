@@ -15,8 +15,15 @@
 //! miniz_oxide) ends with its own size field, which doubles as the trailer. zstd frames
 //! are unpacked by ruzstd. bzip2, lzma, xz and lzo are recognized and reported as not
 //! supported.
+//!
+//! Memory: the unpacked ELF is tens of MiB (Debian's cloud kernel: 53 MiB) out of a
+//! hypervisor heap not much larger, and its size comes from the file. So the output
+//! buffer is allocated once, exactly the trailer's size, fallibly
+//! ([`BzImageError::OutOfMemory`], never an allocation panic), and every decompressor
+//! writes into it in place; nothing else here is sized by the file. (ruzstd keeps its
+//! own window buffer, at most the frame's window, which it allocates itself.)
 
-use alloc::vec;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -101,6 +108,8 @@ pub enum BzImageError {
     TooLarge { size: u64, limit: usize },
     /// The compressed stream is corrupt (bad block length, bad LZ4 data, wrong size).
     Corrupt(&'static str),
+    /// The hypervisor heap has no room for the `size`-byte unpacked kernel.
+    OutOfMemory { size: usize },
 }
 
 impl fmt::Display for BzImageError {
@@ -119,6 +128,11 @@ impl fmt::Display for BzImageError {
                 write!(formatter, "kernel unpacks to {size} bytes, more than the limit of {limit}")
             }
             BzImageError::Corrupt(what) => write!(formatter, "compressed kernel is corrupt: {what}"),
+            BzImageError::OutOfMemory { size } => write!(
+                formatter,
+                "not enough hypervisor memory to unpack the kernel ({} MiB needed)",
+                size.div_ceil(1 << 20)
+            ),
         }
     }
 }
@@ -169,26 +183,58 @@ pub fn parse(file: &[u8]) -> Result<BzImage<'_>, BzImageError> {
 
 impl BzImage<'_> {
     /// Unpacks the payload (the vmlinux ELF). Refuses to allocate more than `limit`
-    /// bytes, and checks the result has exactly the trailer's size.
+    /// bytes, and checks the result has exactly the trailer's size. The one buffer
+    /// allocated (the result) is allocated fallibly: a heap without room for it is
+    /// [`BzImageError::OutOfMemory`].
     pub fn decompress(&self, limit: usize) -> Result<Vec<u8>, BzImageError> {
-        let size = self.uncompressed_size as usize;
+        let too_large = BzImageError::TooLarge { size: u64::from(self.uncompressed_size), limit };
+        let size = usize::try_from(self.uncompressed_size).map_err(|_| too_large.clone())?;
         if size > limit {
-            return Err(BzImageError::TooLarge { size: u64::from(self.uncompressed_size), limit });
+            return Err(too_large);
         }
-        match self.compression {
-            Compression::Lz4 => lz4_legacy_decompress(self.compressed, size),
-            Compression::Gzip => gzip_decompress(self.compressed, size),
-            Compression::Zstd => zstd_decompress(self.compressed, size),
-            Compression::None if self.compressed.len() == size => Ok(self.compressed.to_vec()),
-            Compression::None => Err(BzImageError::Corrupt("uncompressed payload size differs from its trailer")),
-            other => Err(BzImageError::UnsupportedCompression(other)),
+        self.decompress_exact(size)
+    }
+
+    /// Unpacks the payload into exactly `size` bytes, whatever the trailer says (which
+    /// [`BzImage::decompress`] has checked against its limit). Separate so the tests
+    /// can ask for more than a u32 trailer can say.
+    fn decompress_exact(&self, size: usize) -> Result<Vec<u8>, BzImageError> {
+        if !matches!(self.compression, Compression::Lz4 | Compression::Gzip | Compression::Zstd | Compression::None) {
+            return Err(BzImageError::UnsupportedCompression(self.compression));
         }
+        if self.compression == Compression::None && self.compressed.len() != size {
+            return Err(BzImageError::Corrupt("uncompressed payload size differs from its trailer"));
+        }
+        let mut output = zeroed_buffer(size)?;
+        let written = match self.compression {
+            Compression::Lz4 => lz4_legacy_decompress(self.compressed, &mut output)?,
+            Compression::Gzip => gzip_decompress(self.compressed, &mut output)?,
+            Compression::Zstd => zstd_decompress(self.compressed, &mut output)?,
+            _ => {
+                output.copy_from_slice(self.compressed);
+                size
+            }
+        };
+        if written != size {
+            return Err(BzImageError::Corrupt("unpacked size differs from the trailer"));
+        }
+        Ok(output)
     }
 }
 
-/// Decompresses a Linux legacy-framed LZ4 stream into exactly `size` bytes.
-fn lz4_legacy_decompress(stream: &[u8], size: usize) -> Result<Vec<u8>, BzImageError> {
-    let mut output = vec![0u8; size];
+/// `size` zero bytes, or [`BzImageError::OutOfMemory`] if the heap has no room: the
+/// size comes from the file, so an allocation failure must not be a panic.
+fn zeroed_buffer(size: usize) -> Result<Vec<u8>, BzImageError> {
+    let mut buffer = Vec::new();
+    buffer.try_reserve_exact(size).map_err(|_| BzImageError::OutOfMemory { size })?;
+    buffer.resize(size, 0); // within the capacity just reserved: no reallocation
+    Ok(buffer)
+}
+
+/// Decompresses a Linux legacy-framed LZ4 stream into `output`, which must be filled
+/// exactly; returns the bytes written.
+fn lz4_legacy_decompress(stream: &[u8], output: &mut [u8]) -> Result<usize, BzImageError> {
+    let size = output.len();
     let mut written = 0usize;
     let mut position = 4; // past the magic, which `Compression::detect` matched
     while position < stream.len() {
@@ -213,15 +259,16 @@ fn lz4_legacy_decompress(stream: &[u8], size: usize) -> Result<Vec<u8>, BzImageE
             lz4_flex::block::decompress_into(block, window).map_err(|_| BzImageError::Corrupt("bad LZ4 block"))?;
         written += produced;
     }
-    if written != size {
-        return Err(BzImageError::Corrupt("unpacked size differs from the trailer"));
-    }
-    Ok(output)
+    Ok(written)
 }
 
-/// Unpacks a gzip member (RFC 1952) whose deflate data must yield exactly `size` bytes.
-/// The member's CRC is not checked; the exact size and deflate's own structure are.
-fn gzip_decompress(member: &[u8], size: usize) -> Result<Vec<u8>, BzImageError> {
+/// Unpacks a gzip member (RFC 1952) into `output`, whose deflate data must fill it
+/// exactly (more is corruption); returns the bytes written. The member's CRC is not
+/// checked; the exact size and deflate's own structure are.
+fn gzip_decompress(member: &[u8], output: &mut [u8]) -> Result<usize, BzImageError> {
+    use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
+    use miniz_oxide::inflate::TINFLStatus;
+
     const FHCRC: u8 = 1 << 1;
     const FEXTRA: u8 = 1 << 2;
     const FNAME: u8 = 1 << 3;
@@ -247,29 +294,34 @@ fn gzip_decompress(member: &[u8], size: usize) -> Result<Vec<u8>, BzImageError> 
         position += 2;
     }
     let deflate = member.get(position..).ok_or(truncated)?;
-    let output = miniz_oxide::inflate::decompress_to_vec_with_limit(deflate, size)
-        .map_err(|_| BzImageError::Corrupt("bad deflate data"))?;
-    if output.len() != size {
-        return Err(BzImageError::Corrupt("unpacked size differs from the trailer"));
+    // The whole stream in one call, into the whole output: no window to wrap, and the
+    // stream must end (Done) within the buffer. The decompressor state (about 11 KiB,
+    // a fixed size) lives on the heap rather than the hypervisor's stack.
+    let mut state = Box::<DecompressorOxide>::default();
+    let (status, _, written) =
+        decompress(&mut state, deflate, output, 0, inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF);
+    match status {
+        TINFLStatus::Done => Ok(written),
+        TINFLStatus::HasMoreOutput => Err(BzImageError::Corrupt("unpacked size differs from the trailer")),
+        _ => Err(BzImageError::Corrupt("bad deflate data")),
     }
-    Ok(output)
 }
 
-/// Unpacks zstd frames into exactly `size` bytes.
-fn zstd_decompress(frames: &[u8], size: usize) -> Result<Vec<u8>, BzImageError> {
-    let mut output = vec![0u8; size];
-    let written = ruzstd::decoding::FrameDecoder::new()
-        .decode_all(frames, &mut output)
-        .map_err(|_| BzImageError::Corrupt("bad zstd data"))?;
-    if written != size {
-        return Err(BzImageError::Corrupt("unpacked size differs from the trailer"));
-    }
-    Ok(output)
+/// Unpacks zstd frames into `output`; returns the bytes written.
+fn zstd_decompress(frames: &[u8], output: &mut [u8]) -> Result<usize, BzImageError> {
+    ruzstd::decoding::FrameDecoder::new().decode_all(frames, output).map_err(|error| match error {
+        ruzstd::decoding::errors::FrameDecoderError::TargetTooSmall => {
+            BzImageError::Corrupt("unpacked size differs from the trailer")
+        }
+        _ => BzImageError::Corrupt("bad zstd data"),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
 
     /// A minimal bzImage around `payload` (which must already end with its trailer).
     fn bzimage(payload: &[u8]) -> Vec<u8> {
@@ -365,6 +417,34 @@ mod tests {
                 assert!(matches!(image.decompress(1 << 20), Err(BzImageError::Corrupt(_))), "{kind:?} {wrong}");
             }
         }
+    }
+
+    /// A size that passes the caller's limit (usize::MAX) but that no heap can hold:
+    /// every compression reports OutOfMemory, before touching the stream, and the
+    /// process does not abort. (A u32 trailer cannot say more than 4 GiB, which a host
+    /// may well allocate, so the size is given to `decompress_exact` directly.)
+    #[test]
+    fn a_size_the_heap_cannot_hold_is_out_of_memory_not_a_panic() {
+        let data = sample(10_000);
+        let mut plain = data.clone();
+        plain.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        let huge = isize::MAX as usize - 4096;
+        for payload in [lz4_legacy(&data, LZ4_LEGACY_BLOCK), gzip(&data), zstd(&data)] {
+            let file = bzimage(&payload);
+            let image = parse(&file).unwrap();
+            assert_eq!(image.decompress(usize::MAX).unwrap(), data);
+            assert_eq!(image.decompress_exact(huge).unwrap_err(), BzImageError::OutOfMemory { size: huge });
+            assert_eq!(image.decompress_exact(usize::MAX).unwrap_err(), BzImageError::OutOfMemory { size: usize::MAX });
+        }
+        assert_eq!(zeroed_buffer(huge).unwrap_err(), BzImageError::OutOfMemory { size: huge });
+        assert_eq!(
+            BzImageError::OutOfMemory { size: 53 << 20 }.to_string(),
+            "not enough hypervisor memory to unpack the kernel (53 MiB needed)"
+        );
+        assert_eq!(
+            BzImageError::OutOfMemory { size: (53 << 20) + 1 }.to_string(),
+            "not enough hypervisor memory to unpack the kernel (54 MiB needed)"
+        );
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //! → [`DomainHost::unpause`]. If any step after `create_domain` fails, the manager calls
 //! [`DomainHost::destroy`] before returning the error, so nothing stays allocated.
 //!
+//! Memory: a bzImage kernel is unpacked onto the hypervisor heap (tens of MiB) and the
+//! boot image borrows its segments from that ELF; both live only inside `start`, until
+//! the chunks are written, and are freed before it returns, whether it succeeded or not.
+//!
 //! Invariants: names of the domains in the table are unique; the table holds exactly
 //! the domains this manager created and has not been told are gone ([`DomainManager::forget`]).
 
@@ -25,7 +29,7 @@ use basalt_xen_abi::sched::{
     SHUTDOWN_crash, SHUTDOWN_poweroff, SHUTDOWN_reboot, SHUTDOWN_soft_reset, SHUTDOWN_suspend, SHUTDOWN_watchdog,
 };
 
-use super::builder::{build_pvh_image, BackingRange, BuildError};
+use super::builder::{build_pvh_image, unpack_kernel, BackingRange, BuildError};
 use super::config::{self, ConfigError, CpuSet, DomainConfig, Lifecycle, LifecycleAction, Limits, Warning};
 use super::pvh_platform::MemmapEntry;
 
@@ -402,8 +406,11 @@ impl DomainManager {
             Some(name) => Some(modules.module(name).ok_or_else(|| missing("ramdisk", name))?),
             None => None,
         };
-        let image = build_pvh_image(&config, kernel, ramdisk)
-            .map_err(|error| CreateError::Build { config: module_name.clone(), error })?;
+        let build_error = |error| CreateError::Build { config: module_name.clone(), error };
+        // The unpacked ELF (for a bzImage) outlives the image that borrows from it; both
+        // are dropped once the chunks are written (or on any error return).
+        let kernel_elf = unpack_kernel(&config, kernel).map_err(build_error)?;
+        let image = build_pvh_image(&config, &kernel_elf, ramdisk).map_err(build_error)?;
 
         let physical_cpus = host.limits().physical_cpus;
         let request = CreateRequest {
@@ -439,6 +446,9 @@ impl DomainManager {
             let cleanup = host.destroy(domid).err();
             return Err(CreateError::Host { step, error, domid: Some(domid), cleanup });
         }
+        // Written: the unpacked kernel (tens of MiB) goes back to the heap now.
+        drop(image);
+        drop(kernel_elf);
         let name = config.name.clone();
         self.domains.insert(domid, ManagedDomain { name, config_name: config_name.to_string(), config });
         Ok(domid)

@@ -1,7 +1,7 @@
 use super::*;
 use crate::toolstack::config::{parse, Limits};
 use crate::toolstack::pvh_platform::{ACPI_TABLES_ADDRESS, HVM_START_MAGIC, SPECIAL_PAGES_END};
-use alloc::string::ToString;
+use alloc::string::{String, ToString};
 use alloc::vec;
 
 pub(crate) const MIB: u64 = 1 << 20;
@@ -79,6 +79,17 @@ fn config(extra: &str) -> DomainConfig {
     parse(&text, &Limits::for_machine(4, 4096)).unwrap().config
 }
 
+/// Both steps, for a module that must not build: the message.
+fn build_error(config: &DomainConfig, module: &[u8], ramdisk: Option<&[u8]>) -> String {
+    let error = unpack_kernel(config, module).and_then(|kernel| build_pvh_image(config, &kernel, ramdisk).map(|_| ()));
+    error.unwrap_err().to_string()
+}
+
+/// Whether `bytes` lies inside `buffer` (borrowed from it, not a copy).
+fn lies_inside(bytes: &[u8], buffer: &[u8]) -> bool {
+    buffer.as_ptr_range().contains(&bytes.as_ptr()) && bytes.as_ptr_range().end <= buffer.as_ptr_range().end
+}
+
 fn check_invariants(image: &BootImage<'_>) {
     for pair in image.chunks.windows(2) {
         assert!(pair[0].end() <= pair[1].gpa, "{:?} overlaps {:?}", pair[0].kind, pair[1].kind);
@@ -93,8 +104,10 @@ fn check_invariants(image: &BootImage<'_>) {
 
 #[test]
 fn builds_a_synthetic_pvh_elf() {
-    let kernel = pvh_elf();
+    let module = pvh_elf();
     let ramdisk = vec![0x5a; 3000];
+    let kernel = unpack_kernel(&config(""), &module).unwrap();
+    assert!(matches!(kernel, KernelElf::Module(bytes) if bytes.as_ptr() == module.as_ptr()));
     let image = build_pvh_image(&config(""), &kernel, Some(&ramdisk)).unwrap();
     check_invariants(&image);
     assert_eq!((image.memory_bytes, image.vcpus, image.entry), (64 * MIB, 2, KERNEL_ENTRY));
@@ -105,6 +118,8 @@ fn builds_a_synthetic_pvh_elf() {
     assert_eq!(text.gpa, KERNEL_BASE);
     assert_eq!(&text.bytes[..], &(0..=255u8).collect::<Vec<_>>()[..]);
     assert!(matches!(text.bytes, Cow::Borrowed(_)));
+    assert!(lies_inside(&text.bytes, &module));
+    assert!(lies_inside(&image.chunks[2].bytes, &ramdisk));
     // The boot block sits above the kernel's memory size, not just its file bytes.
     let start_info = &image.chunks[1];
     assert_eq!(u64::from(image.start_info_gpa), start_info.gpa);
@@ -123,52 +138,72 @@ fn builds_a_synthetic_pvh_elf() {
 }
 
 #[test]
-fn unpacks_a_bzimage_and_copies_its_segments() {
+fn unpacks_a_bzimage_once_and_borrows_its_segments() {
     let image_file = bzimage_of(&pvh_elf());
-    let image = build_pvh_image(&config(""), &image_file, None).unwrap();
+    let kernel = unpack_kernel(&config(""), &image_file).unwrap();
+    let KernelElf::Unpacked(elf) = &kernel else { panic!("not unpacked: {kernel:?}") };
+    assert_eq!(elf, &pvh_elf());
+    let image = build_pvh_image(&config(""), &kernel, None).unwrap();
     check_invariants(&image);
     assert_eq!(image.entry, KERNEL_ENTRY);
-    assert!(matches!(image.chunks[0].bytes, Cow::Owned(_)));
-    assert_eq!(image.chunks[0].bytes.len(), 256);
+    // The segment is the unpacked ELF's own bytes, not a copy.
+    assert!(matches!(image.chunks[0].bytes, Cow::Borrowed(_)));
+    assert!(lies_inside(&image.chunks[0].bytes, elf));
+    assert_eq!(&image.chunks[0].bytes[..], &(0..=255u8).collect::<Vec<_>>()[..]);
     assert!(!image.chunks.iter().any(|chunk| chunk.kind == ChunkKind::Ramdisk));
+    // Only the platform blobs are owned.
+    for chunk in &image.chunks {
+        let owned = matches!(chunk.bytes, Cow::Owned(_));
+        assert_eq!(owned, matches!(chunk.kind, ChunkKind::StartInfo | ChunkKind::AcpiTables), "{:?}", chunk.kind);
+    }
+}
+
+#[test]
+fn an_unpacked_kernel_the_heap_cannot_hold_is_an_error() {
+    let error = BuildError::BzImage {
+        kernel: "vmlinuz".to_string(),
+        error: BzImageError::OutOfMemory { size: 53 * MIB as usize },
+    };
+    assert_eq!(
+        error.to_string(),
+        "kernel 'vmlinuz': not enough hypervisor memory to unpack the kernel (53 MiB needed)"
+    );
+    assert_eq!(
+        BuildError::OutOfMemory { needed: 1025 }.to_string(),
+        "not enough hypervisor memory for the boot image's chunk list (2 KiB needed)"
+    );
 }
 
 #[test]
 fn refuses_what_does_not_fit_or_is_not_a_kernel() {
-    let message = |result: Result<BootImage<'_>, BuildError>| result.unwrap_err().to_string();
     let config = config("");
+    let message = |module: &[u8], ramdisk: Option<&[u8]>| build_error(&config, module, ramdisk);
     assert_eq!(
-        message(build_pvh_image(&config, b"hello, world", None)),
+        message(b"hello, world", None),
         "kernel 'vmlinuz' is neither an ELF with a PVH entry note nor a bzImage"
     );
-    assert_eq!(message(build_pvh_image(&config, b"", None)), message(build_pvh_image(&config, b"\x7fEL", None)));
+    assert_eq!(message(b"", None), message(b"\x7fEL", None));
     // A kernel above the domain's RAM.
     let high = pvh_elf_at(0x1000_0000, &[0x90; 16], 16, 0x1000_0000);
     assert_eq!(
-        message(build_pvh_image(&config, &high, None)),
+        message(&high, None),
         "kernel 'vmlinuz' loads at 0x10000000..0x10000010, outside the domain's 64 MiB of RAM"
     );
     // Segment inside RAM but the ramdisk does not fit after the boot block.
     let big_ramdisk = vec![0u8; 63 << 20];
-    assert!(message(build_pvh_image(&config, &pvh_elf(), Some(&big_ramdisk))).starts_with("guest platform: needs"));
+    assert!(message(&pvh_elf(), Some(&big_ramdisk)).starts_with("guest platform: needs"));
     // An ELF without the entry note.
     let mut no_note = pvh_elf();
     let note_type_at = 64 + 2 * 56 + 8;
     no_note[note_type_at] = 17;
-    assert_eq!(
-        message(build_pvh_image(&config, &no_note, None)),
-        "kernel 'vmlinuz': no XEN_ELFNOTE_PHYS32_ENTRY note: not a PVH kernel"
-    );
+    assert_eq!(message(&no_note, None), "kernel 'vmlinuz': no XEN_ELFNOTE_PHYS32_ENTRY note: not a PVH kernel");
     // A bzImage whose payload unpacks to more than the guest's memory.
     let mut huge = bzimage_of(&pvh_elf());
     let length = huge.len();
     huge[length - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
-    assert!(message(build_pvh_image(&config, &huge, None)).starts_with("kernel 'vmlinuz': kernel unpacks to"));
+    assert!(message(&huge, None).starts_with("kernel 'vmlinuz': kernel unpacks to"));
     // A bzImage holding something that is not an ELF.
-    assert_eq!(
-        message(build_pvh_image(&config, &bzimage_of(b"not an elf at all"), None)),
-        "kernel 'vmlinuz': not an ELF file"
-    );
+    assert_eq!(message(&bzimage_of(b"not an elf at all"), None), "kernel 'vmlinuz': not an ELF file");
 }
 
 #[test]
@@ -177,7 +212,9 @@ fn truncated_and_mutated_kernels_never_panic() {
     let kernels = [pvh_elf(), bzimage_of(&pvh_elf())];
     for kernel in &kernels {
         for length in 0..kernel.len() {
-            let _ = build_pvh_image(&config, &kernel[..length], None);
+            if let Ok(unpacked) = unpack_kernel(&config, &kernel[..length]) {
+                let _ = build_pvh_image(&config, &unpacked, None);
+            }
         }
     }
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -188,25 +225,31 @@ fn truncated_and_mutated_kernels_never_panic() {
         let mut kernel = kernels[round % 2].clone();
         let at = (state % kernel.len() as u64) as usize;
         kernel[at] = (state >> 32) as u8;
-        if let Ok(image) = build_pvh_image(&config, &kernel, Some(b"rd")) {
-            check_invariants(&image);
+        if let Ok(unpacked) = unpack_kernel(&config, &kernel) {
+            if let Ok(image) = build_pvh_image(&config, &unpacked, Some(b"rd")) {
+                check_invariants(&image);
+            }
         }
     }
 }
 
-/// The real Debian cloud kernel, when `make guest-kernel` has fetched it.
+/// The real Debian cloud kernel, when `make guest-kernel` has fetched it (or
+/// `BASALT_GUEST_KERNEL` names a copy, as for tests/debian_kernel.rs).
 #[test]
 fn debian_kernel_when_present() {
     extern crate std;
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../build/guests/vmlinuz");
-    let Ok(kernel) = std::fs::read(path) else {
-        std::eprintln!("skipping: {path} not present (make guest-kernel)");
+    let default = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../build/guests/vmlinuz"));
+    let path = std::env::var_os("BASALT_GUEST_KERNEL").map_or(default, std::path::PathBuf::from);
+    let Ok(kernel) = std::fs::read(&path) else {
+        std::eprintln!("skipping: {} not present (make guest-kernel)", path.display());
         return;
     };
-    let image = build_pvh_image(&config("memory=512"), &kernel, Some(&[1, 2, 3])).unwrap();
+    let unpacked = unpack_kernel(&config("memory=512"), &kernel).unwrap();
+    let image = build_pvh_image(&config("memory=512"), &unpacked, Some(&[1, 2, 3])).unwrap();
     check_invariants(&image);
     assert_eq!(image.chunks[0].gpa, KERNEL_BASE);
     assert!(u64::from(image.entry) > KERNEL_BASE);
+    assert!(lies_inside(&image.chunks[0].bytes, unpacked.bytes()));
     // Too little memory for Debian's kernel is a clear error, not a crash.
-    assert!(build_pvh_image(&config("memory=16"), &kernel, None).is_err());
+    assert!(unpack_kernel(&config("memory=16"), &kernel).is_err());
 }

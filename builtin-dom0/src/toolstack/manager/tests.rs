@@ -269,3 +269,27 @@ fn lifecycle_actions_and_restart() {
     manager.destroy(&mut host, again.domid).unwrap();
     assert!(host.domains.is_empty() && manager.find("web").is_none());
 }
+
+#[test]
+fn a_bzimage_kernel_is_unpacked_written_and_restarted() {
+    let mut modules = modules();
+    let mut huge = bzimage_of(&pvh_elf());
+    let length = huge.len();
+    huge[length - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+    modules.0.push(("huge", huge));
+    let mut host = FakeHost::new();
+    let mut manager = DomainManager::new();
+    let domid = manager.create(&modules, &mut host, "db", &[]).unwrap().domid;
+    // The unpacked ELF's segment, byte for byte, at 16 MiB.
+    assert_eq!(host.domains[&domid].writes[0], (KERNEL_BASE, (0..=255u8).collect::<Vec<_>>()));
+    let restarted = manager.restart(&modules, &mut host, domid).unwrap().domid;
+    assert_eq!(host.domains[&restarted].writes[0].1.len(), 256);
+    // A write failing after the unpack: destroyed, nothing left.
+    let mut failing = FakeHost::failing(&[Fail::Write(0)]);
+    assert!(manager.create(&modules, &mut failing, "db", &["name=db2"]).is_err());
+    assert!(failing.domains.is_empty());
+    // A payload larger than the domain's memory is refused before anything is made.
+    let error = manager.create(&modules, &mut host, "db", &["name=db3", "kernel=huge"]).unwrap_err();
+    assert!(error.to_string().starts_with("db.cfg: kernel 'huge': kernel unpacks to 4294967295 bytes"), "{error}");
+    assert_eq!(host.domains.len(), 1);
+}
