@@ -7,9 +7,9 @@
 #![no_std]
 #![no_main]
 
+use basalt_guest_rt::abi::sched::{SCHEDOP_yield, SHUTDOWN_crash};
 use basalt_guest_rt::hypercall::sched_op;
 use basalt_guest_rt::{cpu, poweroff, println, shutdown};
-use basalt_guest_rt::abi::sched::{SCHEDOP_yield, SHUTDOWN_crash};
 use core::arch::asm;
 
 basalt_guest_rt::entry!(main);
