@@ -475,7 +475,8 @@ fn check_cycles(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
 /// Two `fpu` guests pinned to CPU 1 (fpu.cfg: `cpus = "1"`) fill their SSE registers
 /// with their domain id and take turns on that CPU thousands of times; each must find
 /// its registers as it left them (a hypervisor that does not switch x87/SSE state
-/// fails this at once: checked by hand with the save/restore taken out).
+/// fails this at once: checked by hand with the save/restore taken out). The same
+/// guests check their breakpoint addresses DR0–DR3 (switched the same way).
 fn check_fpu_isolation(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
     let (first, _) = create(machine, "fpu", "fpu")?;
     let (second, _) = create(machine, "fpu name=fpu2", "fpu2")?;

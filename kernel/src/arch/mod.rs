@@ -2,6 +2,7 @@
 //! entry stubs, exceptions, and thin wrappers for privileged instructions.
 //!
 //! Everything here is hardware-facing and compiled only for bare metal.
+pub mod debug_registers;
 pub mod entry;
 pub mod fpu;
 pub mod gdt;

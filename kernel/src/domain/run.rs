@@ -134,11 +134,14 @@ fn run_slice(domain: &Domain, vcpu: &Vcpu, deadline_ns: u64) -> AfterRun {
         run.gprs = start_gprs(&start);
         // A (re)started vCPU begins with clean x87/SSE state, as after INIT.
         *run.fpu = crate::arch::fpu::FpuState::default();
+        run.breakpoints = Default::default();
     }
-    // The guest's x87/SSE registers are live for the whole slice: nothing the
-    // hypervisor runs between exits touches them.
+    // The guest's x87/SSE registers and breakpoint addresses are live for the whole
+    // slice: nothing the hypervisor runs between exits touches them.
     run.fpu.load();
+    run.breakpoints.load();
     let outcome = run_exits(domain, vcpu, &mut run, deadline_ns);
+    run.breakpoints.save();
     run.fpu.save();
     outcome
 }

@@ -85,6 +85,8 @@ pub struct VcpuRun {
     pub msrs: GuestMsrState,
     /// x87/SSE registers, loaded for each time slice and saved after it.
     pub fpu: Box<crate::arch::fpu::FpuState>,
+    /// DR0–DR3, switched like the x87/SSE state.
+    pub breakpoints: crate::arch::debug_registers::DebugAddressRegisters,
 }
 
 /// State other vCPUs and the toolstack change.
@@ -242,6 +244,7 @@ pub fn create(spec: &DomainSpec) -> Result<u16, DomainError> {
                     crate::virt::exit::host_physical_address_bits(),
                 ),
                 fpu: Box::default(),
+                breakpoints: Default::default(),
             }),
             control: Mutex::new(VcpuControl::default()),
         });

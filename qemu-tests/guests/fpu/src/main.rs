@@ -1,5 +1,6 @@
-//! `fpu`: checks that the hypervisor keeps each vCPU's SSE registers its own. Fills
-//! XMM0–XMM15 with a pattern made of its domain id, then many times yields the CPU
+//! `fpu`: checks that the hypervisor keeps each vCPU's SSE registers and breakpoint
+//! addresses (DR0–DR3) its own — state the VMRUN world switch does not cover. Fills
+//! XMM0–XMM15 and DR0–DR3 with patterns made of its domain id, then many times yields the CPU
 //! (SCHEDOP_yield; the test pins two of these guests to one physical CPU, so the other
 //! runs in between) and spins a little, and checks every register still holds its
 //! pattern. Prints `fpu: registers intact after <n> switches` and powers off, or
@@ -62,6 +63,17 @@ fn main() -> ! {
         };
     }
     each_xmm!(fill);
+    macro_rules! set_breakpoint {
+        ($index:expr, $name:literal) => {
+            // SAFETY: DR7 stays 0 (all breakpoints disabled), so an address in DR0–DR3
+            // has no effect on execution.
+            unsafe { asm!(concat!("mov ", $name, ", {}"), in(reg) pattern(domain, 100 + $index), options(nomem, nostack)) };
+        };
+    }
+    set_breakpoint!(0, "dr0");
+    set_breakpoint!(1, "dr1");
+    set_breakpoint!(2, "dr2");
+    set_breakpoint!(3, "dr3");
     for round in 0..ROUNDS {
         sched_op(SCHEDOP_yield);
         for _ in 0..2000 {
@@ -79,6 +91,21 @@ fn main() -> ! {
             };
         }
         each_xmm!(check);
+        macro_rules! check_breakpoint {
+            ($index:expr, $name:literal) => {
+                let value: u64;
+                // SAFETY: reads the named debug register at CPL 0.
+                unsafe { asm!(concat!("mov {}, ", $name), out(reg) value, options(nomem, nostack)) };
+                if value != pattern(domain, 100 + $index) {
+                    println!("fpu: {} clobbered: {:#x} (round {})", $name, value, round);
+                    shutdown(SHUTDOWN_crash);
+                }
+            };
+        }
+        check_breakpoint!(0, "dr0");
+        check_breakpoint!(1, "dr1");
+        check_breakpoint!(2, "dr2");
+        check_breakpoint!(3, "dr3");
     }
     println!("fpu: registers intact after {ROUNDS} switches");
     poweroff()
