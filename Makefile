@@ -98,8 +98,9 @@ guests: rust-target
 
 # The emulator tests' image: everything in basalt.img plus every test guest and its
 # config (modules `<guest>.elf`, `<guest>.cfg`).
-test-image: image-deps hypervisor-elf guests
+test-image: image-deps hypervisor-elf guests guest-kernel
 	image/mkimage.sh $(ELF) $(TEST_IMG) \
+		$(GUEST_KERNEL):vmlinuz \
 		$(foreach guest,$(GUEST_NAMES),$(BUILD)/guests/$(guest).elf:$(guest).elf) \
 		$(foreach config,$(GUEST_CONFIGS),$(config):$(notdir $(config))) \
 		image/configs/demo.cfg:demo.cfg

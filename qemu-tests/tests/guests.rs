@@ -658,10 +658,37 @@ fn hostile_guests() -> Result<()> {
             format!("only Domain-0 and demo should be left after destroying the hostile guests:\n{table}")
         }))?;
         demo_echo(machine, "demo", "after the hostile guests")?;
+        check_stock_linux(machine, failures)?;
         destroy(machine, demo, "demo", failures)?;
         check_free(machine, (before.0, &before.1), "after destroying the hostile guests and demo", failures)?;
         check_version(machine, failures)
     })
+}
+
+/// Debian's cloud kernel, exactly as shipped (a 14 MB bzImage with an LZ4 payload that
+/// unpacks to a 53 MB ELF), goes through the whole PVH boot path: unpacked, loaded,
+/// started in 32-bit protected mode, and it writes to its console through console_io.
+/// It cannot get further yet (no shared info or event channels: the Linux PVH issue);
+/// whatever it does then, it stays contained — demo keeps echoing and the shell
+/// answers — and its 256 MiB come back on destroy (checked with the rest).
+fn check_stock_linux(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    let (linux, output) = create(machine, "linux", "linux")?;
+    let first_output = format!("domain {linux} (linux): first console output");
+    if !output.contains(&first_output) {
+        machine
+            .expect(Pattern::literal(first_output.clone()), GUEST_TIMEOUT)
+            .map_err(|error| error.context("waiting for Linux's first console output"))?;
+    }
+    // Its boot log (earlyprintk=xen: console_io) names the kernel and echoes the
+    // command line the config gave it through hvm_start_info.
+    let console =
+        console_until(machine, "linux", &Pattern::literal("Command line: console=hvc0 earlyprintk=xen loglevel=8\n"))?;
+    failures.soft(machine.check(console.contains("Linux version 6."), || {
+        format!("Linux's console should start with its version line:\n{console}")
+    }))?;
+    demo_echo(machine, "demo", "beside linux")?;
+    check_version(machine, failures)?;
+    destroy(machine, linux, "linux", failures)
 }
 
 // --- lifecycle -----------------------------------------------------------------------
