@@ -169,3 +169,163 @@ impl HypercallEnvironment for FakeDomain {
         self.now
     }
 }
+
+pub use fuzz::{fuzz_one, FUZZ_HEADER};
+
+/// The `hypercall_dispatch` fuzz target's body (kept here, beside the fake it drives).
+mod fuzz {
+    use super::super::*;
+
+    /// Fuzz input layout: a fixed header (zero-padded when the input is shorter), then the
+    /// initial contents of guest memory.
+    pub const FUZZ_HEADER: usize = 72;
+
+    /// Every errno xen/include/public/errno.h defines except ERESTART, which never reaches a
+    /// guest: the values a hypercall may return negated.
+    const XEN_ERRNOS: &[i64] = &[
+        EPERM,
+        ENOENT,
+        ESRCH,
+        EINTR,
+        EIO,
+        ENXIO,
+        E2BIG,
+        ENOEXEC,
+        EBADF,
+        ECHILD,
+        EAGAIN,
+        ENOMEM,
+        EACCES,
+        EFAULT,
+        EBUSY,
+        EEXIST,
+        EXDEV,
+        ENODEV,
+        ENOTDIR,
+        EISDIR,
+        EINVAL,
+        ENFILE,
+        EMFILE,
+        ENOSPC,
+        EROFS,
+        EMLINK,
+        EDOM,
+        ERANGE,
+        EDEADLK,
+        ENAMETOOLONG,
+        ENOLCK,
+        ENOSYS,
+        ENOTEMPTY,
+        ENODATA,
+        ETIME,
+        EBADMSG,
+        EOVERFLOW,
+        EILSEQ,
+        ENOTSOCK,
+        EMSGSIZE,
+        EOPNOTSUPP,
+        EADDRINUSE,
+        EADDRNOTAVAIL,
+        ENOBUFS,
+        EISCONN,
+        ENOTCONN,
+        ETIMEDOUT,
+        ECONNREFUSED,
+    ];
+
+    /// The fuzz target's body (kernel/fuzz/fuzz_targets/hypercall_dispatch.rs), shared with
+    /// a host test: one hypercall, chosen by the input, against a [`testing::FakeDomain`].
+    /// Panics (by `assert!`) only when an invariant is broken — for fuzzing and tests.
+    ///
+    /// Input, after a `FUZZ_HEADER`-byte (72) header, is the start of guest memory. Header:
+    /// * `[0]` the number: bit 7 clear picks a row of [`HYPERCALLS`]; set, `bits 5:0` are
+    ///   the number, plus 2^32 if bit 6 is set (an implemented number in the low half).
+    /// * `[1]` bit 0 32-bit caller; bits 2:1 the calling vCPU (0–2); bit 5 set makes
+    ///   bits 4:3 the CPL; bit 6 the backend refuses start contexts; bit 7 no memory map.
+    /// * `[2]` pending console input, in units of 3 bytes. `[3]` 2 bits per vCPU: its state.
+    /// * `[4..12]` the system time. `[12..66]` six arguments, each a tag byte and a u64:
+    ///   tag % 8 is 0–1 small (value % 32), 2–3 inside guest memory, 4 straddling its end,
+    ///   5 the low 32 bits, 6 the raw value, 7 just below guest memory.
+    /// * `[66..72]` three u16 offsets into guest memory: the u64 stored at each becomes a
+    ///   pointer into guest memory (`BASE + value % SIZE`), so structures can hold
+    ///   pointers that resolve.
+    ///
+    /// Checks: no panic; the result is ≥ 0 or a negated errno.h value (`XEN_ERRNOS`); CPL > 0 is
+    /// -EPERM and an unknown number -ENOSYS; every write lies inside guest memory; console
+    /// output stays within [`CONSOLE_WRITE_MAX`].
+    #[doc(hidden)]
+    pub fn fuzz_one(data: &[u8]) {
+        use testing::{FakeDomain, BASE, SIZE};
+
+        let mut header = [0u8; FUZZ_HEADER];
+        let header_length = data.len().min(FUZZ_HEADER);
+        header[..header_length].copy_from_slice(&data[..header_length]);
+        let image = data.get(FUZZ_HEADER..).unwrap_or(&[]);
+        let word = |offset: usize| u64_at(&header, offset);
+
+        let number = match header[0] {
+            selector if selector & 0x80 == 0 => HYPERCALLS[usize::from(selector) % HYPERCALLS.len()].number,
+            selector => u64::from(selector & 0x3f) | if selector & 0x40 != 0 { 1 << 32 } else { 0 },
+        };
+        let flags = header[1];
+        let width = if flags & 1 != 0 { GuestWidth::Bits32 } else { GuestWidth::Bits64 };
+        let cpl = if flags & 0x20 != 0 { (flags >> 3) & 3 } else { 0 };
+        let mut args = [0u64; 6];
+        for (index, arg) in args.iter_mut().enumerate() {
+            let offset = 12 + index * 9;
+            let value = word(offset + 1);
+            *arg = match header[offset] % 8 {
+                0 | 1 => value % 32,
+                2 | 3 => BASE + value % SIZE as u64,
+                4 => BASE + SIZE as u64 - value % 256,
+                5 => value & 0xffff_ffff,
+                6 => value,
+                _ => BASE - value % 256,
+            };
+        }
+
+        let mut domain = FakeDomain::new();
+        domain.vcpu = u32::from((flags >> 1) & 3) % 3;
+        domain.refuse_initialise = flags & 0x40 != 0;
+        if flags & 0x80 != 0 {
+            domain.map.clear();
+        }
+        domain.console_in.extend((0..usize::from(header[2]) * 3).map(|index| index as u8));
+        for (vcpu, state) in domain.states.iter_mut().enumerate() {
+            *state = match (header[3] >> (vcpu * 2)) & 3 {
+                0 | 3 => VcpuPowerState::Up,
+                1 => VcpuPowerState::Down,
+                _ => VcpuPowerState::Uninitialised,
+            };
+        }
+        domain.now = word(4);
+        let image_length = image.len().min(SIZE);
+        domain.memory[..image_length].copy_from_slice(&image[..image_length]);
+        for relocation in 0..3 {
+            let offset = usize::from(u16_at(&header, 66 + relocation * 2)) % (SIZE - 7);
+            let value = u64_at(&domain.memory, offset);
+            domain.memory[offset..offset + 8].copy_from_slice(&(BASE + value % SIZE as u64).to_le_bytes());
+        }
+
+        let call = HypercallRequest { number, args, width, cpl };
+        let outcome = dispatch(&mut domain, &call);
+        if let HypercallOutcome::Return(value) | HypercallOutcome::Yield(value) = outcome {
+            assert!(value >= 0 || XEN_ERRNOS.contains(&-value), "{value} is not a Xen errno, from {call:?}");
+            // What the guest sees in RAX is the same value at its width.
+            let register = return_register_value(value, width);
+            assert!(width == GuestWidth::Bits64 || register >> 32 == 0);
+        }
+        if cpl != 0 {
+            assert_eq!(outcome, HypercallOutcome::Return(-EPERM), "{call:?}");
+        } else if hypercall_name(number).is_none() {
+            assert_eq!(outcome, HypercallOutcome::Return(-ENOSYS), "{call:?}");
+        }
+        assert_eq!(domain.memory.len(), SIZE);
+        for &(address, length) in &domain.writes {
+            let inside =
+                address >= BASE && address - BASE <= SIZE as u64 && length as u64 <= SIZE as u64 - (address - BASE);
+            assert!(inside, "write of {length} bytes at {address:#x} from {call:?}");
+        }
+        assert!(domain.console_out.len() <= CONSOLE_WRITE_MAX as usize);
+    }
+}

@@ -2,7 +2,7 @@
 //! memory is a byte vector mapped at [`BASE`]; any access outside it faults without
 //! effect.
 
-use super::testing::{FakeDomain, BASE, SIZE};
+use super::testing::{FakeDomain, BASE, FUZZ_HEADER, SIZE};
 use super::*;
 use alloc::{vec, vec::Vec};
 use basalt_xen_abi::sched::SCHEDOP_watchdog;
