@@ -276,8 +276,7 @@ fn pause_offline_and_queries() {
     assert_eq!(sched.domain_params(3), Some(params(1024, 50)));
     assert_eq!(sched.set_weight(3, 0), Err(SchedError::ZeroWeight));
     assert_eq!(sched.set_cap(8, 1), Err(SchedError::UnknownDomain));
-    let listed: Vec<_> =
-        sched.domain_vcpus(3).map(|(key, status)| (key.vcpu, status.affinity.to_string())).collect();
+    let listed: Vec<_> = sched.domain_vcpus(3).map(|(key, status)| (key.vcpu, status.affinity.to_string())).collect();
     assert_eq!(listed, [(0, "all".into()), (1, "0-1".into())]);
     assert_eq!(sched.domain_run_ns(3), Some(5 * MS));
     assert_eq!(sched.domain_run_ns(8), None);

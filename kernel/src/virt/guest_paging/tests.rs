@@ -227,10 +227,7 @@ fn long4_permissions() {
     assert_eq!(no_wp(0x2000, user(true, false)), page_fault(PF_PRESENT | PF_WRITE | PF_USER, 0x2000));
 
     assert_eq!(b.translate(0x2000, user(false, true)), Ok(0xa000));
-    assert_eq!(
-        b.translate(0x4000_0000, user(true, false)),
-        page_fault(PF_PRESENT | PF_WRITE | PF_USER, 0x4000_0000)
-    );
+    assert_eq!(b.translate(0x4000_0000, user(true, false)), page_fault(PF_PRESENT | PF_WRITE | PF_USER, 0x4000_0000));
     assert_eq!(b.translate(0x4000_0000, user(false, false)), Ok(0xb000));
 
     assert_eq!(b.translate(0x8000_0000, Access::READ), Ok(0xc000));
@@ -418,10 +415,7 @@ fn instruction_fetch_stops_at_untranslatable_page() {
     assert_eq!(buf[..8], [0x90; 8]);
     // Fetching from the NX page itself is the fault.
     let result = fetch_instruction_bytes(&b.mem, &ctx, 0, 0x40_1000, &mut buf);
-    assert_eq!(
-        result,
-        Err(TranslateError::PageFault { error_code: PF_PRESENT | PF_INSTRUCTION, address: 0x40_1000 })
-    );
+    assert_eq!(result, Err(TranslateError::PageFault { error_code: PF_PRESENT | PF_INSTRUCTION, address: 0x40_1000 }));
     // cs_base is added (segmented 32-bit code wraps at 4 GiB).
     let legacy_flat = TranslationContext::from_control_registers(CR0_PE, 0, 0, 0).unwrap();
     assert_eq!(fetch_instruction_bytes(&b.mem, &legacy_flat, 0xffff_f000, 0xaff8, &mut buf), Ok(15));
