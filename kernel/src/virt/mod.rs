@@ -195,6 +195,51 @@ impl StartState {
     }
 }
 
+impl StartState {
+    /// The architectural rules every backend enforces before loading a start state
+    /// (a guest's VCPUOP_initialise context is untrusted): paging needs protection,
+    /// long mode needs paging, PAE and EFER.LME, a 32-bit state has no EFER.LME, and
+    /// EFER has no reserved bits set.
+    pub fn validate(&self) -> Result<(), VirtError> {
+        const CR0_PE: u64 = 1;
+        const CR0_PG: u64 = 1 << 31;
+        const CR4_PAE: u64 = 1 << 5;
+        const EFER_LME: u64 = 1 << 8;
+        match self {
+            StartState::Protected32(regs) => {
+                let cr0 = u64::from(regs.cr0);
+                if cr0 & CR0_PG != 0 && cr0 & CR0_PE == 0 {
+                    return Err(VirtError::InvalidState("CR0.PG without CR0.PE"));
+                }
+                if regs.efer & EFER_LME != 0 {
+                    return Err(VirtError::InvalidState("EFER.LME in a 32-bit start state"));
+                }
+                check_guest_efer(regs.efer).map_err(|_| VirtError::InvalidState("reserved EFER bits"))
+            }
+            StartState::Long64(regs) => {
+                if regs.cr0 & (CR0_PG | CR0_PE) != CR0_PG | CR0_PE
+                    || regs.cr4 & CR4_PAE == 0
+                    || regs.efer & EFER_LME == 0
+                {
+                    return Err(VirtError::InvalidState("64-bit start needs CR0.PG/PE, CR4.PAE and EFER.LME"));
+                }
+                check_guest_efer(regs.efer).map_err(|_| VirtError::InvalidState("reserved EFER bits"))
+            }
+        }
+    }
+}
+
+/// EFER bits a guest may own: SCE, LME, LMA, NXE (APM vol. 2 §3.1.7); the rest are
+/// reserved, or the virtualization extension's, which the guest never sees.
+pub fn check_guest_efer(value: u64) -> Result<(), ReservedBitsSet> {
+    const GUEST_BITS: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11);
+    if value & !GUEST_BITS == 0 {
+        Ok(())
+    } else {
+        Err(ReservedBitsSet)
+    }
+}
+
 /// Why a backend could not do what was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VirtError {
@@ -265,5 +310,39 @@ impl Extension {
             Extension::AmdSvm => "AMD SVM with nested paging",
             Extension::IntelVmx => "Intel VMX with EPT",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pvh_entry_is_a_valid_flat_32_bit_state() {
+        let state = StartState::pvh_entry(0x10_0000, 0x20_0000);
+        assert_eq!(state.validate(), Ok(()));
+        let StartState::Protected32(regs) = state else { panic!("PVH starts in 32-bit mode") };
+        assert_eq!((regs.eip, regs.ebx, regs.cr0 & 0x8000_0001), (0x10_0000, 0x20_0000, 1));
+    }
+
+    #[test]
+    fn guest_supplied_start_states_are_checked() {
+        let paging_without_protection =
+            StartState::Protected32(VcpuHvmX86_32 { cr0: 0x8000_0000, ..VcpuHvmX86_32::default() });
+        assert!(paging_without_protection.validate().is_err());
+        let long_mode_in_32_bit = StartState::Protected32(VcpuHvmX86_32 { efer: 1 << 8, ..VcpuHvmX86_32::default() });
+        assert!(long_mode_in_32_bit.validate().is_err());
+        let long =
+            VcpuHvmX86_64 { cr0: 0x8000_0011, cr4: 1 << 5, efer: (1 << 8) | (1 << 10), ..VcpuHvmX86_64::default() };
+        assert_eq!(StartState::Long64(long).validate(), Ok(()));
+        assert!(StartState::Long64(VcpuHvmX86_64 { cr4: 0, ..long }).validate().is_err());
+        assert!(StartState::Long64(VcpuHvmX86_64 { efer: (1 << 8) | (1 << 12), ..long }).validate().is_err());
+    }
+
+    #[test]
+    fn efer_reserved_bits_are_refused() {
+        assert_eq!(check_guest_efer(0xd01), Ok(()));
+        assert_eq!(check_guest_efer(1 << 12), Err(ReservedBitsSet));
+        assert_eq!(check_guest_efer(1 << 63), Err(ReservedBitsSet));
     }
 }

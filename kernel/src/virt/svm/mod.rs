@@ -19,7 +19,10 @@
 
 pub mod vmcb;
 
-use super::{Exit, ExitReason, GuestGprs, GuestState, Injection, ReservedBitsSet, StartState, VirtError, VirtualCpu};
+use super::{
+    check_guest_efer, Exit, ExitReason, GuestGprs, GuestState, Injection, ReservedBitsSet, StartState, VirtError,
+    VirtualCpu,
+};
 use crate::arch::instructions::{cpuid, rdmsr, wrmsr};
 use crate::cpu::percpu::{self, MAX_CPUS};
 use crate::mm::{phys_to_virt, with_frames};
@@ -403,17 +406,12 @@ impl Drop for SvmVcpu {
 
 impl VirtualCpu for SvmVcpu {
     fn set_start_state(&mut self, state: &StartState) -> Result<(), VirtError> {
+        state.validate()?;
         self.write_controls();
         let vmcb = &mut self.vmcb;
         match state {
             StartState::Protected32(regs) => {
                 let cr0 = u64::from(regs.cr0);
-                if cr0 & 0x8000_0000 != 0 && cr0 & 1 == 0 {
-                    return Err(VirtError::InvalidState("CR0.PG without CR0.PE"));
-                }
-                if regs.efer & (1 << 8) != 0 {
-                    return Err(VirtError::InvalidState("EFER.LME in a 32-bit start state"));
-                }
                 let segment = |ar: u16| attributes_from_access_rights(ar);
                 vmcb.write_segment(CS, 0x08, segment(regs.cs_ar), regs.cs_limit, u64::from(regs.cs_base));
                 vmcb.write_segment(DS, 0x10, segment(regs.ds_ar), regs.ds_limit, u64::from(regs.ds_base));
@@ -442,10 +440,6 @@ impl VirtualCpu for SvmVcpu {
                 vmcb.write_u64(RAX, u64::from(regs.eax));
             }
             StartState::Long64(regs) => {
-                const PG_PE: u64 = 0x8000_0001;
-                if regs.cr0 & PG_PE != PG_PE || regs.cr4 & (1 << 5) == 0 || regs.efer & (1 << 8) == 0 {
-                    return Err(VirtError::InvalidState("64-bit start needs CR0.PG/PE, CR4.PAE and EFER.LME"));
-                }
                 vmcb.write_segment(CS, 0x08, 0xa9b, 0xffff_ffff, 0);
                 for data in [DS, ES, SS, FS, GS] {
                     vmcb.write_segment(data, 0x10, 0xc93, 0xffff_ffff, 0);
@@ -542,12 +536,7 @@ impl VirtualCpu for SvmVcpu {
     }
 
     fn set_guest_efer(&mut self, value: u64) -> Result<(), ReservedBitsSet> {
-        // SCE, LME, LMA, NXE are the bits a guest may own; everything else is reserved
-        // (or SVM's, which the guest never sees).
-        const ALLOWED: u64 = (1 << 0) | (1 << 8) | (1 << 10) | (1 << 11);
-        if value & !ALLOWED != 0 {
-            return Err(ReservedBitsSet);
-        }
+        check_guest_efer(value)?;
         let current = self.vmcb.read_u64(EFER);
         // LMA is the processor's: keep it, and let the hardware set it on paging enable.
         let lma = current & (1 << 10);
