@@ -1,9 +1,10 @@
 //! What machine to boot: emulator, firmware, boot medium, CPUs, memory, image.
 //!
 //! A test picks a whole machine with one value, [`MachineConfig`], whose
-//! [`Emulator`] variant selects the backend. QEMU (AMD SVM + NPT under TCG) is
-//! implemented; Bochs (Intel VMX + EPT) is the planned second variant — see
-//! `backend/mod.rs` and the README for where it plugs in.
+//! [`Emulator`] variant selects the backend: QEMU (AMD SVM + NPT under TCG) or Bochs
+//! (Intel VMX + EPT, Debian's build). A test that should run on either vendor's
+//! virtualization takes an [`EmulatorKind`] and builds its machine with
+//! [`MachineConfig::standard`].
 //!
 //! Paths: the workspace root is this crate's parent directory; the image defaults to
 //! `<workspace>/build/basalt.img` and the `BASALT_IMAGE` environment variable overrides
@@ -52,8 +53,15 @@ pub enum Emulator {
         /// Boot medium.
         medium: Medium,
     },
-    // Planned: `Bochs { cpu_model: &'static str, medium: Medium }` (Intel VMX + EPT,
-    // e.g. corei7_haswell_4770) — see backend/mod.rs.
+    /// Debian's `bochs` with an Intel CPU model that has VMX + EPT; always legacy BIOS
+    /// (Bochs's rombios from `bochsbios`, the VGA BIOS from `seabios`).
+    Bochs {
+        /// Bochs `cpu: model=` name, e.g. [`BOCHS_DEFAULT_CPU`] or `corei7_skylake_x`.
+        cpu_model: String,
+        /// Boot medium: [`Medium::Cdrom`] (read-only) or [`Medium::IdeDisk`] (volatile:
+        /// writes go to a journal in the work directory). No USB under Bochs.
+        medium: Medium,
+    },
 }
 
 impl Emulator {
@@ -61,6 +69,7 @@ impl Emulator {
     pub fn describe(&self) -> String {
         match self {
             Self::Qemu { firmware, medium } => format!("QEMU {} {medium:?}", firmware.shell_name()),
+            Self::Bochs { cpu_model, medium } => format!("Bochs {cpu_model} BIOS {medium:?}"),
         }
     }
 
@@ -68,6 +77,47 @@ impl Emulator {
     pub fn firmware(&self) -> Firmware {
         match self {
             Self::Qemu { firmware, .. } => *firmware,
+            Self::Bochs { .. } => Firmware::Bios,
+        }
+    }
+
+    /// Which emulator this is, without its machine choices.
+    pub fn kind(&self) -> EmulatorKind {
+        match self {
+            Self::Qemu { .. } => EmulatorKind::Qemu,
+            Self::Bochs { .. } => EmulatorKind::Bochs,
+        }
+    }
+}
+
+/// The one parameter a test takes to choose its emulator — and with it the CPU vendor's
+/// virtualization extensions the hypervisor runs guests with.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EmulatorKind {
+    /// QEMU TCG: AMD SVM with nested paging (NPT).
+    Qemu,
+    /// Bochs: Intel VMX with EPT (and unrestricted guest, VPID).
+    Bochs,
+}
+
+impl EmulatorKind {
+    /// Every emulator, for tests that loop over both.
+    pub const ALL: [Self; 2] = [Self::Qemu, Self::Bochs];
+
+    /// The features the shell's `info` must list under "Virtualization:" on this
+    /// emulator (the names the kernel prints).
+    pub fn virtualization_features(self) -> [&'static str; 2] {
+        match self {
+            Self::Qemu => ["SVM", "NPT"],
+            Self::Bochs => ["VMX", "EPT"],
+        }
+    }
+
+    /// Lower-case name for test and artifact names ("qemu", "bochs").
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Qemu => "qemu",
+            Self::Bochs => "bochs",
         }
     }
 }
@@ -75,22 +125,32 @@ impl Emulator {
 /// Default QEMU CPU model: has SVM and nested paging under TCG (plain `qemu64` has no NPT).
 pub const QEMU_DEFAULT_CPU: &str = "qemu64,+svm,+npt";
 
+/// Default Bochs CPU model: Haswell has VMX with EPT, unrestricted guest and VPID
+/// (Penryn lacks EPT, Lynnfield unrestricted guest; see /work/shared/docs/emulators.md).
+pub const BOCHS_DEFAULT_CPU: &str = "corei7_haswell_4770";
+
+/// How long a Bochs machine may take to reach the first prompt. Bochs interprets every
+/// instruction (~100 MIPS); BIOS + GRUB (3 s menu) + boot take ≈35 s on an idle 2-core
+/// host, and the boot tests may run QEMU beside it.
+pub const BOCHS_BOOT_TIMEOUT: Duration = Duration::from_secs(480);
+
 /// Everything needed to boot one machine.
 #[derive(Clone, Debug)]
 pub struct MachineConfig {
     /// Emulator and its machine choices.
     pub emulator: Emulator,
-    /// Number of CPUs (`-smp`).
+    /// Number of CPUs (QEMU `-smp`, Bochs `cpu: count=`).
     pub cpus: u32,
-    /// RAM in MiB (`-m`).
+    /// RAM in MiB (QEMU `-m`, Bochs `megs:`).
     pub memory_mib: u32,
     /// The bootable image; never modified (attached with snapshot=on or read-only).
     pub image: PathBuf,
-    /// CPU model string for QEMU's `-cpu`.
+    /// CPU model string for QEMU's `-cpu`. (Bochs takes its model from
+    /// [`Emulator::Bochs`]; [`MachineConfig::bochs`] copies it here for logs.)
     pub cpu_model: String,
     /// Whether a guest reset restarts the machine (needed by `reboot` tests). When false,
-    /// QEMU runs with `-no-reboot`, so a triple fault ends the run at once instead of
-    /// boot-looping until a timeout.
+    /// QEMU runs with `-no-reboot` and Bochs with `reset_on_triple_fault=0`, so a triple
+    /// fault ends the run at once instead of boot-looping until a timeout.
     pub allow_reset: bool,
     /// How long [`crate::Machine::expect_boot_prompt`] waits for the first prompt.
     pub boot_timeout: Duration,
@@ -99,7 +159,8 @@ pub struct MachineConfig {
     /// timeout.
     pub fatal_markers: Vec<String>,
     /// More emulator arguments, appended last (e.g. `-icount shift=0` for benchmarks
-    /// whose cycle counts must not depend on the host's load).
+    /// whose cycle counts must not depend on the host's load). For Bochs, each entry is
+    /// one more bochsrc line (e.g. `cpuid: ...` overrides).
     pub extra_args: Vec<String>,
 }
 
@@ -128,6 +189,53 @@ impl MachineConfig {
             fatal_markers: vec![PANIC_MARKER.to_owned(), EXCEPTION_MARKER.to_owned()],
             extra_args: Vec::new(),
         }
+    }
+
+    /// A Bochs machine: [`BOCHS_DEFAULT_CPU`] (Intel VMX + EPT), 2 CPUs, 512 MiB, BIOS,
+    /// the default image on `medium`, a [`BOCHS_BOOT_TIMEOUT`] boot timeout.
+    pub fn bochs(medium: Medium) -> Self {
+        Self {
+            emulator: Emulator::Bochs { cpu_model: BOCHS_DEFAULT_CPU.to_owned(), medium },
+            cpus: 2,
+            memory_mib: 512,
+            image: default_image(),
+            cpu_model: BOCHS_DEFAULT_CPU.to_owned(),
+            allow_reset: false,
+            boot_timeout: BOCHS_BOOT_TIMEOUT,
+            fatal_markers: vec![PANIC_MARKER.to_owned(), EXCEPTION_MARKER.to_owned()],
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The standard machine of `kind`, the one most tests use: QEMU BIOS + IDE disk or
+    /// Bochs + CD-ROM (Haswell), both with 2 CPUs and 512 MiB.
+    pub fn standard(kind: EmulatorKind) -> Self {
+        match kind {
+            EmulatorKind::Qemu => Self::qemu(Firmware::Bios, Medium::IdeDisk),
+            EmulatorKind::Bochs => Self::bochs(Medium::Cdrom),
+        }
+    }
+
+    /// Uses Bochs CPU model `model` (no effect on QEMU machines; set
+    /// [`MachineConfig::cpu_model`] there).
+    pub fn with_bochs_cpu(mut self, model: &str) -> Self {
+        if let Emulator::Bochs { cpu_model, .. } = &mut self.emulator {
+            model.clone_into(cpu_model);
+            model.clone_into(&mut self.cpu_model);
+        }
+        self
+    }
+
+    /// Sets the number of CPUs.
+    pub fn with_cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    /// Sets the memory size in MiB.
+    pub fn with_memory_mib(mut self, memory_mib: u32) -> Self {
+        self.memory_mib = memory_mib;
+        self
     }
 
     /// Boots `image` instead of the default image.

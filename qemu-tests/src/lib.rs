@@ -9,7 +9,7 @@
 //!
 //! Layout:
 //! - [`config`]: [`MachineConfig`] — one value chooses emulator, firmware, medium, size;
-//! - [`backend`]: per-emulator launchers behind one interface (QEMU now, Bochs later);
+//! - [`backend`]: per-emulator launchers behind one interface (QEMU: AMD SVM, Bochs: Intel VMX);
 //! - [`machine`]: [`Machine`] — boot, send, expect, run commands, screen dumps, exit;
 //! - [`transcript`], [`ansi`], [`pattern`]: serial capture, escape stripping, matching;
 //! - [`qmp`], [`ppm`], [`screen`]: QEMU control, screen dump images, text decoding;
@@ -33,7 +33,7 @@ pub mod report;
 pub mod screen;
 pub mod transcript;
 
-pub use config::{Emulator, Firmware, MachineConfig, Medium, EXCEPTION_MARKER, PANIC_MARKER};
+pub use config::{Emulator, EmulatorKind, Firmware, MachineConfig, Medium, EXCEPTION_MARKER, PANIC_MARKER};
 pub use error::{ensure, Error, Failures, Result};
 pub use machine::{Machine, COMMAND_TIMEOUT, PROMPT};
 pub use pattern::{Pattern, Regex};

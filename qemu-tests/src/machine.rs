@@ -10,7 +10,9 @@
 //! `<workspace>/build/qemu-tests/`:
 //! - `<test>.serial.log`: stripped transcript, then timestamped harness events;
 //! - `<test>.serial.raw.log`: the bytes exactly as received;
-//! - `<test>.qemu.stderr.log`: the emulator's own diagnostics;
+//! - `<test>.qemu.stderr.log`: the emulator's own diagnostics (for Bochs: its banner
+//!   and debugger output);
+//! - `<test>.bochs.log`: Bochs's log (VM-entry failures, panics), Bochs machines only;
 //! - `<test>.screen-N.ppm` / `.txt`: screen dumps and their decoded text.
 //!
 //! Every error produced here names the transcript paths and quotes the last
@@ -118,6 +120,16 @@ impl Machine {
             command_line: launched.command_line,
             screendumps: 0,
         })
+    }
+
+    /// [`Machine::boot`], then waits for the first prompt (up to the config's boot
+    /// timeout). Returns the machine and everything printed before the prompt. The one
+    /// call a test needs to get a shell on any emulator:
+    /// `Machine::boot_to_prompt(MachineConfig::standard(kind), name)`.
+    pub fn boot_to_prompt(config: MachineConfig, test_name: &str) -> Result<(Self, String)> {
+        let mut machine = Self::boot(config, test_name)?;
+        let boot_log = machine.expect_boot_prompt()?;
+        Ok((machine, boot_log))
     }
 
     /// The test name artifacts are saved under.
@@ -448,6 +460,8 @@ impl Machine {
         self.note(format!("FAILURE: {message}"));
         let (stripped_path, raw_path) = self.save_transcript();
         let tail = transcript::lock(&self.transcript).tail(TAIL_LINES);
+        let emulator_logs: String =
+            self.control.diagnostic_files().iter().map(|path| format!("\nemulator log: {}", path.display())).collect();
         Error::new(format!(
             "[{}] {message}\n--- last {TAIL_LINES} lines of serial output ({:.1} s after start) ---\n{tail}\n--- end of serial output ---\nfull transcript: {}\nraw transcript: {}\nemulator stderr: {}",
             self.name,
@@ -455,7 +469,7 @@ impl Machine {
             stripped_path.display(),
             raw_path.display(),
             artifacts_dir().join(format!("{}.qemu.stderr.log", self.name)).display(),
-        ))
+        ) + &emulator_logs)
     }
 
     /// `Ok(())` if `condition`, else a failed-check error (see [`Error::assertion`])

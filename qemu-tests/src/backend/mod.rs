@@ -6,21 +6,17 @@
 //! judging an exit status). [`crate::Machine`] is generic over backends and only ever
 //! talks to these types, so tests are written once for every emulator.
 //!
-//! Adding Bochs (Intel VMX + EPT): add `Emulator::Bochs { cpu_model, medium }` in
-//! config.rs and a `bochs.rs` here that
-//! - writes a bochsrc into the work directory (see /work/shared/docs/emulators.md: rfb
-//!   display with `timeout=0`, `com1: mode=socket-server` or a pipe for the serial line,
-//!   `ata0-master` disk/cdrom with the image, `cpu: model=corei7_haswell_4770, count=N`),
-//! - runs `bochs -q -f bochsrc -rc cont.rc` and connects the serial socket into
-//!   `serial_output` / `serial_input`,
-//! - implements `Control::clean_exit` as "Bochs always exits 1 on `Shutdown`: judge by
-//!   the serial log" and `Control::screendump` as "not supported" (or an RFB grab),
-//! - and is dispatched to from [`launch`].
+//! Backends: [`qemu`] (AMD SVM + NPT under TCG) and [`bochs`] (Intel VMX + EPT). Both
+//! boot the same image and carry COM1 as a byte stream — QEMU on its stdin/stdout,
+//! Bochs on a TCP socket — so everything above this module is emulator-neutral. A
+//! backend that cannot do something (Bochs: screen dumps) answers with an error that
+//! says "not supported".
 
+pub mod bochs;
 pub mod qemu;
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 
 use crate::config::{Emulator, MachineConfig};
@@ -37,6 +33,12 @@ pub trait Control: Send {
 
     /// Explains a non-clean exit status in words for error messages.
     fn explain_exit(&self, status: ExitStatus) -> String;
+
+    /// The emulator's own log files worth reading after a failure (Bochs: its log, which
+    /// explains failed VM entries), named in every failure message.
+    fn diagnostic_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// A started emulator.
@@ -59,5 +61,6 @@ pub struct Launched {
 pub fn launch(config: &MachineConfig, work_dir: &Path, stderr_log: &Path) -> Result<Launched> {
     match &config.emulator {
         Emulator::Qemu { firmware, medium } => qemu::launch(config, *firmware, *medium, work_dir, stderr_log),
+        Emulator::Bochs { cpu_model, medium } => bochs::launch(config, cpu_model, *medium, work_dir, stderr_log),
     }
 }
