@@ -54,9 +54,9 @@ impl System for Appliance {
             tsc_khz: time::tsc_khz(),
             features: identity.feature_list(),
             guests: if basalt_kernel::domain::virtualization_ready() {
-                basalt_kernel::virt::Extension::AmdSvm.name().to_string()
+                basalt_kernel::virt::extension().map_or("unknown", |extension| extension.name()).to_string()
             } else {
-                "cannot run guests: no usable AMD SVM with nested paging".to_string()
+                "cannot run guests: no usable AMD SVM with nested paging or Intel VMX with EPT".to_string()
             },
             firmware: machine().map_or("unknown", |m| m.firmware).to_string(),
             cmdline: machine().map(|m| m.command_line.clone()).unwrap_or_default(),

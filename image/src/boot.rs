@@ -10,7 +10,7 @@ use basalt_kernel::cpu::{self, identify::CpuIdentity, ioapic, lapic, percpu, pic
 use basalt_kernel::mm::frames::{find_free_range, FrameAllocator, PhysRange};
 use basalt_kernel::mm::{self, heap, paging, phys_to_virt};
 use basalt_kernel::symbols::SymbolTable;
-use basalt_kernel::virt::{svm, Extension};
+use basalt_kernel::virt::Extension;
 use basalt_kernel::{debug, error, info, warn};
 use multiboot2::{BootInformation, BootInformationHeader, FramebufferType, MemoryAreaType};
 
@@ -448,7 +448,7 @@ extern "C" fn ap_main(cpu_index: u64) -> ! {
     debug!("smp: CPU {cpu_index} (APIC id {}) online", lapic::id());
     if basalt_kernel::domain::virtualization_ready() {
         basalt_kernel::arch::fpu::enable_this_cpu();
-        if let Err(error) = svm::enable_this_cpu() {
+        if let Err(error) = basalt_kernel::virt::enable_this_cpu() {
             warn!("virt: CPU {cpu_index} cannot run guests: {error}");
         }
     }
@@ -464,28 +464,39 @@ fn set_up_virtualization(identity: &CpuIdentity, cpus: u32) {
     // Tables made on first use would otherwise be charged to the first domain.
     basalt_kernel::virt::decode::prepare();
     crate::domains::init();
-    let ready = if identity.svm && identity.npt {
-        basalt_kernel::arch::fpu::enable_this_cpu();
-        match svm::enable_this_cpu() {
-            Ok(()) => {
-                info!(
-                    "virt: {}{}",
-                    Extension::AmdSvm.name(),
-                    if identity.nrip_save { "" } else { " (no nRIP save: exits decode instructions)" }
-                );
-                true
-            }
-            Err(error) => {
-                warn!("virt: SVM unusable: {error}; guests cannot run");
-                false
+    // SVM on AMD, VMX on Intel; the vendor string decides when a CPU model claims
+    // both (emulators can).
+    let intel = identity.vendor == "GenuineIntel";
+    let choice = if identity.svm && identity.npt && !(intel && identity.vmx) {
+        Some(Extension::AmdSvm)
+    } else if identity.vmx {
+        Some(Extension::IntelVmx)
+    } else {
+        None
+    };
+    let ready = match choice {
+        Some(extension) => {
+            basalt_kernel::virt::set_extension(extension);
+            basalt_kernel::arch::fpu::enable_this_cpu();
+            match basalt_kernel::virt::enable_this_cpu() {
+                Ok(()) => {
+                    let detail = match extension {
+                        Extension::AmdSvm if !identity.nrip_save => " (no nRIP save: exits decode instructions)",
+                        _ => "",
+                    };
+                    info!("virt: {}{detail}", extension.name());
+                    true
+                }
+                Err(error) => {
+                    warn!("virt: {} unusable: {error}; guests cannot run", extension.name());
+                    false
+                }
             }
         }
-    } else if identity.vmx {
-        warn!("virt: Intel VMX found, but this build runs guests on AMD SVM only; guests cannot run");
-        false
-    } else {
-        warn!("virt: no hardware virtualization (SVM with nested paging); guests cannot run");
-        false
+        None => {
+            warn!("virt: no hardware virtualization (AMD SVM with nested paging, Intel VMX); guests cannot run");
+            false
+        }
     };
     basalt_kernel::domain::init(ready);
 }

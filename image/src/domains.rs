@@ -84,9 +84,9 @@ impl DomainHost for Host {
                 HostError::OutOfMemory { needed }
             }
             domain::DomainError::TableFull => HostError::NoFreeDomainId,
-            domain::DomainError::NoVirtualization => {
-                HostError::Failed("this machine cannot run guests: no usable AMD SVM with nested paging")
-            }
+            domain::DomainError::NoVirtualization => HostError::Failed(
+                "this machine cannot run guests: no usable AMD SVM with nested paging or Intel VMX with EPT",
+            ),
             _ => HostError::Failed("the hypervisor could not create the domain"),
         })
     }
@@ -175,7 +175,8 @@ fn dom0_summary() -> DomainSummary {
 impl DomainControl for Appliance {
     fn create(&mut self, config: &str, overrides: &[&str]) -> Result<CreatedDomain, String> {
         if !domain::virtualization_ready() {
-            return Err("this machine cannot run guests: no usable AMD SVM with nested paging".to_string());
+            return Err("this machine cannot run guests: no usable AMD SVM with nested paging or Intel VMX with EPT"
+                .to_string());
         }
         let started = time::uptime_ns();
         let created = with_manager(|manager| manager.create(&Modules, &mut Host, config, overrides))

@@ -261,11 +261,12 @@ impl Machine {
         // history entry the line editor drew and erased while handling earlier input).
         self.skip_pending_output();
         self.send_line(command)?;
-        self.expect(format!("{command}\n"), COMMAND_TIMEOUT)
-            .map_err(|error| error.context(format!("echo of command {command:?}")))?;
-        let output =
-            self.expect_prompt().map_err(|error| error.context(format!("prompt after command {command:?}")))?;
-        Ok(output.trim_end_matches('\n').to_owned())
+        let text = self.expect_prompt().map_err(|error| error.context(format!("prompt after command {command:?}")))?;
+        // Log lines may land inside the echo (see `after_echo`); they stay in the output.
+        match after_echo(&text, &format!("{command}\n")) {
+            Some(output) => Ok(output.trim_end_matches('\n').to_owned()),
+            None => Err(self.fail(format!("echo of command {command:?} not found before the prompt in:\n{text}"))),
+        }
     }
 
     /// Waits (up to `limit`) until the cursor-position query the line editor sends
@@ -541,5 +542,78 @@ mod tests {
         config.image = PathBuf::from("/nonexistent/basalt.img");
         let error = Machine::boot(config, "unit_missing_image").err().expect("boot must fail");
         assert!(error.message().contains("run `make image` first"), "{error}");
+    }
+}
+
+/// What follows the first echo of `echo` in `text`. The hypervisor prints its log lines
+/// (`[   12.345678] message\n`) on the serial line whenever they happen — from another
+/// CPU, or while a guest slice runs between keystrokes — so one may land in the middle
+/// of the echo; such lines are kept, in front of the text after the echo.
+pub fn after_echo(text: &str, echo: &str) -> Option<String> {
+    let (bytes, wanted) = (text.as_bytes(), echo.as_bytes());
+    for start in 0..bytes.len() {
+        let (mut position, mut matched) = (start, 0);
+        let mut interrupting = String::new();
+        while matched < wanted.len() && position < bytes.len() {
+            if matched > 0 && bytes[position] == b'[' {
+                if let Some(length) = text.get(position..).and_then(log_line_length) {
+                    interrupting.push_str(&text[position..position + length]);
+                    position += length;
+                    continue;
+                }
+            }
+            if bytes[position] != wanted[matched] {
+                break;
+            }
+            position += 1;
+            matched += 1;
+        }
+        if matched == wanted.len() {
+            return Some(interrupting + &String::from_utf8_lossy(&bytes[position..]));
+        }
+    }
+    None
+}
+
+/// The length of the log line `text` starts with (through its newline), if it is one:
+/// `[`, spaces, digits, `.`, digits, `] `, anything, `\n`.
+fn log_line_length(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut index = 1;
+    while bytes.get(index) == Some(&b' ') {
+        index += 1;
+    }
+    let digits_start = index;
+    while bytes.get(index).is_some_and(u8::is_ascii_digit) {
+        index += 1;
+    }
+    if index == digits_start || bytes.get(index) != Some(&b'.') {
+        return None;
+    }
+    index += 1;
+    let fraction_start = index;
+    while bytes.get(index).is_some_and(u8::is_ascii_digit) {
+        index += 1;
+    }
+    if index == fraction_start || !text[index..].starts_with("] ") {
+        return None;
+    }
+    let end = text[index..].find('\n')?;
+    Some(index + end + 1)
+}
+
+#[cfg(test)]
+mod log_line_tests {
+    use super::after_echo;
+
+    #[test]
+    fn the_echo_is_found_around_log_lines_which_stay_in_the_output() {
+        let text = "reboot[    0.691031] domain 3 (r1): first output\n r1\nout\n";
+        assert_eq!(
+            after_echo(text, "reboot r1\n").as_deref(),
+            Some("[    0.691031] domain 3 (r1): first output\nout\n")
+        );
+        assert_eq!(after_echo("junk list\nrows\n", "list\n").as_deref(), Some("rows\n"));
+        assert_eq!(after_echo("lis\n", "list\n"), None);
     }
 }

@@ -73,7 +73,7 @@ fn fire_timers(now: u64) {
 /// runnable (the caller may halt until the next interrupt).
 pub fn run_once() -> bool {
     let cpu = crate::cpu::percpu::current_index();
-    if !crate::virt::svm::is_enabled_on(cpu) {
+    if !crate::virt::is_enabled_on(cpu) {
         return false;
     }
     let now = time::uptime_ns();
@@ -141,6 +141,7 @@ fn run_slice(domain: &Domain, vcpu: &Vcpu, deadline_ns: u64) -> AfterRun {
     run.fpu.load();
     run.breakpoints.load();
     let outcome = run_exits(domain, vcpu, &mut run, deadline_ns);
+    run.backend.end_slice();
     run.breakpoints.save();
     run.fpu.save();
     outcome

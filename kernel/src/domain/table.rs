@@ -5,8 +5,7 @@ use super::console::ConsoleHistory;
 use super::memory::{GuestMemory, GuestMemoryError};
 use super::{LifecycleEvent, StopReason};
 use crate::sched::{CpuSet, DomainParams, VcpuKey};
-use crate::virt::nested_paging::NPT_FORMAT;
-use crate::virt::{svm, GuestGprs, StartState, VirtualCpu};
+use crate::virt::{GuestGprs, StartState, VirtualCpu};
 use crate::xen::msr::GuestMsrState;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -61,9 +60,9 @@ impl core::fmt::Display for DomainError {
                 write!(formatter, "guest-physical {gpa:#x}+{length:#x} is outside the domain's memory")
             }
             DomainError::InvalidState(why) => formatter.write_str(why),
-            DomainError::NoVirtualization => {
-                formatter.write_str("this machine cannot run guests: no usable AMD SVM with nested paging")
-            }
+            DomainError::NoVirtualization => formatter.write_str(
+                "this machine cannot run guests: no usable AMD SVM with nested paging or Intel VMX with EPT",
+            ),
         }
     }
 }
@@ -228,15 +227,15 @@ pub fn create(spec: &DomainSpec) -> Result<u16, DomainError> {
             return Err(DomainError::TableFull);
         }
     }
-    let memory = GuestMemory::build(&spec.ranges, NPT_FORMAT).map_err(DomainError::Memory)?;
+    let memory = GuestMemory::build(&spec.ranges, crate::virt::nested_format()).map_err(DomainError::Memory)?;
     let root = memory.nested_root();
     let mut vcpus = Vec::with_capacity(spec.vcpus as usize);
     for id in 0..spec.vcpus {
-        let backend = svm::SvmVcpu::new(root).map_err(|error| DomainError::Virtualization(error.to_string()))?;
+        let backend = crate::virt::new_vcpu(root).map_err(|error| DomainError::Virtualization(error.to_string()))?;
         vcpus.push(Vcpu {
             id,
             run: Mutex::new(VcpuRun {
-                backend: Box::new(backend),
+                backend,
                 gprs: GuestGprs::default(),
                 msrs: GuestMsrState::new(
                     id,

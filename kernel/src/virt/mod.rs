@@ -21,6 +21,8 @@ pub mod nested_paging;
 pub mod exit;
 #[cfg(target_os = "none")]
 pub mod svm;
+#[cfg(target_os = "none")]
+pub mod vmx;
 
 use basalt_xen_abi::vcpu::{VcpuHvmX86_32, VcpuHvmX86_64};
 
@@ -290,6 +292,9 @@ pub trait VirtualCpu: Send {
     fn flush_guest_tlb(&mut self);
     /// Extra facts about the last exit, for the crash line (vendor code, qualifiers).
     fn exit_detail(&self) -> (u64, u64, u64);
+    /// The time slice ends: afterwards the vCPU may run on another CPU (VMX writes its
+    /// VMCS back and saves the MSRs it switches by hand; SVM has nothing to do).
+    fn end_slice(&mut self) {}
 }
 
 /// A control-register or MSR write set bits the architecture reserves (the guest gets
@@ -302,6 +307,57 @@ pub struct ReservedBitsSet;
 pub enum Extension {
     AmdSvm,
     IntelVmx,
+}
+
+static EXTENSION: spin::Once<Extension> = spin::Once::new();
+
+/// Records the extension this machine runs guests with (once, at boot).
+pub fn set_extension(extension: Extension) {
+    EXTENSION.call_once(|| extension);
+}
+
+/// The extension guests run with, if any.
+pub fn extension() -> Option<Extension> {
+    EXTENSION.get().copied()
+}
+
+/// Turns the chosen extension on for the calling CPU.
+#[cfg(target_os = "none")]
+pub fn enable_this_cpu() -> Result<(), VirtError> {
+    match extension() {
+        Some(Extension::AmdSvm) => svm::enable_this_cpu(),
+        Some(Extension::IntelVmx) => vmx::enable_this_cpu(),
+        None => Err(VirtError::Unsupported("hardware virtualization")),
+    }
+}
+
+/// True once the chosen extension is on for CPU `index`.
+#[cfg(target_os = "none")]
+pub fn is_enabled_on(index: u32) -> bool {
+    match extension() {
+        Some(Extension::AmdSvm) => svm::is_enabled_on(index),
+        Some(Extension::IntelVmx) => vmx::is_enabled_on(index),
+        None => false,
+    }
+}
+
+/// A vCPU of the chosen extension over the nested page table at `root`, and that
+/// table's entry format.
+#[cfg(target_os = "none")]
+pub fn new_vcpu(root: u64) -> Result<alloc::boxed::Box<dyn VirtualCpu>, VirtError> {
+    match extension() {
+        Some(Extension::AmdSvm) => Ok(alloc::boxed::Box::new(svm::SvmVcpu::new(root)?)),
+        Some(Extension::IntelVmx) => Ok(alloc::boxed::Box::new(vmx::VmxVcpu::new(root)?)),
+        None => Err(VirtError::Unsupported("hardware virtualization")),
+    }
+}
+
+/// The nested page table format of the chosen extension.
+pub fn nested_format() -> nested_paging::EntryFormat {
+    match extension() {
+        Some(Extension::IntelVmx) => nested_paging::EPT_FORMAT,
+        _ => nested_paging::NPT_FORMAT,
+    }
 }
 
 impl Extension {
