@@ -20,7 +20,7 @@ CARGO        ?= cargo
 
 # Debian packages: building the image, and emulating machines to test it.
 IMAGE_PACKAGES := grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils
-EMULATOR_PACKAGES := qemu-system-x86 ovmf
+EMULATOR_PACKAGES := qemu-system-x86 ovmf bochs bochsbios seabios
 
 # QEMU for `make run`: AMD SVM + nested paging under TCG (no KVM here), two CPUs.
 QEMU_RUN_FLAGS ?= -accel tcg -cpu qemu64,+svm,+npt -smp 2 -m 1024 -machine pc \
@@ -133,9 +133,9 @@ unit-test: guest-kernel
 	$(CARGO) test -p qemu-tests --lib --bins
 
 # Emulator tests: boot build/basalt.img (and build/basalt-test.img, for the guest
-# tests) and drive the serial shell.
+# tests) and drive the serial shell — QEMU TCG for AMD SVM, Bochs for Intel VMX.
 qemu-test: emulator-deps image test-image
-	$(CARGO) test -p qemu-tests --release --test boot --test guests
+	$(CARGO) test -p qemu-tests --release --test boot --test guests --test bochs
 
 test: deps unit-test qemu-test
 

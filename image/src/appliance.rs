@@ -125,6 +125,9 @@ impl SerialLine for Com1 {
     fn read_byte(&mut self, timeout_ms: u32) -> Option<u8> {
         let deadline = time::uptime_ns().saturating_add(u64::from(timeout_ms) * 1_000_000);
         loop {
+            // The line editor waits for a key, so its output is complete: show the log
+            // lines recorded meanwhile (on any CPU) now.
+            console::flush_serial();
             if let Some(byte) = serial::read_byte() {
                 return Some(byte);
             }
@@ -158,5 +161,7 @@ pub fn run_shell() -> ! {
             instructions::halt_forever();
         }
     };
+    // From here on the shell owns COM1: log lines wait for its safe points.
+    console::defer_serial();
     Shell::new(registry).run(&mut Appliance, &mut Com1)
 }

@@ -442,6 +442,7 @@ fn attach(id: u16) -> Result<(), String> {
             serial::write_bytes(format!("\r\n[domain {id} is gone]\r\n").as_bytes());
             return Ok(());
         };
+        basalt_kernel::console::flush_serial();
         let (output, _) = guest.console.lock().read_since(offset);
         if !output.is_empty() {
             offset += output.len() as u64;

@@ -19,7 +19,7 @@ mod log;
 pub mod serial;
 
 #[cfg(target_os = "none")]
-pub use log::{configure, dmesg, log, LOG_RING_BYTES};
+pub use log::{configure, defer_serial, dmesg, flush_serial, log, LOG_RING_BYTES};
 
 /// A fixed-capacity string for formatting without the heap (log lines are formatted
 /// before the heap exists and inside interrupt handlers).

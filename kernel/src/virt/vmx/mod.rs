@@ -42,6 +42,7 @@ const IA32_VMX_PINBASED_CTLS: u32 = 0x481;
 const IA32_VMX_PROCBASED_CTLS: u32 = 0x482;
 const IA32_VMX_EXIT_CTLS: u32 = 0x483;
 const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
+const IA32_VMX_MISC: u32 = 0x485;
 const IA32_VMX_CR0_FIXED0: u32 = 0x486;
 const IA32_VMX_CR0_FIXED1: u32 = 0x487;
 const IA32_VMX_CR4_FIXED0: u32 = 0x488;
@@ -98,6 +99,9 @@ struct Controls {
     cr4_fixed0: u64,
     cr4_fixed1: u64,
     vpid: bool,
+    /// The VMX-preemption timer counts down at the TSC rate shifted right by this
+    /// (IA32_VMX_MISC bits 4:0); `None` if the CPU has no preemption timer.
+    preemption_timer_shift: Option<u32>,
     invept_single: bool,
     invvpid_single: bool,
 }
@@ -153,9 +157,17 @@ fn compute_controls() -> Result<Controls, VirtError> {
     if ept_caps & ept_needed != ept_needed {
         return Err(VirtError::Unsupported("EPT with 4-level walks, write-back memory and 2 MiB pages"));
     }
+    // The preemption timer bounds every guest run even where an external interrupt fails
+    // to cause an exit while the guest has interrupts off (seen under Bochs): a spinning
+    // guest still leaves the CPU at the end of its slice.
+    let preemption_timer = (rdmsr(pin_msr) >> 32) as u32 & PIN_ACTIVATE_PREEMPTION_TIMER != 0;
+    let pin_wanted = PIN_EXTERNAL_INTERRUPT_EXITING
+        | PIN_NMI_EXITING
+        | if preemption_timer { PIN_ACTIVATE_PREEMPTION_TIMER } else { 0 };
     Ok(Controls {
         revision: (basic & 0x7fff_ffff) as u32,
-        pin: adjust(pin_msr, PIN_EXTERNAL_INTERRUPT_EXITING | PIN_NMI_EXITING, "VMX pin-based controls")?,
+        pin: adjust(pin_msr, pin_wanted, "VMX pin-based controls")?,
+        preemption_timer_shift: preemption_timer.then(|| (rdmsr(IA32_VMX_MISC) & 0x1f) as u32),
         primary,
         secondary,
         exit: adjust(
@@ -704,7 +716,9 @@ impl VmxVcpu {
                         (ExitReason::Exception { vector: info as u8, error_code }, None)
                     }
                 }
-                EXIT_EXTERNAL_INTERRUPT | EXIT_INIT | EXIT_SIPI => (ExitReason::ExternalInterrupt, None),
+                EXIT_EXTERNAL_INTERRUPT | EXIT_INIT | EXIT_SIPI | EXIT_PREEMPTION_TIMER => {
+                    (ExitReason::ExternalInterrupt, None)
+                }
                 EXIT_TRIPLE_FAULT => (ExitReason::TripleFault, None),
                 EXIT_CPUID => (ExitReason::Cpuid, instruction),
                 EXIT_HLT => (ExitReason::Hlt, instruction),
@@ -813,6 +827,13 @@ impl VirtualCpu for VmxVcpu {
                 return self.fail(error);
             }
             self.load_syscall_msrs();
+            if let Some(shift) = controls().preemption_timer_shift {
+                // One time slice (10 ms) of TSC ticks, scaled to the timer's rate.
+                let ticks = (crate::cpu::time::tsc_khz() * 10) >> shift;
+                if vmwrite(GUEST_VMX_PREEMPTION_TIMER, ticks.clamp(1, u64::from(u32::MAX))).is_err() {
+                    return self.fail(VmInstructionError::Invalid);
+                }
+            }
             let (info, error_code) = self.pending_injection.take().unwrap_or((0, 0));
             if vmwrite(ENTRY_INTERRUPTION_INFO, u64::from(info)).is_err()
                 || vmwrite(ENTRY_EXCEPTION_ERROR_CODE, u64::from(error_code)).is_err()

@@ -75,6 +75,7 @@ pub const GUEST_TR_ACCESS_RIGHTS: u64 = 0x4822;
 pub const GUEST_INTERRUPTIBILITY: u64 = 0x4824;
 pub const GUEST_ACTIVITY_STATE: u64 = 0x4826;
 pub const GUEST_SYSENTER_CS: u64 = 0x482a;
+pub const GUEST_VMX_PREEMPTION_TIMER: u64 = 0x482e;
 pub const HOST_SYSENTER_CS: u64 = 0x4c00;
 // Natural-width fields.
 pub const CR0_GUEST_HOST_MASK: u64 = 0x6000;
@@ -118,6 +119,7 @@ pub const HOST_RIP: u64 = 0x6c16;
 /// Pin-based controls.
 pub const PIN_EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
 pub const PIN_NMI_EXITING: u32 = 1 << 3;
+pub const PIN_ACTIVATE_PREEMPTION_TIMER: u32 = 1 << 6;
 /// Primary processor-based controls.
 pub const PROC_HLT_EXITING: u32 = 1 << 7;
 pub const PROC_MWAIT_EXITING: u32 = 1 << 10;
@@ -172,6 +174,7 @@ pub const EXIT_INVVPID: u32 = 53;
 pub const EXIT_WBINVD: u32 = 54;
 pub const EXIT_XSETBV: u32 = 55;
 pub const EXIT_VMFUNC: u32 = 59;
+pub const EXIT_PREEMPTION_TIMER: u32 = 52;
 
 /// A VMX instruction failed: VMfailInvalid (no current VMCS) or VMfailValid with the
 /// VM-instruction error number (SDM vol. 3 §31.4, table 31-1).
