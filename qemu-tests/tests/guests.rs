@@ -32,7 +32,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use qemu_tests::{Error, Failures, Firmware, Machine, MachineConfig, Medium, Pattern, Result, COMMAND_TIMEOUT, PROMPT};
+use qemu_tests::{
+    EmulatorKind, Error, Failures, Firmware, Machine, MachineConfig, Medium, Pattern, Result, COMMAND_TIMEOUT, PROMPT,
+};
 
 /// Ctrl-]: ends `console`.
 const CONSOLE_ESCAPE: &[u8] = b"\x1d";
@@ -52,9 +54,13 @@ fn test_image() -> PathBuf {
     }
 }
 
-/// Boots the test image on a 2-CPU, 1 GiB BIOS machine and waits for the prompt.
-fn boot(name: &str) -> Result<Machine> {
-    let mut config = MachineConfig::qemu(Firmware::Bios, Medium::IdeDisk);
+/// Boots the test image on a 2-CPU, 1 GiB BIOS machine of `kind` (QEMU: AMD SVM;
+/// Bochs: Intel VMX) and waits for the prompt.
+fn boot(kind: EmulatorKind, name: &str) -> Result<Machine> {
+    let mut config = match kind {
+        EmulatorKind::Qemu => MachineConfig::qemu(Firmware::Bios, Medium::IdeDisk),
+        EmulatorKind::Bochs => MachineConfig::standard(EmulatorKind::Bochs),
+    };
     config.image = test_image();
     config.memory_mib = 1024;
     if !config.image.is_file() {
@@ -63,15 +69,18 @@ fn boot(name: &str) -> Result<Machine> {
             config.image.display()
         )));
     }
-    let mut machine = Machine::boot(config, name)?;
-    machine.expect_boot_prompt()?;
+    let (machine, _) = Machine::boot_to_prompt(config, name)?;
     eprintln!("[{name}] first prompt after {:.1} s", machine.elapsed().as_secs_f64());
     Ok(machine)
 }
 
-/// Runs `checks` on a fresh boot and reports every failed check at the end.
-fn run_guest_test(name: &str, checks: impl FnOnce(&mut Machine, &mut Failures) -> Result<()>) -> Result<()> {
-    let mut machine = boot(name)?;
+/// Runs `checks` on a fresh boot of `kind` and reports every failed check at the end.
+fn run_guest_test(
+    kind: EmulatorKind,
+    name: &str,
+    checks: impl FnOnce(&mut Machine, &mut Failures) -> Result<()>,
+) -> Result<()> {
+    let mut machine = boot(kind, name)?;
     let mut failures = Failures::new();
     let outcome = checks(&mut machine, &mut failures);
     eprintln!(
@@ -506,7 +515,17 @@ fn check_fpu_isolation(machine: &mut Machine, failures: &mut Failures) -> Result
 
 #[test]
 fn domains_and_memory() -> Result<()> {
-    run_guest_test("domains_and_memory", |machine, failures| {
+    domains_and_memory_on(EmulatorKind::Qemu, "domains_and_memory")
+}
+
+/// The same on Intel VMX with EPT (Bochs, Haswell model).
+#[test]
+fn bochs_domains_and_memory() -> Result<()> {
+    domains_and_memory_on(EmulatorKind::Bochs, "bochs_domains_and_memory")
+}
+
+fn domains_and_memory_on(kind: EmulatorKind, name: &str) -> Result<()> {
+    run_guest_test(kind, name, |machine, failures| {
         let (initial, initial_output) = free_bytes(machine)?;
         let (hello, demo) = check_two_domains(machine, failures)?;
         let smp = check_smp(machine, failures)?;
@@ -595,7 +614,17 @@ fn progress_counts(text: &str) -> Vec<(u64, u64)> {
 
 #[test]
 fn hostile_guests() -> Result<()> {
-    run_guest_test("hostile_guests", |machine, failures| {
+    hostile_guests_on(EmulatorKind::Qemu, "hostile_guests")
+}
+
+/// The same on Intel VMX with EPT (Bochs, Haswell model).
+#[test]
+fn bochs_hostile_guests() -> Result<()> {
+    hostile_guests_on(EmulatorKind::Bochs, "bochs_hostile_guests")
+}
+
+fn hostile_guests_on(kind: EmulatorKind, name: &str) -> Result<()> {
+    run_guest_test(kind, name, |machine, failures| {
         // The first domain of a boot leaves a one-time allocation behind, which
         // `domains_and_memory` checks for; this test's baseline is taken after one
         // hello has come and gone, and covers everything from demo's creation on.
@@ -844,7 +873,7 @@ fn check_errors(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
 
 #[test]
 fn lifecycle() -> Result<()> {
-    run_guest_test("lifecycle", |machine, failures| {
+    run_guest_test(EmulatorKind::Qemu, "lifecycle", |machine, failures| {
         check_poweroff_destroys(machine, failures)?;
         let d2 = check_overrides(machine, failures)?;
         check_pause(machine, d2, failures)?;
