@@ -888,3 +888,33 @@ fn lifecycle() -> Result<()> {
         machine.expect(PROMPT, COMMAND_TIMEOUT).map(drop)
     })
 }
+
+// --- no virtualization ---------------------------------------------------------------
+
+/// A CPU with neither SVM nor VMX (QEMU's `qemu64` without SVM) still boots to the
+/// shell; `info` says guests cannot run, and `create` says so in one line and leaves
+/// memory as it was.
+#[test]
+fn without_virtualization() -> Result<()> {
+    let mut config = MachineConfig::qemu(Firmware::Bios, Medium::IdeDisk);
+    config.image = test_image();
+    config.cpu_model = "qemu64,-svm".to_owned();
+    let (mut machine, _) = Machine::boot_to_prompt(config, "without_virtualization")?;
+    let mut failures = Failures::new();
+    let outcome = (|| {
+        let info = machine.run_command("info")?;
+        failures.soft(machine.check(info.contains("Guests: cannot run guests"), || {
+            format!("`info` should say guests cannot run here:\n{info}")
+        }))?;
+        let (before, before_output) = free_bytes(&mut machine)?;
+        check_error(&mut machine, "create hello", &["cannot run guests"], &mut failures)?;
+        check_free(&mut machine, (before, &before_output), "after a refused create", &mut failures)?;
+        let (rows, table) = list(&mut machine)?;
+        failures.soft(machine.check(rows.len() == 1, || format!("only Domain-0 should exist:\n{table}")))?;
+        check_version(&mut machine, &mut failures)
+    })();
+    match outcome {
+        Ok(()) => failures.finish(),
+        Err(error) => Err(failures.with_fatal(error)),
+    }
+}

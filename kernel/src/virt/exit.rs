@@ -240,10 +240,7 @@ pub fn handle_exit(
             backend.inject(Injection::Exception { vector, error_code });
             Disposition::Continue
         }
-        ExitReason::EntryFailed => {
-            let (code, info1, info2) = backend.exit_detail();
-            crash(&state, &format!("the CPU refused the guest state (exit {code:#x}, {info1:#x}, {info2:#x})"))
-        }
+        ExitReason::EntryFailed => crash(&state, &format!("the CPU refused the guest: {}", backend.entry_failure())),
         ExitReason::Unhandled => {
             let (code, info1, info2) = backend.exit_detail();
             crash(&state, &format!("unhandled exit {code:#x} ({info1:#x}, {info2:#x})"))

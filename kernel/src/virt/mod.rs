@@ -292,6 +292,11 @@ pub trait VirtualCpu: Send {
     fn flush_guest_tlb(&mut self);
     /// Extra facts about the last exit, for the crash line (vendor code, qualifiers).
     fn exit_detail(&self) -> (u64, u64, u64);
+    /// Why the last entry failed, in the vendor's terms, for the crash line.
+    fn entry_failure(&self) -> alloc::string::String {
+        let (code, info1, info2) = self.exit_detail();
+        alloc::format!("exit {code:#x} ({info1:#x}, {info2:#x})")
+    }
     /// The time slice ends: afterwards the vCPU may run on another CPU (VMX writes its
     /// VMCS back and saves the MSRs it switches by hand; SVM has nothing to do).
     fn end_slice(&mut self) {}

@@ -930,6 +930,16 @@ impl VirtualCpu for VmxVcpu {
         self.last_exit
     }
 
+    fn entry_failure(&self) -> alloc::string::String {
+        match self.last_exit {
+            (u64::MAX, u64::MAX, _) => alloc::string::String::from("VMLAUNCH/VMRESUME failed: VMfailInvalid"),
+            (u64::MAX, number, _) => alloc::format!("VMLAUNCH/VMRESUME failed: VM-instruction error {number}"),
+            (reason, qualification, _) => {
+                alloc::format!("VM-entry failure, exit reason {:#x}, qualification {qualification:#x}", reason & 0xffff)
+            }
+        }
+    }
+
     fn end_slice(&mut self) {
         if self.syscall_msrs_loaded {
             for (value, msr) in self.syscall_msrs.iter_mut().zip(SYSCALL_MSRS) {
