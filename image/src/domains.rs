@@ -421,7 +421,8 @@ fn attach(id: u16) -> Result<(), String> {
     let mut previous = 0u8;
     write_guest_output(&history, &mut previous);
     let mut offset = guest.console.lock().written();
-    drop(guest);
+    // Held for the whole attachment: when the domain ends (its own poweroff, destroyed
+    // by its on_poweroff action meanwhile) its last output is still here to show.
     let mut late_answer = LateAnswerFilter::new(time::uptime_ns());
     let mut forward = |bytes: &[u8]| {
         // A domain that went away is noticed below.
@@ -438,10 +439,7 @@ fn attach(id: u16) -> Result<(), String> {
             late_answer.feed(byte, time::uptime_ns(), &mut forward);
         }
         late_answer.expire(time::uptime_ns(), &mut forward);
-        let Some(guest) = domain::get(id) else {
-            serial::write_bytes(format!("\r\n[domain {id} is gone]\r\n").as_bytes());
-            return Ok(());
-        };
+        let gone = domain::get(id).is_none();
         basalt_kernel::console::flush_serial();
         let (output, _) = guest.console.lock().read_since(offset);
         if !output.is_empty() {
@@ -449,7 +447,10 @@ fn attach(id: u16) -> Result<(), String> {
             write_guest_output(&output, &mut previous);
             did_something = true;
         }
-        drop(guest);
+        if gone {
+            serial::write_bytes(format!("\r\n[domain {id} is gone]\r\n").as_bytes());
+            return Ok(());
+        }
         if !idle_work() && !did_something {
             basalt_kernel::arch::instructions::enable_interrupts_and_halt();
         }

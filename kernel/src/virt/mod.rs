@@ -13,6 +13,31 @@
 //! maybe [`VirtualCpu::advance_rip`] / [`VirtualCpu::inject`] → `run` again. A vCPU
 //! runs on one physical CPU at a time; moving it between CPUs is allowed between runs
 //! (the backend re-validates its TLB tag then).
+/// Assembly loading every [`GuestGprs`] register but RAX (and RSP) from the structure
+/// RAX points at: the one place the world-switch code of both backends spells out the
+/// structure's layout.
+#[cfg(target_os = "none")]
+macro_rules! load_guest_gprs_from_rax {
+    () => {
+        "mov rcx, [rax + 8]\n mov rdx, [rax + 16]\n mov rbx, [rax + 24]\n mov rbp, [rax + 40]\n \
+         mov rsi, [rax + 48]\n mov rdi, [rax + 56]\n mov r8, [rax + 64]\n mov r9, [rax + 72]\n \
+         mov r10, [rax + 80]\n mov r11, [rax + 88]\n mov r12, [rax + 96]\n mov r13, [rax + 104]\n \
+         mov r14, [rax + 112]\n mov r15, [rax + 120]"
+    };
+}
+
+/// Assembly storing every [`GuestGprs`] register but RAX (and RSP) into the structure
+/// RAX points at.
+#[cfg(target_os = "none")]
+macro_rules! store_guest_gprs_to_rax {
+    () => {
+        "mov [rax + 8], rcx\n mov [rax + 16], rdx\n mov [rax + 24], rbx\n mov [rax + 40], rbp\n \
+         mov [rax + 48], rsi\n mov [rax + 56], rdi\n mov [rax + 64], r8\n mov [rax + 72], r9\n \
+         mov [rax + 80], r10\n mov [rax + 88], r11\n mov [rax + 96], r12\n mov [rax + 104], r13\n \
+         mov [rax + 112], r14\n mov [rax + 120], r15"
+    };
+}
+
 pub mod decode;
 pub mod guest_paging;
 pub mod nested_paging;
