@@ -220,9 +220,18 @@ fn connect(child: &mut Child, port: u16, log: &Path, stderr_log: &Path) -> Resul
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
         if let Ok(stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
-            // Keystrokes should not wait for Nagle's algorithm.
-            let _ = stream.set_nodelay(true);
-            return Ok(stream);
+            // The port comes from the ephemeral range, so before Bochs listens a connect
+            // can pick that very port as its source and connect to itself (TCP
+            // simultaneous open); such a stream is no serial line: drop it and retry.
+            let connected_to_itself = stream.local_addr().ok() == stream.peer_addr().ok();
+            if !connected_to_itself {
+                // Keystrokes should not wait for Nagle's algorithm.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            drop(stream);
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
         }
         if let Ok(Some(status)) = child.try_wait() {
             // Bochs reports bochsrc errors on stderr: the `log:` line is not read yet.
