@@ -5,10 +5,11 @@
 //!   never waits for a VNC client (it takes the next free port from 5900).
 //! - Its internal debugger is compiled in, so Bochs stops before the first instruction
 //!   unless a debugger script says `c`: we run `bochs -q -f bochsrc -rc cont.rc`.
-//! - `com1: mode=socket-server` makes Bochs listen on a TCP port and wait (during
-//!   device initialisation, before the CPU runs) until one client connects; the
-//!   connection then carries COM1 both ways, raw. We pick the port by binding port 0
-//!   and releasing it, and connect with retries while Bochs starts.
+//! - `com1: mode=socket-client` makes Bochs connect to a TCP port during device
+//!   initialisation, before the CPU runs; the connection then carries COM1 both ways,
+//!   raw. The harness listens first (on a port of its own, bound before Bochs starts,
+//!   so no other process can take it and no connect can race Bochs's start-up) and
+//!   accepts Bochs's connection.
 //! - ACPI S5 works: Bochs's PM device answers SLP_EN with the panic "ACPI control: soft
 //!   power off", which with `panic: action=fatal` ends the process with status 1. The
 //!   `Shutdown` string on port 0x8900 (the kernel's fallback) ends it the same way,
@@ -27,7 +28,7 @@
 //! output) go to the `.qemu.stderr.log` the harness names for every emulator.
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -127,7 +128,7 @@ pub fn bochsrc(
         ),
         drive,
         format!("boot: {boot}"),
-        format!("com1: enabled=1, mode=socket-server, dev=127.0.0.1:{serial_port}"),
+        format!("com1: enabled=1, mode=socket-client, dev=127.0.0.1:{serial_port}"),
         format!("log: {log}"),
         "panic: action=fatal".to_owned(),
         "clock: sync=none, time0=local".to_owned(),
@@ -139,11 +140,12 @@ pub fn bochsrc(
     Ok(lines.join("\n") + "\n")
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> Result<u16> {
+/// The listener Bochs's COM1 connects to, on a free port of 127.0.0.1.
+fn serial_listener() -> Result<TcpListener> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|error| Error::new(format!("cannot find a free TCP port for Bochs's COM1: {error}")))?;
-    Ok(listener.local_addr()?.port())
+        .map_err(|error| Error::new(format!("cannot listen on a TCP port for Bochs's COM1: {error}")))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 /// Starts Bochs for `config`.
@@ -160,14 +162,15 @@ pub fn launch(
         }
     }
     let log = log_path(stderr_log);
-    let port = free_port()?;
+    let listener = serial_listener()?;
+    let port = listener.local_addr()?.port();
     let rc_path = work_dir.join(BOCHSRC);
     let script_path = work_dir.join(CONTINUE_SCRIPT);
     let rc_text = bochsrc(config, cpu_model, medium, work_dir, port, &log)?;
     std::fs::write(&rc_path, &rc_text)
         .map_err(|error| Error::new(format!("writing {}: {error}", rc_path.display())))?;
-    // A copy beside the log, for rerunning the machine by hand (COM1 waits for a client:
-    // `nc 127.0.0.1 PORT`); the work directory is removed after the test.
+    // A copy beside the log, for rerunning the machine by hand (COM1 connects to a
+    // listener: `nc -l 127.0.0.1 PORT` first); the work directory is removed after the test.
     let _ = std::fs::write(log.with_extension("bochsrc"), &rc_text);
     std::fs::write(&script_path, "c\n")
         .map_err(|error| Error::new(format!("writing {}: {error}", script_path.display())))?;
@@ -194,7 +197,7 @@ pub fn launch(
         .map_err(|error| {
             Error::new(format!("cannot start {binary}: {error} (install Debian's {DEBIAN_PACKAGES} packages)"))
         })?;
-    let stream = match connect(&mut child, port, &log, stderr_log) {
+    let stream = match accept(&mut child, &listener, &log, stderr_log) {
         Ok(stream) => stream,
         Err(error) => {
             let _ = child.kill();
@@ -213,43 +216,39 @@ pub fn launch(
     })
 }
 
-/// Connects to Bochs's COM1 socket, retrying until Bochs listens; fails early if Bochs
-/// exits first (a bochsrc error, a missing plugin).
-fn connect(child: &mut Child, port: u16, log: &Path, stderr_log: &Path) -> Result<TcpStream> {
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+/// Accepts Bochs's COM1 connection; fails early if Bochs exits first (a bochsrc error,
+/// a missing plugin).
+fn accept(child: &mut Child, listener: &TcpListener, log: &Path, stderr_log: &Path) -> Result<TcpStream> {
+    let address = listener.local_addr()?;
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
-        if let Ok(stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
-            // The port comes from the ephemeral range, so before Bochs listens a connect
-            // can pick that very port as its source and connect to itself (TCP
-            // simultaneous open); such a stream is no serial line: drop it and retry.
-            let connected_to_itself = stream.local_addr().ok() == stream.peer_addr().ok();
-            if !connected_to_itself {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
                 // Keystrokes should not wait for Nagle's algorithm.
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
-            drop(stream);
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(Error::new(format!("accepting Bochs's COM1 on {address}: {error}"))),
         }
         if let Ok(Some(status)) = child.try_wait() {
             // Bochs reports bochsrc errors on stderr: the `log:` line is not read yet.
             let reasons: String =
                 [stderr_log, log].into_iter().filter_map(panic_lines).map(|lines| format!("\n{lines}")).collect();
             return Err(Error::new(format!(
-                "Bochs exited ({status}) before it opened COM1 on {address}: see {} and {}{reasons}",
+                "Bochs exited ({status}) before it connected COM1 to {address}: see {} and {}{reasons}",
                 stderr_log.display(),
                 log.display(),
             )));
         }
         if Instant::now() >= deadline {
             return Err(Error::new(format!(
-                "Bochs did not open COM1 on {address} within {CONNECT_TIMEOUT:?}: see {}",
+                "Bochs did not connect COM1 to {address} within {CONNECT_TIMEOUT:?}: see {}",
                 log.display()
             )));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -337,7 +336,7 @@ mod tests {
         assert!(text.contains("megs: 512\n"));
         assert!(text.contains("cpu: model=corei7_haswell_4770, count=2, ips=100000000, reset_on_triple_fault=0\n"));
         assert!(text.contains("ata0-master: type=cdrom, path=/images/basalt.img, status=inserted\nboot: cdrom\n"));
-        assert!(text.contains("com1: enabled=1, mode=socket-server, dev=127.0.0.1:4321\n"));
+        assert!(text.contains("com1: enabled=1, mode=socket-client, dev=127.0.0.1:4321\n"));
         assert!(text.contains("log: /a/t.bochs.log\npanic: action=fatal\n"));
         assert!(text.contains("sound: waveoutdrv=dummy"));
     }
