@@ -57,9 +57,7 @@ struct DirectMapTables<'a> {
 
 impl TableMemory for DirectMapTables<'_> {
     fn allocate_table(&mut self) -> Option<u64> {
-        let frame = with_frames(|frames| frames.allocate()).flatten()?;
-        // SAFETY: the frame was just allocated to us; the direct map covers all RAM.
-        unsafe { core::ptr::write_bytes(phys_to_virt(frame) as *mut u8, 0, FRAME_SIZE as usize) };
+        let frame = crate::mm::allocate_zeroed_frames(1)?;
         self.taken.push(frame);
         Some(frame)
     }

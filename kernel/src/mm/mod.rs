@@ -20,7 +20,7 @@ pub const fn phys_to_virt(physical: u64) -> u64 {
 }
 
 #[cfg(target_os = "none")]
-pub use global::{frame_allocator_stats, set_frame_allocator, with_frames};
+pub use global::{allocate_zeroed_frames, frame_allocator_stats, set_frame_allocator, with_frames};
 
 #[cfg(target_os = "none")]
 mod global {
@@ -38,6 +38,24 @@ mod global {
     /// Runs `f` with the frame allocator, if it exists yet.
     pub fn with_frames<R>(f: impl FnOnce(&mut FrameAllocator) -> R) -> Option<R> {
         without_interrupts(|| FRAMES.lock().as_mut().map(f))
+    }
+
+    /// `count` physically contiguous frames, zeroed (control structures, permission
+    /// maps, table pages): their physical address, or `None` if memory is exhausted.
+    pub fn allocate_zeroed_frames(count: u64) -> Option<u64> {
+        let physical =
+            with_frames(|frames| if count == 1 { frames.allocate() } else { frames.allocate_contiguous(count, 1) })
+                .flatten()?;
+        // SAFETY: the frames were just allocated to the caller and are reached through the
+        // direct map, which covers all RAM.
+        unsafe {
+            core::ptr::write_bytes(
+                super::phys_to_virt(physical) as *mut u8,
+                0,
+                (count * super::frames::FRAME_SIZE) as usize,
+            )
+        };
+        Some(physical)
     }
 
     /// (total, free) frames.

@@ -52,9 +52,11 @@ fn host_cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
     CpuidResult { eax, ebx, ecx, edx }
 }
 
-/// The host's CPU vendor (what guests see in leaf 0 too).
+/// The host's CPU vendor (what guests see in leaf 0 too), read once: guest CPUID exits
+/// ask for it every time.
 pub fn host_vendor() -> HostVendor {
-    HostVendor::from_leaf0(&host_cpuid(0, 0))
+    static VENDOR: spin::Once<HostVendor> = spin::Once::new();
+    *VENDOR.call_once(|| HostVendor::from_leaf0(&host_cpuid(0, 0)))
 }
 
 /// Physical address width the guest is told (CPUID 0x80000008 EAX[7:0]).

@@ -113,14 +113,7 @@ pub fn is_enabled_on(index: u32) -> bool {
 }
 
 fn allocate_zeroed_frames(count: u64) -> Result<u64, VirtError> {
-    let physical =
-        with_frames(|frames| if count == 1 { frames.allocate() } else { frames.allocate_contiguous(count, 1) })
-            .flatten()
-            .ok_or(VirtError::OutOfMemory)?;
-    // SAFETY: the frames were just allocated to us and are reached through the direct
-    // map, which covers all RAM.
-    unsafe { core::ptr::write_bytes(phys_to_virt(physical) as *mut u8, 0, (count * PAGE) as usize) };
-    Ok(physical)
+    crate::mm::allocate_zeroed_frames(count).ok_or(VirtError::OutOfMemory)
 }
 
 fn ensure_permission_maps() -> Result<(), VirtError> {

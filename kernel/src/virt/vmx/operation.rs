@@ -117,10 +117,7 @@ pub fn is_supported() -> bool {
 }
 
 pub(super) fn allocate_zeroed_frame() -> Result<u64, VirtError> {
-    let physical = with_frames(|frames| frames.allocate()).flatten().ok_or(VirtError::OutOfMemory)?;
-    // SAFETY: the frame was just allocated to us; the direct map covers all RAM.
-    unsafe { core::ptr::write_bytes(phys_to_virt(physical) as *mut u8, 0, PAGE as usize) };
-    Ok(physical)
+    crate::mm::allocate_zeroed_frames(1).ok_or(VirtError::OutOfMemory)
 }
 
 fn write_cr0(value: u64) {
