@@ -14,4 +14,5 @@
 
 extern crate alloc;
 
+pub mod shared_page;
 pub mod toolstack;
