@@ -9,10 +9,14 @@
 //! Header for each module: `hypercall` — xen.h; `errno` — errno.h; `sched` — sched.h;
 //! `console` — xen.h (CONSOLEIO_*); `version` — version.h; `memory` — memory.h;
 //! `vcpu` — vcpu.h and hvm/hvm_vcpu.h; `cpuid` — arch-x86/cpuid.h; `start_info` —
-//! arch-x86/hvm/start_info.h; `elfnote` — elfnote.h.
+//! arch-x86/hvm/start_info.h; `elfnote` — elfnote.h; [`event_channel`] —
+//! event_channel.h and the 2-level words of xen.h; [`grant_table`] — grant_table.h.
 #![no_std]
 #![forbid(unsafe_code)]
 #![allow(non_upper_case_globals)]
+
+pub mod event_channel;
+pub mod grant_table;
 
 /// Hypercall numbers (xen.h `__HYPERVISOR_*`). In 64-bit guests the number is in RAX and
 /// the arguments in RDI, RSI, RDX, R10, R8; in 32-bit guests in EBX, ECX, EDX, ESI, EDI.
