@@ -14,5 +14,7 @@
 
 extern crate alloc;
 
+pub mod backends;
 pub mod shared_page;
 pub mod toolstack;
+pub mod xenstore;

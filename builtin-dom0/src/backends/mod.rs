@@ -1,0 +1,2 @@
+//! The backends dom0 serves guests with. So far: the primary console.
+pub mod console;
