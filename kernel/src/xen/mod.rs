@@ -20,6 +20,7 @@
 //! * [`hypercall`] — the hypercall table and the base set of handlers.
 
 pub mod cpuid;
+pub mod event_channel;
 pub mod hypercall;
 pub mod hypercall_page;
 pub mod msr;
