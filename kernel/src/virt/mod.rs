@@ -39,6 +39,7 @@ macro_rules! store_guest_gprs_to_rax {
 }
 
 pub mod decode;
+pub mod mmio;
 pub mod vlapic;
 pub mod guest_paging;
 pub mod nested_paging;
