@@ -1,8 +1,9 @@
 //! Basalt's operator shell on the serial line: a line editor (noline), one
 //! command table, and the built-in commands ([`builtin`]: `help`, `version`,
 //! `info`, `dmesg`, `cpus`, `mem`, `uptime`, `poweroff`), the xl-style domain
-//! commands ([`domains`]: `create`, `list`, `vcpu-list`, `console`, ...), and
-//! `reboot [DOMAIN]` ([`appliance`]: the machine, or a domain as in xl).
+//! commands ([`domains`]: `create`, `list`, `vcpu-list`, `console`, ...),
+//! `reboot [DOMAIN]` ([`appliance`]: the machine, or a domain as in xl), and
+//! the xenstore commands ([`xenstore`]: `xenstore-ls`, `-read`, `-write`, `-rm`).
 //!
 //! Why a separate crate: everything here is portable logic. The hypervisor
 //! (image/) implements narrow traits — [`System`] (facts about the machine,
@@ -36,6 +37,7 @@ pub mod domains;
 pub mod parse;
 pub mod shell;
 pub mod system;
+pub mod xenstore;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -44,6 +46,8 @@ pub mod testing;
 mod domain_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod xenstore_tests;
 
 pub use appliance::appliance_commands;
 pub use builtin::builtin_commands;
@@ -55,3 +59,4 @@ pub use domains::{
 pub use parse::{tokenize, ParseError, MAX_LINE_BYTES, MAX_WORDS};
 pub use shell::{EditorStorage, LineEditor, LineEditorError, LineOutcome, SerialLine, SerialWriter, Shell, PROMPT};
 pub use system::{CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, System, VersionInfo};
+pub use xenstore::{xenstore_commands, XenstoreControl};

@@ -1,6 +1,7 @@
 //! Test doubles and fuzz bodies: a [`FakeSystem`], [`FakeDomains`] (an
 //! in-memory [`DomainControl`]; `FakeSystem` carries one and forwards to it, so
-//! it is a whole appliance), a [`ScriptedLine`] (bytes
+//! it is a whole appliance), [`FakeXenstore`] (an in-memory
+//! [`XenstoreControl`], also carried by `FakeSystem`), a [`ScriptedLine`] (bytes
 //! in, captured bytes out, optionally answering terminal queries like a real
 //! terminal), a deterministic [`Xorshift`] generator, and the bodies of the
 //! fuzz targets in shell/fuzz/ ([`fuzz_shell_input`], [`fuzz_tokenize`]), so
@@ -9,7 +10,7 @@
 //! Compiled for unit tests and with the `testing` feature; never part of the
 //! hypervisor image.
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -27,6 +28,7 @@ use crate::domains::{
 use crate::parse::tokenize;
 use crate::shell::{SerialLine, Shell};
 use crate::system::{CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, System, VersionInfo};
+use crate::xenstore::{xenstore_commands, XenstoreControl};
 
 /// The line `version` prints for [`FakeSystem`].
 pub const FAKE_VERSION_LINE: &str = "Basalt 0.1.0 (commit abc1234, test)";
@@ -51,6 +53,8 @@ pub struct FakeSystem {
     pub poweroff_requests: u32,
     /// The domains; [`DomainControl`] on `FakeSystem` acts on these.
     pub domains: FakeDomains,
+    /// The xenstore; [`XenstoreControl`] on `FakeSystem` acts on this.
+    pub xenstore: FakeXenstore,
 }
 
 impl Default for FakeSystem {
@@ -103,6 +107,7 @@ impl FakeSystem {
             reboot_requests: 0,
             poweroff_requests: 0,
             domains: FakeDomains::new(),
+            xenstore: FakeXenstore::new(),
         }
     }
 }
@@ -504,6 +509,119 @@ impl DomainControl for FakeSystem {
     }
 }
 
+/// An in-memory [`XenstoreControl`] with dom0's privileges: a small tree
+/// (`/local/domain/0`, `/local/domain/3` with a binary value, `/tool`), paths
+/// checked as xenstored checks them (relative ones are below
+/// `/local/domain/0`), children listed in name order, errors worded as the
+/// built-in dom0's (`no such node (ENOENT)`).
+#[derive(Debug, Clone)]
+pub struct FakeXenstore {
+    /// Every node by absolute path, with its value.
+    pub nodes: BTreeMap<String, Vec<u8>>,
+}
+
+impl Default for FakeXenstore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeXenstore {
+    /// The tree described on the type.
+    pub fn new() -> Self {
+        let mut store = Self { nodes: BTreeMap::new() };
+        store.nodes.insert(String::from("/"), Vec::new());
+        for (path, value) in [
+            ("/local/domain/0/name", &b"Domain-0"[..]),
+            ("/local/domain/3/name", b"web"),
+            ("/local/domain/3/data/blob", b"a\tb\x01\xff\\"),
+            ("/local/domain/3/memory/target", b"524288"),
+            ("/tool", b""),
+        ] {
+            let _ = store.xs_write(path, value);
+        }
+        store
+    }
+
+    fn absolute(path: &str) -> Result<String, String> {
+        let absolute = if path.starts_with('/') { String::from(path) } else { format!("/local/domain/0/{path}") };
+        let valid = (absolute == "/" || !absolute.ends_with('/'))
+            && !absolute.contains("//")
+            && absolute.len() <= 3072
+            && absolute.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-/_@".contains(&byte));
+        if valid {
+            Ok(absolute)
+        } else {
+            Err(String::from("invalid argument or path (EINVAL)"))
+        }
+    }
+}
+
+fn not_found() -> String {
+    String::from("no such node (ENOENT)")
+}
+
+impl XenstoreControl for FakeXenstore {
+    fn xs_read(&self, path: &str) -> Result<Vec<u8>, String> {
+        self.nodes.get(&Self::absolute(path)?).cloned().ok_or_else(not_found)
+    }
+    fn xs_write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
+        let path = Self::absolute(path)?;
+        let mut parent = path.as_str();
+        while let Some(slash) = parent.rfind('/') {
+            parent = if slash == 0 { "/" } else { &parent[..slash] };
+            self.nodes.entry(String::from(parent)).or_default();
+            if parent == "/" {
+                break;
+            }
+        }
+        self.nodes.insert(path, Vec::from(value));
+        Ok(())
+    }
+    fn xs_directory(&self, path: &str) -> Result<Vec<String>, String> {
+        let path = Self::absolute(path)?;
+        if !self.nodes.contains_key(&path) {
+            return Err(not_found());
+        }
+        let prefix = if path == "/" { path.clone() } else { format!("{path}/") };
+        Ok(self
+            .nodes
+            .keys()
+            .filter_map(|key| key.strip_prefix(prefix.as_str()))
+            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+            .map(String::from)
+            .collect())
+    }
+    fn xs_rm(&mut self, path: &str) -> Result<(), String> {
+        let path = Self::absolute(path)?;
+        if path == "/" {
+            return Err(String::from("invalid argument or path (EINVAL)"));
+        }
+        if !self.nodes.contains_key(&path) {
+            return Err(not_found());
+        }
+        let prefix = format!("{path}/");
+        self.nodes.retain(|key, _| *key != path && !key.starts_with(prefix.as_str()));
+        Ok(())
+    }
+}
+
+/// `FakeSystem`'s xenstore requests go to its [`FakeSystem::xenstore`].
+impl XenstoreControl for FakeSystem {
+    fn xs_read(&self, path: &str) -> Result<Vec<u8>, String> {
+        self.xenstore.xs_read(path)
+    }
+    fn xs_write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
+        self.xenstore.xs_write(path, value)
+    }
+    fn xs_directory(&self, path: &str) -> Result<Vec<String>, String> {
+        self.xenstore.xs_directory(path)
+    }
+    fn xs_rm(&mut self, path: &str) -> Result<(), String> {
+        self.xenstore.xs_rm(path)
+    }
+}
+
 /// A [`SerialLine`] that plays a script and records what is written.
 ///
 /// Script entries are bytes, or `None` for "nothing arrives before this
@@ -637,6 +755,20 @@ pub fn fake_appliance_shell() -> Shell<FakeSystem> {
     ]) {
         Ok(registry) => Shell::new(registry),
         Err(error) => panic!("built-in, domain and appliance tables do not combine: {error}"),
+    }
+}
+
+/// A shell over [`FakeSystem`] with every table, the xenstore commands
+/// included, as image/ composes them once it implements [`XenstoreControl`].
+pub fn fake_xenstore_shell() -> Shell<FakeSystem> {
+    match Registry::new(&[
+        builtin_commands::<FakeSystem>(),
+        domain_commands::<FakeSystem>(),
+        appliance_commands::<FakeSystem>(),
+        xenstore_commands::<FakeSystem>(),
+    ]) {
+        Ok(registry) => Shell::new(registry),
+        Err(error) => panic!("the command tables do not combine: {error}"),
     }
 }
 
