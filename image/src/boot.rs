@@ -464,6 +464,7 @@ fn set_up_virtualization(identity: &CpuIdentity, cpus: u32) {
     // Tables made on first use would otherwise be charged to the first domain.
     basalt_kernel::virt::decode::prepare();
     crate::domains::init();
+    crate::dom0::init();
     // SVM on AMD, VMX on Intel; the vendor string decides when a CPU model claims
     // both (emulators can).
     let intel = identity.vendor == "GenuineIntel";

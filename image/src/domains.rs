@@ -79,7 +79,7 @@ impl DomainHost for Host {
             memory_map: request.memory_map.iter().map(|entry| (entry.address, entry.size, entry.kind as u32)).collect(),
             memory_bytes: request.memory_bytes,
         };
-        domain::create(&spec).map_err(|error| match error {
+        let domid = domain::create(&spec).map_err(|error| match error {
             domain::DomainError::Memory(domain::memory::GuestMemoryError::OutOfMemory { needed, .. }) => {
                 HostError::OutOfMemory { needed }
             }
@@ -88,7 +88,13 @@ impl DomainHost for Host {
                 "this machine cannot run guests: no usable AMD SVM with nested paging or Intel VMX with EPT",
             ),
             _ => HostError::Failed("the hypervisor could not create the domain"),
-        })
+        })?;
+        if let Err(error) = crate::dom0::connect_domain(domid, &request.name, request.memory_bytes, spec.vcpus) {
+            basalt_kernel::warn!("{error}");
+            let _ = domain::destroy(domid);
+            return Err(HostError::Failed("dom0 could not connect the domain's xenstore and console"));
+        }
+        Ok(domid)
     }
 
     fn write_guest(&mut self, domid: DomainId, gpa: u64, bytes: &[u8]) -> Result<(), HostError> {
@@ -389,7 +395,8 @@ pub fn service() {
 /// not halt).
 pub fn idle_work() -> bool {
     service();
-    domain::run::run_once()
+    let served = crate::dom0::service();
+    domain::run::run_once() || served
 }
 
 /// Ctrl-] ends `console`.

@@ -18,6 +18,8 @@ mod boot;
 #[cfg(target_os = "none")]
 mod diagnostics;
 #[cfg(target_os = "none")]
+mod dom0;
+#[cfg(target_os = "none")]
 mod domains;
 #[cfg(target_os = "none")]
 mod modules;

@@ -57,11 +57,16 @@ pub fn tsc_khz() -> u64 {
 
 /// Nanoseconds since boot (0 before calibration).
 pub fn uptime_ns() -> u64 {
+    uptime_ns_at(rdtsc())
+}
+
+/// Nanoseconds since boot at TSC value `tsc` (what the PV clock records pair).
+pub fn uptime_ns_at(tsc: u64) -> u64 {
     let khz = tsc_khz();
     if khz == 0 {
         return 0;
     }
-    let ticks = rdtsc().wrapping_sub(BOOT_TSC.load(Ordering::Relaxed));
+    let ticks = tsc.wrapping_sub(BOOT_TSC.load(Ordering::Relaxed));
     (u128::from(ticks) * 1_000_000 / u128::from(khz)) as u64
 }
 

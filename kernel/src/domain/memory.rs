@@ -13,6 +13,7 @@ use crate::mm::frames::FRAME_SIZE;
 use crate::mm::{phys_to_virt, with_frames};
 use crate::virt::nested_paging::{EntryFormat, MapError, NestedPageTable, TableMemory};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicU8};
 
 const TWO_MIB: u64 = 2 * 1024 * 1024;
 const FRAMES_PER_TWO_MIB: u64 = TWO_MIB / FRAME_SIZE;
@@ -79,6 +80,9 @@ pub struct GuestMemory {
     table: Option<NestedPageTable>,
     table_frames: Vec<u64>,
     bytes: u64,
+    /// Hypervisor-owned pages mapped into the guest-physical space outside RAM (grant
+    /// table frames): (gpa, machine). The owner frees the frames; this only maps them.
+    foreign: Vec<(u64, u64)>,
 }
 
 impl GuestMemory {
@@ -91,7 +95,8 @@ impl GuestMemory {
         if needed + needed / 256 + 16 * FRAME_SIZE > free_frames * FRAME_SIZE {
             return Err(GuestMemoryError::OutOfMemory { needed, available: free_frames * FRAME_SIZE });
         }
-        let mut memory = GuestMemory { chunks: Vec::new(), table: None, table_frames: Vec::new(), bytes: 0 };
+        let mut memory =
+            GuestMemory { chunks: Vec::new(), table: None, table_frames: Vec::new(), bytes: 0, foreign: Vec::new() };
         match memory.populate(ranges, format) {
             Ok(()) => Ok(memory),
             Err(error) => {
@@ -174,6 +179,53 @@ impl GuestMemory {
         });
         self.table = None;
         self.bytes = 0;
+        self.foreign.clear();
+    }
+
+    /// Maps the hypervisor-owned page `machine` at guest-physical `gpa`, which must be
+    /// page aligned and not RAM (the guest chose it; Xen would free RAM behind it,
+    /// Basalt refuses). Mapping the same page at the same place again is a no-op; a
+    /// place already holding another page is refused (the nested table never loses a
+    /// mapping while the domain lives).
+    pub fn map_foreign_page(&mut self, gpa: u64, machine: u64) -> Result<(), GuestMemoryError> {
+        let refused = GuestMemoryError::BadRange { start: gpa, end: gpa.saturating_add(FRAME_SIZE) };
+        if gpa % FRAME_SIZE != 0 || machine % FRAME_SIZE != 0 || self.is_backed(gpa) {
+            return Err(refused);
+        }
+        if let Some(&(_, mapped)) = self.foreign.iter().find(|(at, _)| *at == gpa) {
+            return if mapped == machine { Ok(()) } else { Err(refused) };
+        }
+        let Some(table) = self.table.as_mut() else { return Err(refused) };
+        let mut tables = DirectMapTables { taken: &mut self.table_frames };
+        table.map(&mut tables, gpa, machine, FRAME_SIZE).map_err(|_| refused)?;
+        self.foreign.push((gpa, machine));
+        Ok(())
+    }
+
+    /// The direct-map address of the naturally aligned `size`-byte word at `gpa`, if
+    /// it is the domain's RAM.
+    fn word_address(&self, gpa: u64, size: u64) -> Option<u64> {
+        if gpa % size != 0 {
+            return None;
+        }
+        self.locate(gpa).map(|(pointer, _)| pointer)
+    }
+
+    /// The guest's u64 at `gpa` for atomic access shared with the guest (event-channel
+    /// bits). `None` unless 8-byte aligned RAM.
+    pub fn atomic_u64(&self, gpa: u64) -> Option<&AtomicU64> {
+        let address = self.word_address(gpa, 8)?;
+        // SAFETY: the word is aligned and inside a chunk of this domain's RAM, which
+        // stays allocated while `self` is borrowed (only `release(&mut self)` frees it).
+        // The guest accesses it concurrently, which atomics allow.
+        Some(unsafe { &*(address as *const AtomicU64) })
+    }
+
+    /// The guest's byte at `gpa` for atomic access (vcpu_info.evtchn_upcall_pending).
+    pub fn atomic_u8(&self, gpa: u64) -> Option<&AtomicU8> {
+        let address = self.word_address(gpa, 1)?;
+        // SAFETY: as in atomic_u64.
+        Some(unsafe { &*(address as *const AtomicU8) })
     }
 
     /// Machine address of the nested page table root.

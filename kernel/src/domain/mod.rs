@@ -27,6 +27,8 @@ pub mod memory;
 pub mod run;
 #[cfg(target_os = "none")]
 mod table;
+#[cfg(target_os = "none")]
+pub mod xen;
 
 #[cfg(target_os = "none")]
 pub use table::*;

@@ -63,6 +63,7 @@ fn fire_timers(now: u64) {
         if let Some(domain) = get(key.domain) {
             if let Some(vcpu) = domain.vcpus.get(key.vcpu as usize) {
                 vcpu.control.lock().timer_deadline_ns = None;
+                super::xen::raise_virq(&domain, vcpu.id, basalt_xen_abi::event_channel::VIRQ_TIMER);
                 super::wake(&domain, vcpu);
             }
         }
@@ -120,6 +121,7 @@ fn start_gprs(start: &StartState) -> GuestGprs {
             rdi: regs.rdi,
             ..GuestGprs::default()
         },
+        StartState::StartupIpi { .. } => GuestGprs::default(),
     }
 }
 
@@ -136,6 +138,7 @@ fn run_slice(domain: &Domain, vcpu: &Vcpu, deadline_ns: u64) -> AfterRun {
         *run.fpu = crate::arch::fpu::FpuState::default();
         run.breakpoints = Default::default();
     }
+    super::xen::refresh_time(domain, vcpu.id);
     // The guest's x87/SSE registers and breakpoint addresses are live for the whole
     // slice: nothing the hypervisor runs between exits touches them.
     run.fpu.load();
@@ -156,12 +159,14 @@ fn run_exits(domain: &Domain, vcpu: &Vcpu, run: &mut VcpuRun, deadline_ns: u64) 
             return AfterRun::Offline;
         }
         let VcpuRun { backend, gprs, msrs, .. } = run;
+        offer_interrupt(domain, vcpu, backend.as_mut());
         let exit = backend.run(gprs);
         match handle_exit(domain, vcpu, backend.as_mut(), gprs, msrs, &exit) {
             Disposition::Continue => {}
             Disposition::Yield => return AfterRun::Runnable,
             Disposition::Block => {
                 let woken = (vcpu.id == 0 && domain.has_console_input())
+                    || super::xen::pending_interrupt(domain, vcpu).is_some()
                     || vcpu.control.lock().timer_deadline_ns.is_some_and(|deadline| deadline <= time::uptime_ns());
                 if !woken {
                     return AfterRun::Blocked;
@@ -176,6 +181,21 @@ fn run_exits(domain: &Domain, vcpu: &Vcpu, run: &mut VcpuRun, deadline_ns: u64) 
         if time::uptime_ns() >= deadline_ns {
             return AfterRun::Runnable;
         }
+    }
+}
+
+/// Injects the vCPU's next interrupt if it can take one now, or asks for an exit when
+/// it can.
+fn offer_interrupt(domain: &Domain, vcpu: &Vcpu, backend: &mut dyn crate::virt::VirtualCpu) {
+    let Some(interrupt) = super::xen::pending_interrupt(domain, vcpu) else { return };
+    if backend.interrupt_window_open() {
+        let vector = match interrupt {
+            super::xen::PendingInterrupt::Lapic(vector) | super::xen::PendingInterrupt::Callback(vector) => vector,
+        };
+        backend.inject(crate::virt::Injection::Interrupt { vector });
+        super::xen::acknowledge(vcpu, interrupt);
+    } else {
+        backend.request_interrupt_window(true);
     }
 }
 

@@ -95,12 +95,20 @@ pub struct VcpuControl {
     pub up: bool,
     pub pending_start: Option<StartState>,
     pub timer_deadline_ns: Option<u64>,
+    /// An INIT IPI arrived: the next start-up IPI starts the vCPU in real mode.
+    pub waiting_for_sipi: bool,
+    /// It executed HLT with interrupts off: only an INIT can bring it back.
+    pub halted_for_good: bool,
 }
 
 pub struct Vcpu {
     pub id: u32,
     pub run: Mutex<VcpuRun>,
     pub control: Mutex<VcpuControl>,
+    /// The emulated local APIC (other vCPUs send IPIs into it).
+    pub lapic: Mutex<crate::virt::vlapic::VirtualLapic>,
+    /// An upcall through the global callback vector waits for injection.
+    pub callback_pending: AtomicBool,
 }
 
 pub struct Domain {
@@ -123,6 +131,8 @@ pub struct Domain {
     pub hypercalls: AtomicU64,
     /// The guest has written to its console at least once.
     pub has_written: AtomicBool,
+    /// shared_info, vcpu_info, HVM parameters, grant table (`xen` module).
+    pub xen: Mutex<super::xen::XenDomain>,
 }
 
 impl Domain {
@@ -246,6 +256,8 @@ pub fn create(spec: &DomainSpec) -> Result<u16, DomainError> {
                 breakpoints: Default::default(),
             }),
             control: Mutex::new(VcpuControl::default()),
+            lapic: Mutex::new(super::xen::new_lapic(id)),
+            callback_pending: AtomicBool::new(false),
         });
     }
     let mut table = DOMAINS.lock();
@@ -275,7 +287,12 @@ pub fn create(spec: &DomainSpec) -> Result<u16, DomainError> {
         created_ns: now,
         hypercalls: AtomicU64::new(0),
         has_written: AtomicBool::new(false),
+        xen: Mutex::new(super::xen::XenDomain::new(spec.vcpus)),
     });
+    if let Err(errno) = super::xen::add_domain(id, spec.vcpus) {
+        drop(table);
+        return Err(DomainError::Virtualization(alloc::format!("no event channels for the domain (error {errno})")));
+    }
     let physical_cpus = crate::cpu::percpu::online_count().max(1);
     let scheduled = super::run::with_scheduler(|scheduler| -> Result<(), crate::sched::SchedError> {
         let weight = u16::try_from(spec.weight.clamp(1, 65535)).unwrap_or(crate::sched::DEFAULT_WEIGHT);
@@ -292,6 +309,7 @@ pub fn create(spec: &DomainSpec) -> Result<u16, DomainError> {
     });
     if let Some(Err(error)) = scheduled {
         drop(table);
+        super::xen::remove_domain(id);
         // `domain` drops here: its memory and vCPUs go back.
         return Err(DomainError::Virtualization(alloc::format!("scheduler refused the domain: {error}")));
     }
@@ -426,6 +444,7 @@ pub fn destroy(id: u16) -> Result<(), DomainError> {
     while domain.running_vcpus.load(Ordering::Acquire) != 0 {
         core::hint::spin_loop();
     }
+    super::xen::remove_domain(id);
     domain.with_memory(|memory| memory.release());
     let mut table = DOMAINS.lock();
     for slot in table.iter_mut() {

@@ -12,13 +12,15 @@
 
 use super::decode::{self, MAX_INSTRUCTION_LENGTH};
 use super::guest_paging::{self, TranslationContext};
+use super::{mmio, vlapic};
 use super::{Exit, ExitReason, GuestGprs, GuestState, Injection, VirtualCpu, VECTOR_GP, VECTOR_UD};
-use crate::domain::{run, Domain, StopReason, Vcpu};
+use crate::domain::{run, xen, Domain, StopReason, Vcpu};
 use crate::sched::VcpuKey;
 use crate::xen::cpuid::{guest_cpuid, CpuidPolicy, CpuidResult, GuestCpuIdentity, HostVendor};
 use crate::xen::hypercall::{
-    self, E820Entry, GuestFault, HypercallEnvironment, HypercallOutcome, HypercallRegisters, HypercallRequest,
-    MemoryPages, VcpuPowerState, VcpuStartContext,
+    self, E820Entry, EventChannelOp, EventChannelReply, GrantTableOp, GrantTableReply, GuestFault,
+    HypercallEnvironment, HypercallOutcome, HypercallRegisters, HypercallRequest, MemoryPages, VcpuPowerState,
+    VcpuStartContext,
 };
 use crate::xen::hypercall_page::{self, HypercallInstruction};
 use crate::xen::msr::{self, GuestMsrState, MsrRead, MsrWrite};
@@ -26,6 +28,12 @@ use alloc::format;
 use core::sync::atomic::Ordering;
 
 const IA32_EFER: u32 = 0xc000_0080;
+/// The PCI reset control register and its "reset" bit.
+const RESET_CONTROL_PORT: u16 = 0xcf9;
+const RESET_CONTROL_RESET: u64 = 1 << 2;
+/// The 8042 command port and its "pulse reset line" command.
+const KEYBOARD_COMMAND_PORT: u16 = 0x64;
+const KEYBOARD_PULSE_RESET: u64 = 0xfe;
 const IA32_TIME_STAMP_COUNTER: u32 = 0x10;
 
 /// What the run loop does after an exit was handled.
@@ -111,7 +119,7 @@ pub fn handle_exit(
                 apic_id: vcpu.id * 2,
                 vcpu_count: domain.vcpus.len() as u32,
                 vendor: host_vendor(),
-                policy: CpuidPolicy::default(),
+                policy: CpuidPolicy { x2apic: true, hvm_upcall_vector: true },
             };
             let result = guest_cpuid(&host_cpuid, &identity, gprs.rax as u32, gprs.rcx as u32);
             gprs.rax = u64::from(result.eax);
@@ -125,6 +133,8 @@ pub fn handle_exit(
             let index = gprs.rcx as u32;
             let value = match index {
                 IA32_EFER => Some(backend.guest_efer()),
+                vlapic::MSR_IA32_APIC_BASE => Some(vcpu.lapic.lock().read_apic_base()),
+                vlapic::MSR_X2APIC_FIRST..=vlapic::MSR_X2APIC_LAST => vcpu.lapic.lock().read_msr(index).ok(),
                 IA32_TIME_STAMP_COUNTER => Some(crate::arch::instructions::rdtsc()),
                 _ => match msr::read_msr(msrs, index) {
                     MsrRead::Value(value) => Some(value),
@@ -149,6 +159,17 @@ pub fn handle_exit(
             let value = (gprs.rdx << 32) | (gprs.rax & 0xffff_ffff);
             let accepted = match index {
                 IA32_EFER => backend.set_guest_efer(value).is_ok(),
+                vlapic::MSR_IA32_APIC_BASE => vcpu.lapic.lock().write_apic_base(value).is_ok(),
+                vlapic::MSR_X2APIC_FIRST..=vlapic::MSR_X2APIC_LAST => {
+                    let action = vcpu.lapic.lock().write_msr(index, value);
+                    match action {
+                        Ok(action) => {
+                            apply_apic_action(domain, vcpu, action);
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }
                 IA32_TIME_STAMP_COUNTER => true,
                 _ => match msr::write_msr(msrs, index, value) {
                     MsrWrite::Done => {
@@ -170,6 +191,22 @@ pub fn handle_exit(
         }
         ExitReason::Hlt => {
             complete!();
+            const RFLAGS_IF: u64 = 1 << 9;
+            // Only an NMI or INIT wakes a vCPU halted with interrupts off; Basalt sends
+            // no NMIs, and an INIT from another vCPU clears the mark.
+            if state.rflags & RFLAGS_IF == 0 {
+                vcpu.control.lock().halted_for_good = true;
+                if every_vcpu_halted_for_good(domain) {
+                    // Nothing can wake a vCPU halted with interrupts off (Basalt sends
+                    // no NMIs): Linux's poweroff ends like this on a PVH domU, which
+                    // has no ACPI sleep states (pvh-abi.md P-15). Treated as poweroff.
+                    crate::info!(
+                        "domain {}: every vCPU halted with interrupts off; treating it as poweroff",
+                        domain.id
+                    );
+                    return Disposition::Stop(StopReason::Shutdown(basalt_xen_abi::sched::SHUTDOWN_poweroff));
+                }
+            }
             Disposition::Block
         }
         ExitReason::Hypercall => {
@@ -206,8 +243,19 @@ pub fn handle_exit(
             }
             disposition
         }
-        ExitReason::Io { size, write, string, .. } => {
-            // No emulated devices yet: reads float high, writes vanish.
+        ExitReason::Io { port, size, write, string, .. } => {
+            // The PC reset paths Linux tries on reboot: the reset control register
+            // (0xcf9, the FADT's reset register) and the keyboard controller's pulse.
+            let value = gprs.rax & 0xff;
+            let reset = write
+                && !string
+                && ((port == RESET_CONTROL_PORT && value & RESET_CONTROL_RESET != 0)
+                    || (port == KEYBOARD_COMMAND_PORT && value == KEYBOARD_PULSE_RESET));
+            if reset {
+                complete!();
+                return Disposition::Stop(StopReason::Shutdown(basalt_xen_abi::sched::SHUTDOWN_reboot));
+            }
+            // No other emulated devices: reads float high, writes vanish.
             if !write && !string {
                 let mask = match size {
                     1 => 0xff,
@@ -219,6 +267,12 @@ pub fn handle_exit(
             complete!();
             Disposition::Continue
         }
+        ExitReason::NestedPageFault { gpa, write, fetch }
+            if !fetch && (gpa & !0xfff) == vlapic::APIC_DEFAULT_PHYS_BASE =>
+        {
+            let _ = write;
+            emulate_apic_access(domain, vcpu, backend, gprs, &state, (gpa & 0xfff) as u32)
+        }
         ExitReason::NestedPageFault { gpa, write, fetch } => {
             let access = if fetch {
                 "instruction fetch from"
@@ -229,6 +283,7 @@ pub fn handle_exit(
             };
             crash(&state, &format!("{access} guest-physical {gpa:#x}, which is not its memory,"))
         }
+        ExitReason::InterruptWindow => Disposition::Continue,
         ExitReason::TripleFault => crash(&state, "triple fault"),
         ExitReason::UndefinedInstruction => {
             backend.inject(Injection::Exception { vector: VECTOR_UD, error_code: None });
@@ -246,6 +301,108 @@ pub fn handle_exit(
         ExitReason::Unhandled => {
             let (code, info1, info2) = backend.exit_detail();
             crash(&state, &format!("unhandled exit {code:#x} ({info1:#x}, {info2:#x})"))
+        }
+    }
+}
+
+/// True if every vCPU that is up has halted with interrupts off.
+fn every_vcpu_halted_for_good(domain: &Domain) -> bool {
+    domain.vcpus.iter().all(|vcpu| {
+        let control = vcpu.control.lock();
+        !control.up || control.halted_for_good
+    })
+}
+
+/// Emulates the instruction that touched the xAPIC page at `offset` (Linux reads the
+/// APIC ID and version through it before it switches to x2APIC mode).
+fn emulate_apic_access(
+    domain: &Domain,
+    vcpu: &Vcpu,
+    backend: &mut dyn VirtualCpu,
+    gprs: &mut GuestGprs,
+    state: &GuestState,
+    offset: u32,
+) -> Disposition {
+    let Ok(context) = TranslationContext::from_control_registers(state.cr0, state.cr3, state.cr4, state.efer) else {
+        return crash(state, "unsupported guest paging mode at a local APIC access");
+    };
+    let context = context.with_user_mode(state.cpl == 3);
+    let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH];
+    let Ok(fetched) = domain.with_memory(|memory| {
+        guest_paging::fetch_instruction_bytes(&*memory, &context, state.cs_base, state.rip, &mut bytes)
+    }) else {
+        return crash(state, "cannot fetch the instruction that touched the local APIC");
+    };
+    let decoded = match mmio::decode_mmio(&bytes[..fetched], state.code_size(), gprs) {
+        Ok(decoded) => decoded,
+        Err(error) => return crash(state, &format!("local APIC access by an instruction Basalt cannot emulate ({error:?})")),
+    };
+    match decoded.access {
+        mmio::MmioAccess::Read { size, .. } => {
+            let value = vcpu.lapic.lock().read_mmio_sized(offset, size);
+            mmio::complete_read(&decoded, gprs, value);
+        }
+        mmio::MmioAccess::Write { size, value } => {
+            let action = vcpu.lapic.lock().write_mmio_sized(offset, size, value);
+            apply_apic_action(domain, vcpu, action);
+        }
+    }
+    backend.advance_rip(decoded.length);
+    Disposition::Continue
+}
+
+/// Delivers an IPI a vCPU sent through its local APIC to the domain's vCPUs:
+/// fixed vectors into their IRRs, INIT and start-up IPIs to the vCPU start machinery
+/// (SDM vol. 3 §9.4.4: INIT resets the APIC and waits for a start-up IPI, whose
+/// vector is the real-mode start page). NMIs, SMIs and lowest-priority arbitration
+/// beyond "first target" are not emulated.
+fn apply_apic_action(domain: &Domain, sender: &Vcpu, action: vlapic::ApicAction) {
+    let vlapic::ApicAction::Ipi(request) = action else { return };
+    let sender_id = sender.lapic.lock().id();
+    let mut delivered_lowest = false;
+    for target in &domain.vcpus {
+        // The sender's own APIC is locked only inside is_ipi_target/accept below.
+        let is_target = target.lapic.lock().is_ipi_target(&request, sender_id);
+        if !is_target {
+            continue;
+        }
+        match request.delivery {
+            vlapic::DeliveryMode::Fixed | vlapic::DeliveryMode::LowestPriority => {
+                if request.delivery == vlapic::DeliveryMode::LowestPriority {
+                    if delivered_lowest {
+                        continue;
+                    }
+                    delivered_lowest = true;
+                }
+                if target.lapic.lock().accept_interrupt(request.vector, request.trigger_level) {
+                    crate::domain::xen::kick(domain, target);
+                }
+            }
+            vlapic::DeliveryMode::Init if target.id != sender.id => {
+                target.lapic.lock().reset();
+                let mut control = target.control.lock();
+                control.up = false;
+                control.halted_for_good = false;
+                control.waiting_for_sipi = true;
+                drop(control);
+                let key = VcpuKey { domain: domain.id, vcpu: target.id };
+                let _ = run::with_scheduler(|scheduler| scheduler.set_online(key, false));
+            }
+            vlapic::DeliveryMode::StartUp if target.id != sender.id => {
+                let mut control = target.control.lock();
+                if !control.waiting_for_sipi {
+                    continue;
+                }
+                control.waiting_for_sipi = false;
+                control.pending_start = Some(super::StartState::StartupIpi { vector: request.vector });
+                control.initialised = true;
+                control.up = true;
+                drop(control);
+                let key = VcpuKey { domain: domain.id, vcpu: target.id };
+                let _ = run::with_scheduler(|scheduler| scheduler.set_online(key, true));
+                crate::domain::xen::kick(domain, target);
+            }
+            _ => {}
         }
     }
 }
@@ -362,10 +519,59 @@ impl HypercallEnvironment for ExitEnvironment<'_> {
         Ok(())
     }
     fn set_timer(&mut self, deadline_ns: Option<u64>) {
+        let key = VcpuKey { domain: self.domain.id, vcpu: self.vcpu.id };
+        if deadline_ns.is_some_and(|deadline| deadline <= crate::cpu::time::uptime_ns()) {
+            // A deadline already past fires now (Linux BUG()s on an error instead).
+            self.vcpu.control.lock().timer_deadline_ns = None;
+            run::set_timer(key, None);
+            xen::raise_virq(self.domain, self.vcpu.id, basalt_xen_abi::event_channel::VIRQ_TIMER);
+            return;
+        }
         self.vcpu.control.lock().timer_deadline_ns = deadline_ns;
-        run::set_timer(VcpuKey { domain: self.domain.id, vcpu: self.vcpu.id }, deadline_ns);
+        run::set_timer(key, deadline_ns);
     }
     fn now_ns(&self) -> u64 {
         crate::cpu::time::uptime_ns()
+    }
+    fn map_shared_info(&mut self, gfn: u64) -> Result<(), i64> {
+        xen::map_shared_info(self.domain, gfn)
+    }
+    fn map_grant_frame(&mut self, index: u32, gfn: u64) -> Result<(), i64> {
+        xen::map_grant_frame(self.domain, index, gfn)
+    }
+    fn register_vcpu_info(&mut self, vcpu: u32, gpa: u64) -> Result<(), i64> {
+        xen::register_vcpu_info(self.domain, vcpu, gpa)
+    }
+    fn register_runstate_area(&mut self, vcpu: u32, gva: u64) -> Result<(), i64> {
+        let state = self.domain.xen.lock().vcpus.get(vcpu as usize).cloned();
+        let Some(_) = state else { return Err(basalt_xen_abi::errno::ENOENT) };
+        if vcpu == self.vcpu.id && gva != 0 {
+            // `vcpu_runstate_info`: running since now, no time in other states. Written
+            // once; Basalt does not account steal time.
+            let mut record = [0u8; 48];
+            let now = crate::cpu::time::uptime_ns();
+            record[8..16].copy_from_slice(&now.to_le_bytes());
+            record[16..24].copy_from_slice(&now.to_le_bytes());
+            self.copy_to_guest(gva, &record).map_err(|GuestFault| basalt_xen_abi::errno::EFAULT)?;
+        }
+        if let Some(state) = self.domain.xen.lock().vcpus.get_mut(vcpu as usize) {
+            state.runstate_gva = (gva != 0).then_some(gva);
+        }
+        Ok(())
+    }
+    fn event_channel(&mut self, op: EventChannelOp) -> Result<EventChannelReply, i64> {
+        xen::event_channel_op(self.domain, self.vcpu.id, op)
+    }
+    fn grant_table(&mut self, op: GrantTableOp) -> Result<GrantTableReply, i64> {
+        xen::grant_table_op(self.domain, op)
+    }
+    fn hvm_param(&mut self, index: u32) -> Result<u64, i64> {
+        xen::hvm_param(self.domain, index)
+    }
+    fn set_hvm_param(&mut self, index: u32, value: u64) -> Result<(), i64> {
+        xen::set_hvm_param(self.domain, index, value)
+    }
+    fn set_upcall_vector(&mut self, vcpu: u32, vector: u8) -> Result<(), i64> {
+        xen::set_upcall_vector(self.domain, vcpu, vector)
     }
 }

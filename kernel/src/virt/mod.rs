@@ -158,6 +158,9 @@ pub enum ExitReason {
         vector: u8,
         error_code: Option<u32>,
     },
+    /// The guest can take an external interrupt now (requested with
+    /// [`VirtualCpu::request_interrupt_window`]).
+    InterruptWindow,
     /// The hardware refused to enter the guest (bad state); the domain must crash.
     EntryFailed,
     /// Anything else; the domain crashes with the vendor code in the message.
@@ -195,6 +198,10 @@ pub const VECTOR_GP: u8 = 13;
 pub enum StartState {
     Protected32(VcpuHvmX86_32),
     Long64(VcpuHvmX86_64),
+    /// Real mode after INIT and a start-up IPI with `vector`: CS = vector << 8,
+    /// CS.base = vector << 12, IP = 0 (SDM vol. 3 §9.4.4), everything else at its
+    /// reset value.
+    StartupIpi { vector: u8 },
 }
 
 impl StartState {
@@ -254,6 +261,7 @@ impl StartState {
                 }
                 check_guest_efer(regs.efer).map_err(|_| VirtError::InvalidState("reserved EFER bits"))
             }
+            StartState::StartupIpi { .. } => Ok(()),
         }
     }
 }
@@ -308,6 +316,12 @@ pub trait VirtualCpu: Send {
     fn advance_rip(&mut self, length: u8);
     /// Queues an event for the next entry.
     fn inject(&mut self, event: Injection);
+    /// True if an external interrupt injected now would be taken at entry: RFLAGS.IF
+    /// is set, no STI/MOV SS shadow, and no other event is queued.
+    fn interrupt_window_open(&mut self) -> bool;
+    /// Asks for an [`ExitReason::InterruptWindow`] exit as soon as the guest can take an
+    /// interrupt (`true`), or stops asking (`false`).
+    fn request_interrupt_window(&mut self, enable: bool);
     /// Guest EFER as the guest should see it (vendor-owned bits hidden).
     fn guest_efer(&self) -> u64;
     /// Writes guest EFER (the backend keeps its own required bits); `Err` means #GP.

@@ -37,7 +37,7 @@ use basalt_xen_abi::{
     hypercall as number,
     memory::{
         XENMEM_current_reservation, XENMEM_maximum_gpfn, XENMEM_maximum_ram_page, XENMEM_maximum_reservation,
-        XENMEM_memory_map, E820_ENTRY_SIZE, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT, XEN_MEMORY_MAP_SIZE,
+        XENMEM_add_to_physmap, XENMEM_memory_map, E820_ENTRY_SIZE, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT, XEN_MEMORY_MAP_SIZE,
         XEN_MEMORY_MAP_SIZE_32,
     },
     sched::{
@@ -46,7 +46,7 @@ use basalt_xen_abi::{
         SCHED_POLL_SIZE_32,
     },
     vcpu::{
-        VCPUOP_down, VCPUOP_initialise, VCPUOP_is_up, VCPUOP_set_singleshot_timer, VCPUOP_stop_periodic_timer,
+        VCPUOP_down, VCPUOP_initialise, VCPUOP_is_up, VCPUOP_register_runstate_memory_area, VCPUOP_register_vcpu_info, VCPUOP_set_singleshot_timer, VCPUOP_stop_periodic_timer,
         VCPUOP_stop_singleshot_timer, VCPUOP_up, VcpuHvmX86_32, VcpuHvmX86_64, VCPU_HVM_CONTEXT_REGS_OFFSET,
         VCPU_HVM_CONTEXT_SIZE, VCPU_HVM_MODE_32B, VCPU_HVM_MODE_64B, VCPU_SET_SINGLESHOT_TIMER_SIZE,
         VCPU_SET_SINGLESHOT_TIMER_SIZE_32,
@@ -54,10 +54,18 @@ use basalt_xen_abi::{
     version::*,
 };
 
+pub use super::hypercall_events::{EventChannelOp, EventChannelReply, GrantTableOp, GrantTableReply, PortStatus};
 use super::{XEN_VERSION_MAJOR, XEN_VERSION_MINOR};
 
 /// The guest page size (XENVER_pagesize).
 const PAGE_SIZE: i64 = 4096;
+/// `struct vcpu_info`.
+const VCPU_INFO_SIZE: u64 = 64;
+/// `struct xen_add_to_physmap` (64-bit).
+const XEN_ADD_TO_PHYSMAP_SIZE: usize = 24;
+const XENMAPSPACE_shared_info: u32 = 0;
+const XENMAPSPACE_grant_table: u32 = 1;
+const XENMAPIDX_grant_table_status: u64 = 1 << 31;
 /// XENVER_extraversion: the version banner is "4.17.0-basalt".
 const EXTRAVERSION: &str = ".0-basalt";
 /// XENVER_capabilities: HVM guests only, as Xen lists them for an HVM-only build.
@@ -275,10 +283,51 @@ pub trait HypercallEnvironment {
     fn set_timer(&mut self, deadline_ns: Option<u64>);
     /// The current Xen system time, ns.
     fn now_ns(&self) -> u64;
+
+    // The methods below default to -ENOSYS so environments that do not offer a
+    // service (host fakes of the base set) need not mention it.
+
+    /// XENMEM_add_to_physmap(XENMAPSPACE_shared_info): shared_info appears at `gfn`.
+    fn map_shared_info(&mut self, _gfn: u64) -> Result<(), Errno> {
+        Err(ENOSYS)
+    }
+    /// XENMEM_add_to_physmap(XENMAPSPACE_grant_table): grant frame `index` appears at `gfn`.
+    fn map_grant_frame(&mut self, _index: u32, _gfn: u64) -> Result<(), Errno> {
+        Err(ENOSYS)
+    }
+    /// VCPUOP_register_vcpu_info: `vcpu`'s vcpu_info lives at guest-physical `gpa`
+    /// from now on (already checked: 64 bytes inside one page).
+    fn register_vcpu_info(&mut self, _vcpu: u32, _gpa: u64) -> Result<(), Errno> {
+        Err(ENOSYS)
+    }
+    /// VCPUOP_register_runstate_memory_area: `vcpu`'s runstate record is at guest-linear `gva`.
+    fn register_runstate_area(&mut self, _vcpu: u32, _gva: u64) -> Result<(), Errno> {
+        Err(ENOSYS)
+    }
+    /// One event-channel operation for the calling domain.
+    fn event_channel(&mut self, _op: EventChannelOp) -> Result<EventChannelReply, Errno> {
+        Err(ENOSYS)
+    }
+    /// One grant-table operation for the calling domain.
+    fn grant_table(&mut self, _op: GrantTableOp) -> Result<GrantTableReply, Errno> {
+        Err(ENOSYS)
+    }
+    /// HVMOP_get_param for the calling domain.
+    fn hvm_param(&mut self, _index: u32) -> Result<u64, Errno> {
+        Err(ENOSYS)
+    }
+    /// HVMOP_set_param for the calling domain.
+    fn set_hvm_param(&mut self, _index: u32, _value: u64) -> Result<(), Errno> {
+        Err(ENOSYS)
+    }
+    /// HVMOP_set_evtchn_upcall_vector.
+    fn set_upcall_vector(&mut self, _vcpu: u32, _vector: u8) -> Result<(), Errno> {
+        Err(ENOSYS)
+    }
 }
 
 /// Result of one handler: a value for RAX or a scheduling action.
-type Handler = fn(&mut dyn HypercallEnvironment, &HypercallRequest) -> HypercallOutcome;
+pub(super) type Handler = fn(&mut dyn HypercallEnvironment, &HypercallRequest) -> HypercallOutcome;
 
 /// One row of the hypercall table.
 pub struct HypercallEntry {
@@ -296,6 +345,10 @@ pub static HYPERCALLS: &[HypercallEntry] = &[
     HypercallEntry { number: number::console_io, name: "console_io", handler: console_io },
     HypercallEntry { number: number::vcpu_op, name: "vcpu_op", handler: vcpu_op },
     HypercallEntry { number: number::sched_op, name: "sched_op", handler: sched_op },
+    HypercallEntry { number: number::event_channel_op, name: "event_channel_op", handler: super::hypercall_events::event_channel_op },
+    HypercallEntry { number: number::grant_table_op, name: "grant_table_op", handler: super::hypercall_events::grant_table_op },
+    HypercallEntry { number: number::hvm_op, name: "hvm_op", handler: super::hypercall_events::hvm_op },
+    HypercallEntry { number: number::vm_assist, name: "vm_assist", handler: super::hypercall_events::vm_assist },
 ];
 
 /// Xen's name of a hypercall Basalt answers.
@@ -315,16 +368,16 @@ pub fn dispatch(env: &mut dyn HypercallEnvironment, call: &HypercallRequest) -> 
 }
 
 /// A handler's failure: a positive Xen errno.
-type Errno = i64;
+pub type Errno = i64;
 
-fn finish(result: Result<i64, Errno>) -> HypercallOutcome {
+pub(super) fn finish(result: Result<i64, Errno>) -> HypercallOutcome {
     HypercallOutcome::Return(match result {
         Ok(value) => value,
         Err(errno) => -errno,
     })
 }
 
-fn read_guest<const N: usize>(env: &mut dyn HypercallEnvironment, gva: u64) -> Result<[u8; N], Errno> {
+pub(super) fn read_guest<const N: usize>(env: &mut dyn HypercallEnvironment, gva: u64) -> Result<[u8; N], Errno> {
     let mut bytes = [0u8; N];
     env.copy_from_guest(gva, &mut bytes).map_err(|GuestFault| EFAULT)?;
     Ok(bytes)
@@ -332,24 +385,24 @@ fn read_guest<const N: usize>(env: &mut dyn HypercallEnvironment, gva: u64) -> R
 
 /// Writes `data` at `gva`; an empty write touches nothing and succeeds (as Xen's
 /// zero-length copies do).
-fn write_guest(env: &mut dyn HypercallEnvironment, gva: u64, data: &[u8]) -> Result<(), Errno> {
+pub(super) fn write_guest(env: &mut dyn HypercallEnvironment, gva: u64, data: &[u8]) -> Result<(), Errno> {
     if data.is_empty() {
         return Ok(());
     }
     env.copy_to_guest(gva, data).map_err(|GuestFault| EFAULT)
 }
 
-fn u16_at(bytes: &[u8], offset: usize) -> u16 {
+pub(super) fn u16_at(bytes: &[u8], offset: usize) -> u16 {
     u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
 }
 
-fn u32_at(bytes: &[u8], offset: usize) -> u32 {
+pub(super) fn u32_at(bytes: &[u8], offset: usize) -> u32 {
     let mut field = [0u8; 4];
     field.copy_from_slice(&bytes[offset..offset + 4]);
     u32::from_le_bytes(field)
 }
 
-fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+pub(super) fn u64_at(bytes: &[u8], offset: usize) -> u64 {
     let mut field = [0u8; 8];
     field.copy_from_slice(&bytes[offset..offset + 8]);
     u64::from_le_bytes(field)
@@ -562,9 +615,36 @@ fn memory_op(env: &mut dyn HypercallEnvironment, call: &HypercallRequest) -> Hyp
         // Xen matches the memory_map command without masking: continuation bits there
         // are an unknown command.
         XENMEM_memory_map if start_extent == 0 => memory_map(env, arg, call.width),
+        XENMEM_add_to_physmap if start_extent == 0 => add_to_physmap(env, arg),
         _ => Err(ENOSYS),
     };
     finish(result)
+}
+
+/// `xen_add_to_physmap { domid_t domid; u16 size; u32 space; xen_ulong_t idx;
+/// xen_pfn_t gpfn; }` (24 bytes, 64-bit layout; a 32-bit guest's is the same size for
+/// the fields Basalt reads as Linux builds it). Only the caller's own domain.
+fn add_to_physmap(env: &mut dyn HypercallEnvironment, arg: u64) -> Result<i64, Errno> {
+    let bytes: [u8; XEN_ADD_TO_PHYSMAP_SIZE] = read_guest(env, arg)?;
+    let domid = u16_at(&bytes, 0);
+    if domid != DOMID_SELF && domid != env.domain_id() {
+        return Err(if domid >= DOMID_FIRST_RESERVED { ESRCH } else { EPERM });
+    }
+    let space = u32_at(&bytes, 4);
+    let index = u64_at(&bytes, 8);
+    let gfn = u64_at(&bytes, 16);
+    match space {
+        XENMAPSPACE_shared_info if index == 0 => env.map_shared_info(gfn).map(|()| 0),
+        XENMAPSPACE_shared_info => Err(EINVAL),
+        XENMAPSPACE_grant_table => {
+            // Bit 31 selects v2 status frames, which Basalt (v1 only) has none of.
+            if index & XENMAPIDX_grant_table_status != 0 || index > u64::from(u32::MAX) {
+                return Err(EINVAL);
+            }
+            env.map_grant_frame(index as u32, gfn).map(|()| 0)
+        }
+        _ => Err(ENOSYS),
+    }
 }
 
 fn clamp_to_i64(value: u64) -> i64 {
@@ -664,6 +744,19 @@ fn vcpu_op(env: &mut dyn HypercallEnvironment, call: &HypercallRequest) -> Hyper
                 Err(GuestFault) => Err(EFAULT),
             }
         }
+        VCPUOP_register_vcpu_info => register_vcpu_info(env, vcpu, arg),
+        VCPUOP_register_runstate_memory_area => {
+            // `vcpu_register_runstate_memory_area { union { handle; u64 p; } addr; }`.
+            let size = match call.width {
+                GuestWidth::Bits64 => 8,
+                GuestWidth::Bits32 => 4,
+            };
+            let mut address = [0u8; 8];
+            match env.copy_from_guest(arg, &mut address[..size]) {
+                Ok(()) => env.register_runstate_area(vcpu, u64::from_le_bytes(address)).map(|()| 0),
+                Err(GuestFault) => Err(EFAULT),
+            }
+        }
         VCPUOP_stop_singleshot_timer if !is_caller => Err(EINVAL),
         VCPUOP_stop_singleshot_timer => {
             env.set_timer(None);
@@ -672,6 +765,19 @@ fn vcpu_op(env: &mut dyn HypercallEnvironment, call: &HypercallRequest) -> Hyper
         _ => Err(ENOSYS),
     };
     finish(result)
+}
+
+/// `vcpu_register_vcpu_info { u64 mfn; u32 offset; u32 rsvd; }`: Xen's checks — the
+/// 64-byte vcpu_info must not cross the page, the reserved word is zero.
+fn register_vcpu_info(env: &mut dyn HypercallEnvironment, vcpu: u32, arg: u64) -> Result<i64, Errno> {
+    let bytes: [u8; 16] = read_guest(env, arg)?;
+    let gfn = u64_at(&bytes, 0);
+    let offset = u64::from(u32_at(&bytes, 8));
+    if u32_at(&bytes, 12) != 0 || offset + VCPU_INFO_SIZE > PAGE_SIZE as u64 {
+        return Err(EINVAL);
+    }
+    let gpa = gfn.checked_mul(PAGE_SIZE as u64).and_then(|base| base.checked_add(offset)).ok_or(EINVAL)?;
+    env.register_vcpu_info(vcpu, gpa).map(|()| 0)
 }
 
 /// VCPUOP_initialise with a `vcpu_hvm_context` (128 bytes: u32 mode, pad, register

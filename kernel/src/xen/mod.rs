@@ -21,9 +21,12 @@
 
 pub mod cpuid;
 pub mod event_channel;
+pub mod grant_table;
 pub mod hypercall;
+pub mod hypercall_events;
 pub mod hypercall_page;
 pub mod msr;
+pub mod pvclock;
 
 pub use cpuid::{guest_cpuid, CpuidPolicy, CpuidResult, GuestCpuIdentity, HostVendor};
 pub use hypercall::{

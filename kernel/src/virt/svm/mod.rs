@@ -310,6 +310,10 @@ impl SvmVcpu {
         };
         let (reason, instruction_length) = match code {
             VMEXIT_INTR | VMEXIT_NMI | VMEXIT_SMI | VMEXIT_INIT => (ExitReason::ExternalInterrupt, None),
+            VMEXIT_VINTR => {
+                self.request_interrupt_window(false);
+                (ExitReason::InterruptWindow, None)
+            }
             VMEXIT_CPUID => (ExitReason::Cpuid, nrip_length),
             VMEXIT_MSR if info1 == 0 => (ExitReason::Rdmsr, nrip_length),
             VMEXIT_MSR => (ExitReason::Wrmsr, nrip_length),
@@ -425,6 +429,26 @@ impl VirtualCpu for SvmVcpu {
                 vmcb.write_u64(RSP, regs.rsp);
                 vmcb.write_u64(RAX, regs.rax);
             }
+            StartState::StartupIpi { vector } => {
+                let selector = u16::from(*vector) << 8;
+                vmcb.write_segment(CS, selector, 0x9b, 0xffff, u64::from(*vector) << 12);
+                for data in [DS, ES, SS, FS, GS] {
+                    vmcb.write_segment(data, 0, 0x93, 0xffff, 0);
+                }
+                vmcb.write_segment(TR, 0, 0x8b, 0xffff, 0);
+                vmcb.write_segment(LDTR, 0, 0x82, 0xffff, 0);
+                vmcb.write_segment(GDTR, 0, 0, 0xffff, 0);
+                vmcb.write_segment(IDTR, 0, 0, 0xffff, 0);
+                vmcb.write_u8(CPL, 0);
+                vmcb.write_u64(CR0, 0x10);
+                vmcb.write_u64(CR3, 0);
+                vmcb.write_u64(CR4, 0);
+                vmcb.write_u64(EFER, EFER_SVME);
+                vmcb.write_u64(RFLAGS, 0x2);
+                vmcb.write_u64(RIP, 0);
+                vmcb.write_u64(RSP, 0);
+                vmcb.write_u64(RAX, 0);
+            }
         }
         self.pending_injection = None;
         Ok(())
@@ -496,6 +520,25 @@ impl VirtualCpu for SvmVcpu {
             Injection::Interrupt { vector } => EVENT_VALID | EVENT_TYPE_INTR | u64::from(vector),
         };
         self.pending_injection = Some(value);
+    }
+
+    fn interrupt_window_open(&mut self) -> bool {
+        const RFLAGS_IF: u64 = 1 << 9;
+        self.pending_injection.is_none()
+            && self.vmcb.read_u64(RFLAGS) & RFLAGS_IF != 0
+            && self.vmcb.read_u64(INTERRUPT_SHADOW) & 1 == 0
+    }
+
+    fn request_interrupt_window(&mut self, enable: bool) {
+        let intercepts = self.vmcb.read_u32(INTERCEPT_MISC1);
+        let vintr = self.vmcb.read_u64(VINTR) & !(V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR);
+        if enable {
+            self.vmcb.write_u32(INTERCEPT_MISC1, intercepts | INTERCEPT_VINTR);
+            self.vmcb.write_u64(VINTR, vintr | V_IRQ | V_INTR_PRIO_MAX | V_IGN_TPR);
+        } else {
+            self.vmcb.write_u32(INTERCEPT_MISC1, intercepts & !INTERCEPT_VINTR);
+            self.vmcb.write_u64(VINTR, vintr);
+        }
     }
 
     fn guest_efer(&self) -> u64 {

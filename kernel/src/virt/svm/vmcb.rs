@@ -55,6 +55,7 @@ pub const INTERCEPT_INTR: u32 = 1 << 0;
 pub const INTERCEPT_NMI: u32 = 1 << 1;
 pub const INTERCEPT_SMI: u32 = 1 << 2;
 pub const INTERCEPT_INIT: u32 = 1 << 3;
+pub const INTERCEPT_VINTR: u32 = 1 << 4;
 pub const INTERCEPT_CPUID: u32 = 1 << 18;
 pub const INTERCEPT_INVD: u32 = 1 << 22;
 pub const INTERCEPT_HLT: u32 = 1 << 24;
@@ -82,10 +83,16 @@ pub const INTERCEPT_XSETBV: u32 = 1 << 13;
 /// V_INTR_MASKING (VINTR bit 24): physical interrupts are masked by the host's IF, not
 /// the guest's, so they always reach the host.
 pub const V_INTR_MASKING: u64 = 1 << 24;
+/// VINTR: a virtual interrupt is pending (V_IRQ), at priority 15, ignoring V_TPR —
+/// used only to get a VINTR exit when the guest can take an interrupt.
+pub const V_IRQ: u64 = 1 << 8;
+pub const V_INTR_PRIO_MAX: u64 = 0xf << 16;
+pub const V_IGN_TPR: u64 = 1 << 20;
 
 /// Exit codes (appendix C).
 pub const VMEXIT_EXCEPTION_BASE: u64 = 0x40;
 pub const VMEXIT_INTR: u64 = 0x60;
+pub const VMEXIT_VINTR: u64 = 0x64;
 pub const VMEXIT_NMI: u64 = 0x61;
 pub const VMEXIT_SMI: u64 = 0x62;
 pub const VMEXIT_INIT: u64 = 0x63;

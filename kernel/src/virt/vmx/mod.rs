@@ -402,6 +402,23 @@ impl VmxVcpu {
                 vmwrite(GUEST_RSP, regs.rsp)?;
                 vmwrite(ENTRY_CONTROLS, u64::from(controls.entry | ENTRY_IA32E_MODE_GUEST))?;
             }
+            StartState::StartupIpi { vector } => {
+                Self::write_segment(GUEST_CS_SELECTOR, u16::from(*vector) << 8, u64::from(*vector) << 12, 0xffff, 0x9b)?;
+                for field in
+                    [GUEST_DS_SELECTOR, GUEST_ES_SELECTOR, GUEST_SS_SELECTOR, GUEST_FS_SELECTOR, GUEST_GS_SELECTOR]
+                {
+                    Self::write_segment(field, 0, 0, 0xffff, 0x93)?;
+                }
+                Self::write_segment(GUEST_TR_SELECTOR, 0, 0, 0xffff, 0x8b)?;
+                self.cr0_shadow = 0x10;
+                self.cr4_shadow = 0;
+                vmwrite(GUEST_CR3, 0)?;
+                vmwrite(GUEST_IA32_EFER, 0)?;
+                vmwrite(GUEST_RFLAGS, 0x2)?;
+                vmwrite(GUEST_RIP, 0)?;
+                vmwrite(GUEST_RSP, 0)?;
+                vmwrite(ENTRY_CONTROLS, u64::from(controls.entry & !ENTRY_IA32E_MODE_GUEST))?;
+            }
         }
         Self::write_segment(GUEST_LDTR_SELECTOR, 0, 0, 0, UNUSABLE)?;
         vmwrite(GUEST_GDTR_BASE, 0)?;
@@ -495,6 +512,10 @@ impl VmxVcpu {
                     (ExitReason::ExternalInterrupt, None)
                 }
                 EXIT_TRIPLE_FAULT => (ExitReason::TripleFault, None),
+                EXIT_INTERRUPT_WINDOW => {
+                    self.request_interrupt_window(false);
+                    (ExitReason::InterruptWindow, None)
+                }
                 EXIT_CPUID => (ExitReason::Cpuid, instruction),
                 EXIT_HLT => (ExitReason::Hlt, instruction),
                 EXIT_VMCALL => (ExitReason::Hypercall, instruction),
@@ -679,6 +700,29 @@ impl VirtualCpu for VmxVcpu {
             Injection::Exception { vector, error_code: None } => (VALID | (3 << 8) | u32::from(vector), 0),
             Injection::Interrupt { vector } => (VALID | u32::from(vector), 0),
         });
+    }
+
+    fn interrupt_window_open(&mut self) -> bool {
+        const RFLAGS_IF: u64 = 1 << 9;
+        if self.pending_injection.is_some() || self.make_current().is_err() {
+            return false;
+        }
+        vmread(GUEST_RFLAGS).unwrap_or(0) & RFLAGS_IF != 0 && vmread(GUEST_INTERRUPTIBILITY).unwrap_or(0) & 0x3 == 0
+    }
+
+    fn request_interrupt_window(&mut self, enable: bool) {
+        if self.make_current().is_err() {
+            return;
+        }
+        let primary = vmread(PRIMARY_PROCESSOR_CONTROLS).unwrap_or(u64::from(controls().primary));
+        let wanted = if enable {
+            primary | u64::from(PROC_INTERRUPT_WINDOW_EXITING)
+        } else {
+            primary & !u64::from(PROC_INTERRUPT_WINDOW_EXITING)
+        };
+        if wanted != primary {
+            let _ = vmwrite(PRIMARY_PROCESSOR_CONTROLS, wanted);
+        }
     }
 
     fn guest_efer(&self) -> u64 {

@@ -121,6 +121,7 @@ pub const PIN_EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
 pub const PIN_NMI_EXITING: u32 = 1 << 3;
 pub const PIN_ACTIVATE_PREEMPTION_TIMER: u32 = 1 << 6;
 /// Primary processor-based controls.
+pub const PROC_INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
 pub const PROC_HLT_EXITING: u32 = 1 << 7;
 pub const PROC_MWAIT_EXITING: u32 = 1 << 10;
 pub const PROC_UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
@@ -150,6 +151,7 @@ pub const EXIT_EXTERNAL_INTERRUPT: u32 = 1;
 pub const EXIT_TRIPLE_FAULT: u32 = 2;
 pub const EXIT_INIT: u32 = 3;
 pub const EXIT_SIPI: u32 = 4;
+pub const EXIT_INTERRUPT_WINDOW: u32 = 7;
 pub const EXIT_CPUID: u32 = 10;
 pub const EXIT_GETSEC: u32 = 11;
 pub const EXIT_HLT: u32 = 12;
