@@ -22,7 +22,6 @@
 pub mod cpuid;
 pub mod event_channel;
 pub mod grant_table;
-pub mod grant_table;
 pub mod hypercall;
 pub mod hypercall_events;
 pub mod hypercall_page;
