@@ -2,10 +2,12 @@
 #
 #   make run     build build/basalt.img and boot it in QEMU, serial console on this terminal
 #   make test    every test: host unit tests, then the emulator tests on the real image
-#   make image   build/basalt.img only (with the demo guest)
+#   make image   build/basalt.img only (with the demo guest, and the Linux guest when
+#                its Debian packages can be fetched)
 #   make guests  the no_std test guests, build/guests/<name>.elf
+#   make guest-linux  the Linux guest: Debian's cloud kernel and a busybox initramfs
 #   make test-image  build/basalt-test.img: the image plus every test guest and config
-#   make bench   image/binary sizes and boot-to-prompt times (BIOS and UEFI)
+#   make bench   image/binary sizes, boot-to-prompt times, guest and Linux boot figures
 #
 # Both `run` and `test` install what they need (Debian packages, the Rust target).
 
@@ -18,16 +20,30 @@ IMG          := $(BUILD)/basalt.img
 TEST_IMG     := $(BUILD)/basalt-test.img
 CARGO        ?= cargo
 
+# The Linux guest (see "the Linux guest" below): Debian's kernel, its busybox-static,
+# the initramfs built around it, and the kernel's vmlinux for the QEMU-direct baseline.
+GUEST_KERNEL := $(BUILD)/guests/vmlinuz
+GUEST_KERNEL_PACKAGE := linux-image-cloud-amd64
+GUEST_BUSYBOX := $(BUILD)/guests/busybox
+GUEST_BUSYBOX_PACKAGE := busybox-static
+GUEST_INITRAMFS := $(BUILD)/guests/initramfs.cpio.gz
+GUEST_PAYLOAD_FILES := guest-payload/mkinitramfs.sh $(shell find guest-payload/rootfs -type f)
+GUEST_VMLINUX := $(BUILD)/guests/vmlinux
+
 # Debian packages: building the image, and emulating machines to test it.
 IMAGE_PACKAGES := grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils
 EMULATOR_PACKAGES := qemu-system-x86 ovmf bochs bochsbios seabios
+# `make bench` unpacks the guest kernel's LZ4 payload to boot it under QEMU directly.
+BENCH_PACKAGES := lz4
 
 # QEMU for `make run`: AMD SVM + nested paging under TCG (no KVM here), two CPUs.
-QEMU_RUN_FLAGS ?= -accel tcg -cpu qemu64,+svm,+npt -smp 2 -m 1024 -machine pc \
+# 2 GiB: room for two 256 MiB Linux domUs beside the hypervisor's heap (1/16 of RAM),
+# which also holds a kernel while `create` unpacks it (Debian's: 53 MB).
+QEMU_RUN_FLAGS ?= -accel tcg -cpu qemu64,+svm,+npt -smp 2 -m 2048 -machine pc \
 	-drive file=$(IMG),format=raw,if=ide,snapshot=on \
 	-serial mon:stdio -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04
 
-.PHONY: all image hypervisor hypervisor-elf guests test-image run test unit-test qemu-test bench fuzz clean deps image-deps emulator-deps rust-target fmt-check guest-kernel
+.PHONY: all image hypervisor hypervisor-elf guests test-image run test unit-test qemu-test bench fuzz clean deps image-deps emulator-deps bench-deps rust-target fmt-check guest-kernel guest-linux
 
 all: image
 
@@ -50,6 +66,9 @@ image-deps:
 emulator-deps:
 	$(call install_missing,$(EMULATOR_PACKAGES))
 
+bench-deps:
+	$(call install_missing,$(BENCH_PACKAGES))
+
 rust-target:
 	@rustup target list --installed 2>/dev/null | grep -qx $(TARGET) || rustup target add $(TARGET)
 
@@ -67,10 +86,17 @@ hypervisor-elf: hypervisor
 	@mkdir -p $(BUILD)
 	objcopy --strip-debug $(HYPERVISOR) $(ELF)
 
-# The shipped image carries the demo guest, so `create demo.cfg` works out of the box.
-# Extra modules are FILE:MODULE_NAME; the toolstack finds kernels and configs by name.
-image: image-deps hypervisor-elf guests
-	image/mkimage.sh $(ELF) $(IMG) $(BUILD)/guests/demo.elf:demo.elf image/configs/demo.cfg:demo.cfg
+# The shipped image carries the demo guest and the Linux guest (kernel `vmlinuz`,
+# ramdisk `initramfs`, config `linux.cfg`), so `create demo` and `create linux` work out
+# of the box. Extra modules are FILE:MODULE_NAME; the toolstack finds kernels, ramdisks
+# and configs by name. Without the Linux payload (its Debian packages could not be
+# fetched: offline) the image is built without it, and one line says so.
+image: image-deps hypervisor-elf guests $(GUEST_KERNEL) $(GUEST_INITRAMFS)
+	@linux="$(GUEST_KERNEL):vmlinuz $(GUEST_INITRAMFS):initramfs image/configs/linux.cfg:linux.cfg"; \
+	if [ ! -f $(GUEST_KERNEL) ] || [ ! -f $(GUEST_INITRAMFS) ]; then linux=""; \
+	  echo "image: no Linux guest in $(IMG): Debian's kernel or busybox could not be fetched (offline?); \`make guest-linux\` says why"; \
+	fi; \
+	set -x; image/mkimage.sh $(ELF) $(IMG) $(BUILD)/guests/demo.elf:demo.elf image/configs/demo.cfg:demo.cfg $$linux
 
 run: emulator-deps image
 	@echo "Booting $(IMG) in QEMU. Serial console here; Ctrl-A X quits, Ctrl-A C toggles the QEMU monitor."
@@ -97,32 +123,49 @@ guests: rust-target
 	done; echo "guests: $(GUEST_NAMES:%=$(BUILD)/guests/%.elf)"
 
 # The emulator tests' image: everything in basalt.img plus every test guest and its
-# config (modules `<guest>.elf`, `<guest>.cfg`).
-test-image: image-deps hypervisor-elf guests guest-kernel
+# config (modules `<guest>.elf`, `<guest>.cfg`; the Linux configs linux.cfg and
+# linux1.cfg are among them). The Linux guest is required here.
+test-image: image-deps hypervisor-elf guests guest-linux
 	image/mkimage.sh $(ELF) $(TEST_IMG) \
-		$(GUEST_KERNEL):vmlinuz \
+		$(GUEST_KERNEL):vmlinuz $(GUEST_INITRAMFS):initramfs \
 		$(foreach guest,$(GUEST_NAMES),$(BUILD)/guests/$(guest).elf:$(guest).elf) \
 		$(foreach config,$(GUEST_CONFIGS),$(config):$(notdir $(config))) \
 		image/configs/demo.cfg:demo.cfg
 
-# Debian 12's cloud kernel exactly as shipped (whatever linux-image-cloud-amd64 depends
-# on today), fetched with `apt-get download` and unpacked into build/guests/ (never
-# committed).
-GUEST_KERNEL := $(BUILD)/guests/vmlinuz
-GUEST_KERNEL_PACKAGE := linux-image-cloud-amd64
+# --- the Linux guest ---------------------------------------------------------------
 
+# Debian 12's cloud kernel exactly as shipped (whatever linux-image-cloud-amd64 depends
+# on today) and an initramfs around Debian's static busybox (guest-payload/: /init,
+# inittab, rcS prints BASALT-LINUX-READY, a `linux# ` shell on the console). Both
+# packages are fetched with `apt-get download` into build/guests/ (never committed).
+#
+# The file rules never fail: offline they leave no file behind (fetch.log says why), so
+# `make image` goes on without Linux and the next make tries again. `guest-kernel` and
+# `guest-linux` are the strict targets: they fail when the files are missing.
 guest-kernel: $(GUEST_KERNEL)
+	@[ -f $(GUEST_KERNEL) ] || { echo "guest-kernel: cannot fetch $(GUEST_KERNEL_PACKAGE) with apt-get; see $(BUILD)/guests/linux-image/fetch.log"; exit 1; }
+
+guest-linux: $(GUEST_KERNEL) $(GUEST_INITRAMFS)
+	@[ -f $(GUEST_KERNEL) ] || { echo "guest-linux: cannot fetch $(GUEST_KERNEL_PACKAGE) with apt-get; see $(BUILD)/guests/linux-image/fetch.log"; exit 1; }
+	@[ -f $(GUEST_INITRAMFS) ] || { echo "guest-linux: cannot fetch $(GUEST_BUSYBOX_PACKAGE) with apt-get; see $(BUILD)/guests/busybox-static/fetch.log"; exit 1; }
 
 $(GUEST_KERNEL):
-	@mkdir -p $(BUILD)/guests
-	@sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	versioned() { apt-cache depends $(GUEST_KERNEL_PACKAGE) 2>/dev/null | awk '/Depends: linux-image-/{print $$2; exit}'; }; \
-	package=$$(versioned); \
-	if [ -z "$$package" ]; then $$sudo apt-get update -qq; package=$$(versioned); fi; \
-	[ -n "$$package" ] || { echo "cannot find $(GUEST_KERNEL_PACKAGE) in the apt lists"; exit 1; }; \
-	cd $(BUILD)/guests && rm -rf unpacked && apt-get download -q "$$package" 2>&1 | grep -v '^W: Download is performed unsandboxed' ; \
-	dpkg-deb -x "$$package"_*.deb unpacked && cp unpacked/boot/vmlinuz-* vmlinuz && rm -rf unpacked && \
-	echo "guest kernel: $$package -> $(GUEST_KERNEL)"
+	@if package=$$(guest-payload/fetch-deb.sh --depends linux-image- $(GUEST_KERNEL_PACKAGE) $(BUILD)/guests/linux-image 2>/dev/null); then \
+	  cp $(BUILD)/guests/linux-image/unpacked/boot/vmlinuz-* $@ && rm -rf $(BUILD)/guests/linux-image/unpacked && \
+	  echo "guest kernel: $$package -> $@"; \
+	fi
+
+$(GUEST_BUSYBOX):
+	@if package=$$(guest-payload/fetch-deb.sh $(GUEST_BUSYBOX_PACKAGE) $(BUILD)/guests/busybox-static 2>/dev/null); then \
+	  cp $(BUILD)/guests/busybox-static/unpacked/bin/busybox $@ && rm -rf $(BUILD)/guests/busybox-static/unpacked && \
+	  echo "guest busybox: $$package -> $@"; \
+	fi
+
+$(GUEST_INITRAMFS): $(GUEST_BUSYBOX) $(GUEST_PAYLOAD_FILES)
+	@if [ -f $(GUEST_BUSYBOX) ]; then guest-payload/mkinitramfs.sh $(GUEST_BUSYBOX) guest-payload/rootfs $@; fi
+
+$(GUEST_VMLINUX): $(GUEST_KERNEL) guest-payload/extract-vmlinux.sh
+	guest-payload/extract-vmlinux.sh $(GUEST_KERNEL) $@
 
 # --- tests ------------------------------------------------------------------------
 
