@@ -621,3 +621,18 @@ pub fn requeue_dom0_event(port: u32) {
 pub fn close_dom0_port(port: u32) {
     let _ = with_event_channels(|channels| channels.close(0, port));
 }
+
+/// Raises the upcall again if `vcpu`'s `evtchn_upcall_pending` is set: after an INIT
+/// cleared its local APIC, an upcall raised before (Linux registers an AP's vcpu_info
+/// and vector before it starts it) would otherwise never arrive, since set_pending
+/// raises only on a 0 → 1 change of the flag.
+pub fn reassert_upcall(domain: &Domain, vcpu: u32) {
+    let pending = {
+        let xen = domain.xen.lock();
+        let memory = domain.memory.lock();
+        xen.vcpu_info_gpa(vcpu).and_then(|gpa| memory.atomic_u8(gpa)).is_some_and(|flag| flag.load(Ordering::SeqCst) != 0)
+    };
+    if pending {
+        raise_upcall(domain, vcpu);
+    }
+}

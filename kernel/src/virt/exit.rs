@@ -400,6 +400,7 @@ fn apply_apic_action(domain: &Domain, sender: &Vcpu, action: vlapic::ApicAction)
                 drop(control);
                 let key = VcpuKey { domain: domain.id, vcpu: target.id };
                 let _ = run::with_scheduler(|scheduler| scheduler.set_online(key, true));
+                xen::reassert_upcall(domain, target.id);
                 crate::domain::xen::kick(domain, target);
             }
             _ => {}

@@ -72,6 +72,9 @@ pub const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
 pub const IA32_TSC_AUX: u32 = 0xc000_0103;
 /// AMD HWCR; bit 24 TscFreqSel (the TSC counts at the P0 frequency).
 pub const MSR_K7_HWCR: u32 = 0xc001_0015;
+/// AMD SYSCFG: Linux reads it (memory-encryption and MTRR checks) without a fault
+/// handler; Xen gives a guest zero (no SME, no MtrrFixDramEn).
+pub const MSR_AMD64_SYSCFG: u32 = 0xc001_0010;
 /// AMD DE_CFG; bit 1 makes LFENCE dispatch-serialising.
 pub const MSR_AMD64_DE_CFG: u32 = 0xc001_1029;
 
@@ -279,9 +282,11 @@ pub fn read_msr(state: &GuestMsrState, index: u32) -> MsrRead {
         IA32_FEATURE_CONTROL if state.intel() => FEATURE_CONTROL_LOCKED,
         MSR_K7_HWCR if state.amd() => HWCR_TSC_FREQ_SEL,
         MSR_AMD64_DE_CFG if state.amd() => DE_CFG_LFENCE_SERIALISE,
+        MSR_AMD64_SYSCFG if state.amd() => 0,
         // Xen: the hypercall-page MSR reads as zero.
         XEN_HYPERCALL_PAGE_MSR => 0,
-        IA32_PLATFORM_ID | IA32_MISC_ENABLE | IA32_FEATURE_CONTROL | MSR_K7_HWCR | MSR_AMD64_DE_CFG => {
+        IA32_PLATFORM_ID | IA32_MISC_ENABLE | IA32_FEATURE_CONTROL | MSR_K7_HWCR | MSR_AMD64_DE_CFG
+        | MSR_AMD64_SYSCFG => {
             return GP_KNOWN;
         }
         _ => return MsrRead::InjectGp { unknown_msr: true },
