@@ -153,6 +153,7 @@ pub fn run_shell() -> ! {
         builtin_commands::<Appliance>(),
         domain_commands::<Appliance>(),
         basalt_shell::appliance_commands::<Appliance>(),
+        basalt_shell::xenstore_commands::<Appliance>(),
         crate::diagnostics::DIAGNOSTIC_COMMANDS,
     ]) {
         Ok(registry) => registry,

@@ -14,7 +14,7 @@
 
 use alloc::collections::BTreeMap;
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use basalt_dom0::backends::console;
 use basalt_dom0::shared_page::SharedPage;
@@ -244,5 +244,21 @@ fn forget(domid: u16) {
     });
     for port in ports {
         xen::close_dom0_port(port);
+    }
+}
+
+/// The operator's xenstore commands act as dom0 (privileged) on the one store.
+impl basalt_shell::XenstoreControl for crate::appliance::Appliance {
+    fn xs_read(&self, path: &str) -> Result<Vec<u8>, String> {
+        with_store(|store| store.read(path)).map_err(|error| error.to_string())
+    }
+    fn xs_write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
+        with_store(|store| store.write(path, value)).map_err(|error| error.to_string())
+    }
+    fn xs_directory(&self, path: &str) -> Result<Vec<String>, String> {
+        with_store(|store| store.directory(path)).map_err(|error| error.to_string())
+    }
+    fn xs_rm(&mut self, path: &str) -> Result<(), String> {
+        with_store(|store| store.rm(path)).map_err(|error| error.to_string())
     }
 }
