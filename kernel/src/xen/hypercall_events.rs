@@ -387,3 +387,7 @@ pub fn vm_assist(_env: &mut dyn HypercallEnvironment, call: &HypercallRequest) -
         _ => -ENOSYS,
     })
 }
+
+#[cfg(test)]
+#[path = "hypercall_events_tests.rs"]
+mod tests;

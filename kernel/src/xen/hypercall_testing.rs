@@ -8,7 +8,10 @@
 
 use alloc::{collections::VecDeque, vec, vec::Vec};
 
-use super::{E820Entry, GuestFault, HypercallEnvironment, MemoryPages, VcpuPowerState, VcpuStartContext};
+use super::{
+    E820Entry, EventChannelOp, EventChannelReply, GrantTableOp, GrantTableReply, GuestFault, HypercallEnvironment,
+    MemoryPages, VcpuPowerState, VcpuStartContext,
+};
 use basalt_xen_abi::errno::EINVAL;
 
 /// Where guest memory starts (a Linux direct-map address, so 32-bit handles cannot
@@ -42,6 +45,19 @@ pub struct FakeDomain {
     pub shutdown_code: Option<u8>,
     /// Every successful write, as (address, length).
     pub writes: Vec<(u64, usize)>,
+    /// Every event-channel operation the handlers passed on, and the answer given.
+    pub event_ops: Vec<EventChannelOp>,
+    pub event_reply: Result<EventChannelReply, i64>,
+    /// Every grant-table operation passed on; the table has `grant_frames` of 64.
+    pub grant_ops: Vec<GrantTableOp>,
+    pub grant_frames: u32,
+    /// HVM parameters as the guest and toolstack set them.
+    pub params: [u64; 64],
+    /// (vcpu, vector) of HVMOP_set_evtchn_upcall_vector calls.
+    pub upcall_vectors: Vec<(u32, u8)>,
+    /// shared_info and vcpu_info placements.
+    pub shared_info: Option<u64>,
+    pub vcpu_infos: Vec<(u32, u64)>,
 }
 
 impl FakeDomain {
@@ -67,6 +83,14 @@ impl FakeDomain {
             now: 1_000_000,
             shutdown_code: None,
             writes: Vec::new(),
+            event_ops: Vec::new(),
+            event_reply: Ok(EventChannelReply::Port(7)),
+            grant_ops: Vec::new(),
+            grant_frames: 1,
+            params: [0; 64],
+            upcall_vectors: Vec::new(),
+            shared_info: None,
+            vcpu_infos: Vec::new(),
         }
     }
 
@@ -167,6 +191,44 @@ impl HypercallEnvironment for FakeDomain {
     }
     fn now_ns(&self) -> u64 {
         self.now
+    }
+    fn map_shared_info(&mut self, gfn: u64) -> Result<(), i64> {
+        self.shared_info = Some(gfn);
+        Ok(())
+    }
+    fn register_vcpu_info(&mut self, vcpu: u32, gpa: u64) -> Result<(), i64> {
+        self.vcpu_infos.push((vcpu, gpa));
+        Ok(())
+    }
+    fn event_channel(&mut self, op: EventChannelOp) -> Result<EventChannelReply, i64> {
+        self.event_ops.push(op);
+        self.event_reply
+    }
+    fn grant_table(&mut self, op: GrantTableOp) -> Result<GrantTableReply, i64> {
+        self.grant_ops.push(op);
+        match op {
+            GrantTableOp::QuerySize => Ok(GrantTableReply::Size { frames: self.grant_frames, max_frames: 64 }),
+            GrantTableOp::SetVersion(1) | GrantTableOp::GetVersion => Ok(GrantTableReply::Version(1)),
+            GrantTableOp::SetVersion(_) => Err(basalt_xen_abi::errno::EINVAL),
+            GrantTableOp::SetupTable { frames } => {
+                self.grant_frames = self.grant_frames.max(frames);
+                Ok(GrantTableReply::Frames((0..u64::from(frames)).map(|frame| 0x1000 + frame).collect()))
+            }
+        }
+    }
+    fn hvm_param(&mut self, index: u32) -> Result<u64, i64> {
+        Ok(self.params[index as usize % 64])
+    }
+    fn set_hvm_param(&mut self, index: u32, value: u64) -> Result<(), i64> {
+        if index != 0 {
+            return Err(basalt_xen_abi::errno::EPERM);
+        }
+        self.params[0] = value;
+        Ok(())
+    }
+    fn set_upcall_vector(&mut self, vcpu: u32, vector: u8) -> Result<(), i64> {
+        self.upcall_vectors.push((vcpu, vector));
+        Ok(())
     }
 }
 
