@@ -213,35 +213,7 @@ pub fn handle_exit(
             // Xen advances RIP before the hypercall runs, so a blocking call resumes
             // after it.
             complete!();
-            domain.hypercalls.fetch_add(1, Ordering::Relaxed);
-            let registers = HypercallRegisters {
-                rax: gprs.rax,
-                rbx: gprs.rbx,
-                rcx: gprs.rcx,
-                rdx: gprs.rdx,
-                rsi: gprs.rsi,
-                rdi: gprs.rdi,
-                rbp: gprs.rbp,
-                r8: gprs.r8,
-                r9: gprs.r9,
-                r10: gprs.r10,
-            };
-            let request = if state.is_64bit() {
-                HypercallRequest::from_registers_64(&registers, state.cpl)
-            } else {
-                HypercallRequest::from_registers_32(&registers, state.cpl)
-            };
-            let mut environment = ExitEnvironment { domain, vcpu, state: backend.state() };
-            let (value, disposition) = match hypercall::dispatch(&mut environment, &request) {
-                HypercallOutcome::Return(value) => (Some(value), Disposition::Continue),
-                HypercallOutcome::Yield(value) => (Some(value), Disposition::Yield),
-                HypercallOutcome::Block => (Some(0), Disposition::Block),
-                HypercallOutcome::Shutdown { reason } => (None, Disposition::Stop(StopReason::Shutdown(reason))),
-            };
-            if let Some(value) = value {
-                gprs.rax = hypercall::return_register_value(value, request.width);
-            }
-            disposition
+            hypercall(domain, vcpu, backend, gprs, &state)
         }
         ExitReason::Io { port, size, write, string, .. } => {
             // The PC reset paths Linux tries on reboot: the reset control register
@@ -293,6 +265,17 @@ pub fn handle_exit(
             complete!();
             Disposition::Continue
         }
+        ExitReason::Exception { vector: VECTOR_UD, .. } => {
+            // #UD is intercepted for one reason: the other vendor's hypercall
+            // instruction (a guest that chose VMCALL on AMD or VMMCALL on Intel) is
+            // served like the native one. Anything else gets its #UD.
+            if is_hypercall_instruction(domain, &state) {
+                backend.advance_rip(HYPERCALL_INSTRUCTION_LENGTH);
+                return hypercall(domain, vcpu, backend, gprs, &state);
+            }
+            backend.inject(Injection::Exception { vector: VECTOR_UD, error_code: None });
+            Disposition::Continue
+        }
         ExitReason::Exception { vector, error_code } => {
             backend.inject(Injection::Exception { vector, error_code });
             Disposition::Continue
@@ -303,6 +286,61 @@ pub fn handle_exit(
             crash(&state, &format!("unhandled exit {code:#x} ({info1:#x}, {info2:#x})"))
         }
     }
+}
+
+/// VMCALL (0f 01 c1) and VMMCALL (0f 01 d9) are both three bytes.
+const HYPERCALL_INSTRUCTION_LENGTH: u8 = 3;
+
+/// True if the instruction at RIP is VMCALL or VMMCALL.
+fn is_hypercall_instruction(domain: &Domain, state: &GuestState) -> bool {
+    let Ok(context) = TranslationContext::from_control_registers(state.cr0, state.cr3, state.cr4, state.efer) else {
+        return false;
+    };
+    let context = context.with_user_mode(state.cpl == 3);
+    let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH];
+    let fetched = domain.with_memory(|memory| {
+        guest_paging::fetch_instruction_bytes(&*memory, &context, state.cs_base, state.rip, &mut bytes)
+    });
+    matches!(fetched, Ok(length) if length >= 3) && matches!(bytes[..3], [0x0f, 0x01, 0xc1] | [0x0f, 0x01, 0xd9])
+}
+
+/// Runs the hypercall in the guest's registers (RIP is already past the instruction).
+fn hypercall(
+    domain: &Domain,
+    vcpu: &Vcpu,
+    backend: &mut dyn VirtualCpu,
+    gprs: &mut GuestGprs,
+    state: &GuestState,
+) -> Disposition {
+    domain.hypercalls.fetch_add(1, Ordering::Relaxed);
+    let registers = HypercallRegisters {
+        rax: gprs.rax,
+        rbx: gprs.rbx,
+        rcx: gprs.rcx,
+        rdx: gprs.rdx,
+        rsi: gprs.rsi,
+        rdi: gprs.rdi,
+        rbp: gprs.rbp,
+        r8: gprs.r8,
+        r9: gprs.r9,
+        r10: gprs.r10,
+    };
+    let request = if state.is_64bit() {
+        HypercallRequest::from_registers_64(&registers, state.cpl)
+    } else {
+        HypercallRequest::from_registers_32(&registers, state.cpl)
+    };
+    let mut environment = ExitEnvironment { domain, vcpu, state: backend.state() };
+    let (value, disposition) = match hypercall::dispatch(&mut environment, &request) {
+        HypercallOutcome::Return(value) => (Some(value), Disposition::Continue),
+        HypercallOutcome::Yield(value) => (Some(value), Disposition::Yield),
+        HypercallOutcome::Block => (Some(0), Disposition::Block),
+        HypercallOutcome::Shutdown { reason } => (None, Disposition::Stop(StopReason::Shutdown(reason))),
+    };
+    if let Some(value) = value {
+        gprs.rax = hypercall::return_register_value(value, request.width);
+    }
+    disposition
 }
 
 /// True if every vCPU that is up has halted with interrupts off.

@@ -216,7 +216,8 @@ impl SvmVcpu {
 
     fn write_controls(&mut self) {
         let vmcb = &mut self.vmcb;
-        vmcb.write_u32(INTERCEPT_EXCEPTIONS, 0);
+        // #UD only: the other vendor's hypercall instruction (exit handling).
+        vmcb.write_u32(INTERCEPT_EXCEPTIONS, 1 << super::VECTOR_UD);
         vmcb.write_u32(
             INTERCEPT_MISC1,
             INTERCEPT_INTR

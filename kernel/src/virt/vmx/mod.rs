@@ -291,7 +291,8 @@ impl VmxVcpu {
         vmwrite(SECONDARY_PROCESSOR_CONTROLS, u64::from(controls.secondary))?;
         vmwrite(EXIT_CONTROLS, u64::from(controls.exit))?;
         vmwrite(ENTRY_CONTROLS, u64::from(controls.entry))?;
-        vmwrite(EXCEPTION_BITMAP, 0)?;
+        // #UD only: the other vendor's hypercall instruction (exit handling).
+        vmwrite(EXCEPTION_BITMAP, 1 << super::VECTOR_UD)?;
         vmwrite(CR3_TARGET_COUNT, 0)?;
         vmwrite(EXIT_MSR_STORE_COUNT, 0)?;
         vmwrite(EXIT_MSR_LOAD_COUNT, 0)?;
