@@ -636,3 +636,128 @@ pub fn reassert_upcall(domain: &Domain, vcpu: u32) {
         raise_upcall(domain, vcpu);
     }
 }
+
+/// A domain's grant frames as the grant bookkeeping sees them: v1 entries read and
+/// updated with atomics, since the guest writes the same words.
+struct FrameEntries<'a> {
+    frames: &'a [(u64, Option<u64>)],
+}
+
+const GRANT_ENTRIES_PER_FRAME: u32 = 4096 / basalt_xen_abi::grant_table::GRANT_ENTRY_V1_SIZE as u32;
+
+impl FrameEntries<'_> {
+    /// Direct-map address of entry `gref`, if it exists.
+    fn entry_address(&self, gref: u32) -> Option<u64> {
+        let (machine, _) = *self.frames.get((gref / GRANT_ENTRIES_PER_FRAME) as usize)?;
+        let offset = u64::from(gref % GRANT_ENTRIES_PER_FRAME) * 8;
+        Some(crate::mm::phys_to_virt(machine + offset))
+    }
+
+    fn header(&self, gref: u32) -> Option<&core::sync::atomic::AtomicU32> {
+        let address = self.entry_address(gref)?;
+        // SAFETY: the entry is 8-byte aligned inside a grant frame this domain owns;
+        // the frame lives as long as the domain's Xen state, which the caller holds
+        // locked for the borrow. The guest updates it concurrently: atomics.
+        Some(unsafe { &*(address as *const core::sync::atomic::AtomicU32) })
+    }
+}
+
+impl crate::xen::grant_table::GrantEntries for FrameEntries<'_> {
+    fn entry_count(&self) -> u32 {
+        self.frames.len() as u32 * GRANT_ENTRIES_PER_FRAME
+    }
+    fn load(&self, gref: u32) -> basalt_xen_abi::grant_table::GrantEntryV1 {
+        let Some(address) = self.entry_address(gref) else { return Default::default() };
+        // SAFETY: as in `header`; the frame word is read atomically, once.
+        let word = unsafe { &*(address as *const core::sync::atomic::AtomicU64) }.load(Ordering::SeqCst);
+        basalt_xen_abi::grant_table::GrantEntryV1 { flags: word as u16, domid: (word >> 16) as u16, frame: (word >> 32) as u32 }
+    }
+    fn compare_exchange_header(
+        &mut self,
+        gref: u32,
+        current: basalt_xen_abi::grant_table::GrantEntryHeader,
+        new: basalt_xen_abi::grant_table::GrantEntryHeader,
+    ) -> Result<(), basalt_xen_abi::grant_table::GrantEntryHeader> {
+        let pack = |header: basalt_xen_abi::grant_table::GrantEntryHeader| {
+            u32::from(header.flags) | (u32::from(header.domid) << 16)
+        };
+        let unpack = |word: u32| basalt_xen_abi::grant_table::GrantEntryHeader { flags: word as u16, domid: (word >> 16) as u16 };
+        let Some(header) = self.header(gref) else { return Err(current) };
+        header.compare_exchange(pack(current), pack(new), Ordering::SeqCst, Ordering::SeqCst).map(|_| ()).map_err(unpack)
+    }
+    fn clear_flags(&mut self, gref: u32, bits: u16) {
+        if let Some(header) = self.header(gref) {
+            header.fetch_and(!u32::from(bits), Ordering::SeqCst);
+        }
+    }
+}
+
+/// Which way a grant copy goes.
+pub enum GrantCopy<'a> {
+    /// From the granted page into `buffer` (needs read access).
+    FromGuest(&'a mut [u8]),
+    /// From `data` into the granted page (needs write access; a read-only grant
+    /// refuses).
+    ToGuest(&'a [u8]),
+}
+
+/// Why dom0 could not use a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantAccessError {
+    NoSuchDomain(u16),
+    Grant(crate::xen::grant_table::GrantError),
+    /// The copy would leave the 4 KiB page.
+    OutOfPage { offset: usize, length: usize },
+    /// The granted frame is not the granting domain's RAM.
+    NotRam(u64),
+}
+
+impl core::fmt::Display for GrantAccessError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            GrantAccessError::NoSuchDomain(id) => write!(formatter, "no domain {id}"),
+            GrantAccessError::Grant(error) => write!(formatter, "{error}"),
+            GrantAccessError::OutOfPage { offset, length } => {
+                write!(formatter, "copy of {length} bytes at offset {offset} leaves the page")
+            }
+            GrantAccessError::NotRam(gfn) => write!(formatter, "granted frame {gfn:#x} is not the domain's memory"),
+        }
+    }
+}
+
+/// Dom0 copies to or from a page domain `granter` granted to it with reference
+/// `gref`: the entry must grant access to domain 0, writes need a writable grant, and
+/// the grant is held (GTF_reading/GTF_writing set, so the guest cannot revoke it
+/// underneath) only for the duration of the copy.
+pub fn grant_copy(granter: u16, gref: u32, offset: usize, copy: GrantCopy<'_>) -> Result<(), GrantAccessError> {
+    use crate::xen::grant_table::Access;
+    let domain = super::get(granter).ok_or(GrantAccessError::NoSuchDomain(granter))?;
+    let length = match &copy {
+        GrantCopy::FromGuest(buffer) => buffer.len(),
+        GrantCopy::ToGuest(data) => data.len(),
+    };
+    if offset.checked_add(length).is_none_or(|end| end > PAGE as usize) {
+        return Err(GrantAccessError::OutOfPage { offset, length });
+    }
+    let access = match copy {
+        GrantCopy::FromGuest(_) => Access::Read,
+        GrantCopy::ToGuest(_) => Access::Write,
+    };
+    let mut xen = domain.xen.lock();
+    let XenDomain { grants, grant_frames, .. } = &mut *xen;
+    let mut entries = FrameEntries { frames: grant_frames };
+    let frame = grants.acquire(&mut entries, gref, 0, access).map_err(GrantAccessError::Grant)?;
+    let gpa = frame.gfn.saturating_mul(PAGE).saturating_add(offset as u64);
+    let copied = {
+        let mut memory = domain.memory.lock();
+        match copy {
+            GrantCopy::FromGuest(buffer) => memory.read(gpa, buffer),
+            GrantCopy::ToGuest(data) => memory.write(gpa, data),
+        }
+    };
+    let released = grants.release(&mut entries, gref, access);
+    if !copied {
+        return Err(GrantAccessError::NotRam(frame.gfn));
+    }
+    released.map_err(GrantAccessError::Grant)
+}
