@@ -178,13 +178,14 @@ unit-test: guest-kernel
 # Emulator tests: boot build/basalt.img (and build/basalt-test.img, for the guest
 # tests) and drive the serial shell — QEMU TCG for AMD SVM, Bochs for Intel VMX.
 qemu-test: emulator-deps image test-image
-	$(CARGO) test -p qemu-tests --release --test boot --test guests --test bochs
+	$(CARGO) test -p qemu-tests --release --test boot --test guests --test bochs --test linux
 
 test: deps unit-test qemu-test
 
-bench: emulator-deps image test-image
+bench: emulator-deps bench-deps image test-image $(GUEST_VMLINUX)
 	$(CARGO) run -p qemu-tests --release --bin boot-bench
 	$(CARGO) run -p qemu-tests --release --bin guest-bench
+	$(CARGO) run -p qemu-tests --release --bin linux-bench
 
 # Coverage-guided fuzzing of every parser of outside input (not part of `test`: it needs
 # a nightly toolchain and cargo-fuzz, and runs for FUZZ_SECONDS per target).

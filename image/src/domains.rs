@@ -232,14 +232,14 @@ impl DomainControl for Appliance {
         domain::unpause(id).map_err(|error| error.to_string())
     }
 
-    fn shutdown(&mut self, word: &str, timeout_seconds: Option<u32>) -> Result<(), String> {
+    fn shutdown(&mut self, word: &str) -> Result<(), String> {
         let id = resolve_guest(word, "shut down")?;
-        request_stop(id, basalt_xen_abi::sched::SHUTDOWN_poweroff, timeout_seconds)
+        request_stop(id, basalt_xen_abi::sched::SHUTDOWN_poweroff)
     }
 
-    fn reboot(&mut self, word: &str, timeout_seconds: Option<u32>) -> Result<(), String> {
+    fn reboot(&mut self, word: &str) -> Result<(), String> {
         let id = resolve_guest(word, "reboot")?;
-        request_stop(id, basalt_xen_abi::sched::SHUTDOWN_reboot, timeout_seconds)
+        request_stop(id, basalt_xen_abi::sched::SHUTDOWN_reboot)
     }
 
     fn vcpus(&self, word: Option<&str>) -> Result<Vec<VcpuSummary>, String> {
@@ -348,7 +348,7 @@ impl DomainControl for Appliance {
 /// `shutdown`/`reboot DOMAIN`: the guest cannot be asked yet (no xenstore control
 /// node before the Linux PVH issue), so the hypervisor stops it with that reason and
 /// the config's on_poweroff/on_reboot action follows, as if the guest had asked.
-fn request_stop(id: u16, code: u32, _timeout_seconds: Option<u32>) -> Result<(), String> {
+fn request_stop(id: u16, code: u32) -> Result<(), String> {
     let guest = domain::get(id).ok_or_else(|| format!("no domain {id}"))?;
     match guest.life() {
         LifeState::Active | LifeState::Paused => {
