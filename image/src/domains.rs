@@ -232,14 +232,14 @@ impl DomainControl for Appliance {
         domain::unpause(id).map_err(|error| error.to_string())
     }
 
-    fn shutdown(&mut self, word: &str) -> Result<(), String> {
+    fn shutdown(&mut self, word: &str, timeout_seconds: Option<u32>) -> Result<(), String> {
         let id = resolve_guest(word, "shut down")?;
-        request_stop(id, basalt_xen_abi::sched::SHUTDOWN_poweroff)
+        request_stop(id, basalt_xen_abi::sched::SHUTDOWN_poweroff, timeout_seconds)
     }
 
-    fn reboot(&mut self, word: &str) -> Result<(), String> {
+    fn reboot(&mut self, word: &str, timeout_seconds: Option<u32>) -> Result<(), String> {
         let id = resolve_guest(word, "reboot")?;
-        request_stop(id, basalt_xen_abi::sched::SHUTDOWN_reboot)
+        request_stop(id, basalt_xen_abi::sched::SHUTDOWN_reboot, timeout_seconds)
     }
 
     fn vcpus(&self, word: Option<&str>) -> Result<Vec<VcpuSummary>, String> {
@@ -345,12 +345,33 @@ impl DomainControl for Appliance {
     }
 }
 
-/// `shutdown`/`reboot DOMAIN`: the guest cannot be asked yet (no xenstore control
-/// node before the Linux PVH issue), so the hypervisor stops it with that reason and
-/// the config's on_poweroff/on_reboot action follows, as if the guest had asked.
-fn request_stop(id: u16, code: u32) -> Result<(), String> {
+/// A guest asked through xenstore to shut down or reboot, and when it is stopped if
+/// it has not by then.
+struct PendingStop {
+    domain: u16,
+    code: u32,
+    deadline_ns: u64,
+}
+
+static PENDING_STOPS: Mutex<Vec<PendingStop>> = Mutex::new(Vec::new());
+
+/// `shutdown`/`reboot DOMAIN`: a guest that said it acts on `control/shutdown`
+/// (Linux writes `control/feature-poweroff`) is asked there, and stopped with that
+/// reason if it is still running after the timeout (default 60 s); any other guest is
+/// stopped at once. Either way the config's on_poweroff/on_reboot action follows, as
+/// if the guest had asked.
+fn request_stop(id: u16, code: u32, timeout_seconds: Option<u32>) -> Result<(), String> {
     let guest = domain::get(id).ok_or_else(|| format!("no domain {id}"))?;
     match guest.life() {
+        LifeState::Active if crate::dom0::understands_shutdown(id) => {
+            crate::dom0::request_shutdown(id, code == basalt_xen_abi::sched::SHUTDOWN_reboot)?;
+            let timeout = u64::from(timeout_seconds.unwrap_or(basalt_shell::domains::DEFAULT_STOP_TIMEOUT_SECONDS));
+            let deadline_ns = time::uptime_ns().saturating_add(timeout * 1_000_000_000);
+            let mut pending = PENDING_STOPS.lock();
+            pending.retain(|stop| stop.domain != id);
+            pending.push(PendingStop { domain: id, code, deadline_ns });
+            Ok(())
+        }
         LifeState::Active | LifeState::Paused => {
             domain::stop(&guest, StopReason::Shutdown(code));
             Ok(())
@@ -359,9 +380,33 @@ fn request_stop(id: u16, code: u32) -> Result<(), String> {
     }
 }
 
+/// Stops guests that did not act on a shutdown request in time.
+fn expire_stop_requests() {
+    let now = time::uptime_ns();
+    let expired: Vec<PendingStop> = {
+        let mut pending = PENDING_STOPS.lock();
+        let (expired, waiting): (Vec<PendingStop>, Vec<PendingStop>) =
+            core::mem::take(&mut *pending).into_iter().partition(|stop| stop.deadline_ns <= now);
+        *pending = waiting.into_iter().filter(|stop| domain::get(stop.domain).is_some()).collect();
+        expired
+    };
+    for stop in expired {
+        let Some(guest) = domain::get(stop.domain) else { continue };
+        if guest.life() == LifeState::Active || guest.life() == LifeState::Paused {
+            basalt_kernel::warn!(
+                "domain {} did not {} in time; stopping it",
+                stop.domain,
+                domain::shutdown_reason_name(stop.code)
+            );
+            domain::stop(&guest, StopReason::Shutdown(stop.code));
+        }
+    }
+}
+
 /// dom0's life-cycle service: applies on_poweroff / on_reboot / on_crash to domains
 /// that stopped. Called whenever the bootstrap CPU waits for input.
 pub fn service() {
+    expire_stop_requests();
     for event in domain::take_events() {
         let reason = match &event.reason {
             StopReason::Shutdown(code) => ShutdownReason::from_code(*code).unwrap_or(ShutdownReason::Crash),
