@@ -695,11 +695,10 @@ fn hostile_guests_on(kind: EmulatorKind, name: &str) -> Result<()> {
 }
 
 /// Debian's cloud kernel, exactly as shipped (a 14 MB bzImage with an LZ4 payload that
-/// unpacks to a 53 MB ELF), goes through the whole PVH boot path: unpacked, loaded,
-/// started in 32-bit protected mode, and it writes to its console through console_io.
-/// It cannot get further yet (no shared info or event channels: the Linux PVH issue);
-/// whatever it does then, it stays contained — demo keeps echoing and the shell
-/// answers — and its 256 MiB come back on destroy (checked with the rest).
+/// unpacks to a 53 MB ELF), boots beside what is left of the hostile guests: its early
+/// log (earlyprintk=xen: console_io) names the kernel and the command line, demo keeps
+/// echoing and the shell answers while it boots, and its 256 MiB come back when it is
+/// destroyed mid-boot (checked with the rest). tests/linux.rs takes it to its shell.
 fn check_stock_linux(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
     let (linux, output) = create(machine, "linux", "linux")?;
     let first_output = format!("domain {linux} (linux): first console output");
