@@ -42,6 +42,10 @@ enum Service {
 struct Connected {
     store_port: u32,
     console_port: u32,
+    /// The guest has signalled its console channel at least once, so it reads its
+    /// input from the ring. Until then operator input stays where console_io's read
+    /// (the PV console of simpler guests) finds it.
+    console_ring_used: bool,
 }
 
 struct Dom0 {
@@ -60,8 +64,26 @@ fn with_dom0<R>(f: impl FnOnce(&mut Dom0) -> R) -> R {
 }
 
 /// Creates dom0's state at boot (so the first domain is not charged for it).
+/// A domain id no guest gets (ids are handed out from 1 and wrap below the reserved
+/// ones long before this), used for the boot-time rehearsal in [`init`].
+const REHEARSAL_DOMID: u16 = basalt_xen_abi::domid::DOMID_FIRST_RESERVED - 1;
+
+/// Creates dom0's state at boot and rehearses connecting and forgetting one domain:
+/// whatever dom0's own tables keep after their first use (map nodes, dom0's xenstore
+/// home, its event-channel table) is allocated now, so destroying every domain gives
+/// back exactly what creating them took (`mem` before and after agree).
 pub fn init() {
-    with_dom0(|_| ());
+    with_dom0(|dom0| {
+        let _ = dom0.store.write("/local/domain/0/name", b"Domain-0");
+        let _ = dom0.store.write("/local/domain/0/domid", b"0");
+    });
+    xen::prepare_dom0();
+    if xen::add_domain(REHEARSAL_DOMID, 1).is_ok() {
+        let _ = connect_domain(REHEARSAL_DOMID, "rehearsal", 1 << 20, 1);
+        xen::remove_domain(REHEARSAL_DOMID);
+        forget(REHEARSAL_DOMID);
+    }
+    let _ = xen::take_dom0_events();
 }
 
 /// One page of a domain's memory as a shared ring page.
@@ -101,7 +123,12 @@ pub fn connect_domain(domid: u16, name: &str, memory_bytes: u64, vcpus: u32) -> 
         (HVM_PARAM_CONSOLE_PFN, CONSOLE_PFN),
         (HVM_PARAM_CONSOLE_EVTCHN, u64::from(guest_console)),
     ] {
-        xen::set_toolstack_param(domid, index, value).map_err(|errno| failed("HVM parameter", errno))?;
+        match xen::set_toolstack_param(domid, index, value) {
+            Ok(()) => {}
+            // The boot rehearsal has no domain behind its id.
+            Err(_) if domid == REHEARSAL_DOMID => {}
+            Err(errno) => return Err(failed("HVM parameter", errno)),
+        }
     }
     let uuid = domain::get(domid).map(|guest| guest.handle).unwrap_or_default();
     with_dom0(|dom0| {
@@ -117,7 +144,8 @@ pub fn connect_domain(domid: u16, name: &str, memory_bytes: u64, vcpus: u32) -> 
         nodes::populate_domain(&mut dom0.store, &nodes).map_err(|error| format!("xenstore: {error}"))?;
         dom0.ports.insert(dom0_store, (domid, Service::Store));
         dom0.ports.insert(dom0_console, (domid, Service::Console));
-        dom0.guests.insert(domid, Connected { store_port: dom0_store, console_port: dom0_console });
+        dom0.guests
+            .insert(domid, Connected { store_port: dom0_store, console_port: dom0_console, console_ring_used: false });
         Ok(())
     })
 }
@@ -155,16 +183,24 @@ pub fn service() -> bool {
     for port in xen::take_dom0_events() {
         match with_dom0(|dom0| dom0.ports.get(&port).copied()) {
             Some((domid, Service::Store)) => store_due.push(domid),
-            Some((domid, Service::Console)) => console_due.push(domid),
+            Some((domid, Service::Console)) => {
+                with_dom0(|dom0| {
+                    if let Some(connected) = dom0.guests.get_mut(&domid) {
+                        connected.console_ring_used = true;
+                    }
+                });
+                console_due.push(domid);
+            }
             None => {}
         }
     }
     store_due.extend(with_dom0(|dom0| dom0.store.domains_with_output()).into_iter().filter(|&domid| domid != 0));
     // Operator input waiting for a console ring.
-    let connected: Vec<u16> = with_dom0(|dom0| dom0.guests.keys().copied().collect());
-    for &domid in &connected {
+    let connected: Vec<(u16, bool)> =
+        with_dom0(|dom0| dom0.guests.iter().map(|(domid, connected)| (*domid, connected.console_ring_used)).collect());
+    for &(domid, ring_used) in &connected {
         match domain::get(domid) {
-            Some(guest) if guest.has_console_input() => console_due.push(domid),
+            Some(guest) if ring_used && guest.has_console_input() => console_due.push(domid),
             Some(_) => {}
             None => {
                 forget(domid);

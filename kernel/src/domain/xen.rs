@@ -189,6 +189,13 @@ pub fn with_event_channels<R>(f: impl FnOnce(&mut EventChannels) -> R) -> R {
     })
 }
 
+/// Creates the event-channel table with dom0's ports and the dom0 event queue at
+/// boot, sized for the most dom0 ports, so later domains only add their own tables.
+pub fn prepare_dom0() {
+    with_event_channels(|channels| channels.reserve_ports(0));
+    crate::arch::instructions::without_interrupts(|| DOM0_PENDING.lock().reserve(DOM0_MAX_PORTS as usize));
+}
+
 /// Registers a new domain's port table.
 pub fn add_domain(domid: u16, vcpus: u32) -> Result<(), i64> {
     with_event_channels(|channels| channels.add_domain(domid, vcpus, DOMU_MAX_PORTS)).map_err(|error| error.errno())

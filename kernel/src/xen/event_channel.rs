@@ -307,6 +307,16 @@ impl EventChannels {
     }
 
     /// Whether `domid` has a port table.
+    /// Makes room for all of `domid`'s ports now (for a table that lives as long as
+    /// the system: growing it later would keep memory after the domains that made
+    /// it grow are gone).
+    pub fn reserve_ports(&mut self, domid: u16) {
+        if let Some(table) = self.domains.get_mut(&domid) {
+            let wanted = table.max_ports as usize;
+            table.ports.reserve_exact(wanted.saturating_sub(table.ports.len()));
+        }
+    }
+
     pub fn has_domain(&self, domid: u16) -> bool {
         self.domains.contains_key(&domid)
     }
