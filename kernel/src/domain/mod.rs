@@ -18,7 +18,9 @@
 //! Each vCPU has a `run` lock (held by the physical CPU running it, for the whole
 //! slice) and a small `control` lock (start state, up/down, timer) that other vCPUs and
 //! the toolstack take briefly. Nothing is held across a guest run except that vCPU's
-//! `run` lock.
+//! `run` lock. The Xen-side state (`xen`: shared_info, event delivery, grants) adds
+//! its own order: event-channel table, then a domain's `xen` state, then its memory,
+//! then a vCPU's local APIC.
 
 pub mod console;
 #[cfg(target_os = "none")]

@@ -18,6 +18,10 @@
 //! * [`msr`] — per-vCPU emulated MSRs and the policy for every other index.
 //! * [`hypercall_page`] — the stubs a guest gets by writing MSR 0x40000000.
 //! * [`hypercall`] — the hypercall table and the base set of handlers.
+//! * [`hypercall_events`] — event_channel_op, grant_table_op, hvm_op, vm_assist.
+//! * [`event_channel`] — every domain's ports and the 2-level delivery rules.
+//! * [`grant_table`] — grant-table v1 bookkeeping and dom0's use of grants.
+//! * [`pvclock`] — the PV clock record and wall clock layouts.
 
 pub mod cpuid;
 pub mod event_channel;
