@@ -20,31 +20,16 @@ use super::hypercall::{
 use basalt_xen_abi::domid::{DOMID_FIRST_RESERVED, DOMID_SELF};
 use basalt_xen_abi::errno::*;
 
-// event_channel.h command numbers.
-pub const EVTCHNOP_bind_interdomain: u64 = 0;
-pub const EVTCHNOP_bind_virq: u64 = 1;
-pub const EVTCHNOP_bind_pirq: u64 = 2;
-pub const EVTCHNOP_close: u64 = 3;
-pub const EVTCHNOP_send: u64 = 4;
-pub const EVTCHNOP_status: u64 = 5;
-pub const EVTCHNOP_alloc_unbound: u64 = 6;
-pub const EVTCHNOP_bind_ipi: u64 = 7;
-pub const EVTCHNOP_bind_vcpu: u64 = 8;
-pub const EVTCHNOP_unmask: u64 = 9;
-pub const EVTCHNOP_reset: u64 = 10;
-pub const EVTCHNOP_init_control: u64 = 11;
-pub const EVTCHNOP_expand_array: u64 = 12;
-pub const EVTCHNOP_set_priority: u64 = 13;
+pub use basalt_xen_abi::event_channel::{
+    EVTCHNOP_alloc_unbound, EVTCHNOP_bind_interdomain, EVTCHNOP_bind_ipi, EVTCHNOP_bind_pirq, EVTCHNOP_bind_vcpu,
+    EVTCHNOP_bind_virq, EVTCHNOP_close, EVTCHNOP_expand_array, EVTCHNOP_init_control, EVTCHNOP_reset,
+    EVTCHNOP_send, EVTCHNOP_set_priority, EVTCHNOP_status, EVTCHNOP_unmask,
+};
+pub use basalt_xen_abi::grant_table::{
+    GNTST_bad_domain, GNTST_general_error, GNTST_okay, GNTTABOP_get_version, GNTTABOP_query_size,
+    GNTTABOP_set_version, GNTTABOP_setup_table,
+};
 
-// grant_table.h command numbers.
-pub const GNTTABOP_setup_table: u64 = 2;
-pub const GNTTABOP_query_size: u64 = 6;
-pub const GNTTABOP_set_version: u64 = 8;
-pub const GNTTABOP_get_version: u64 = 10;
-/// GNTST_okay and the statuses these handlers write.
-pub const GNTST_okay: i16 = 0;
-pub const GNTST_general_error: i16 = -1;
-pub const GNTST_bad_domain: i16 = -2;
 /// Most grant operations in one call (Xen bounds its loops with preemption; Basalt
 /// with a cap, which Linux — always 1 — never reaches).
 const GRANT_BATCH_MAX: u64 = 16;
