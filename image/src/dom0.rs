@@ -265,8 +265,13 @@ fn serve_console(domid: u16) -> bool {
     result.notify
 }
 
-/// Drops a destroyed domain's connection, nodes and dom0 ports.
-fn forget(domid: u16) {
+/// Drops a destroyed domain's connection, nodes and dom0 ports (also done by
+/// [`service`] for domains that went away by other paths). A no-op for a domain dom0
+/// does not know.
+pub fn forget(domid: u16) {
+    if domid != REHEARSAL_DOMID && !with_dom0(|dom0| dom0.guests.contains_key(&domid)) {
+        return;
+    }
     let ports = with_dom0(|dom0| {
         dom0.store.release(domid);
         let _ = nodes::remove_domain(&mut dom0.store, domid);

@@ -92,6 +92,7 @@ impl DomainHost for Host {
         if let Err(error) = crate::dom0::connect_domain(domid, &request.name, request.memory_bytes, spec.vcpus) {
             basalt_kernel::warn!("{error}");
             let _ = domain::destroy(domid);
+            crate::dom0::forget(domid);
             return Err(HostError::Failed("dom0 could not connect the domain's xenstore and console"));
         }
         Ok(domid)
@@ -110,7 +111,11 @@ impl DomainHost for Host {
     }
 
     fn destroy(&mut self, domid: DomainId) -> Result<(), HostError> {
-        domain::destroy(domid).map_err(|_| HostError::NoSuchDomain(domid))
+        let result = domain::destroy(domid).map_err(|_| HostError::NoSuchDomain(domid));
+        // dom0 lets go of it now rather than at its next round, so `mem` right after
+        // `destroy` already counts everything given back.
+        crate::dom0::forget(domid);
+        result
     }
 }
 

@@ -392,7 +392,7 @@ fn linux_boots_to_a_shell() -> Result<()> {
             || format!("after its reboot, linux should be domain {restarted} (was {linux}), alone:\n{table}"),
         ))?;
 
-        destroy(machine, (restarted, "linux"))?;
+        check_flood_and_shutdown(machine, restarted, failures)?;
         let (free, output) = free_bytes(machine)?;
         if free == initial {
             return Ok(());
@@ -413,6 +413,45 @@ fn linux_boots_to_a_shell() -> Result<()> {
             )
         }))
     })
+}
+
+/// A guest flooding its console does not starve the shell, xenstore names it, and
+/// `shutdown` asks it through xenstore's control/shutdown: it powers off by itself
+/// (on_poweroff = "destroy") while still flooding.
+fn check_flood_and_shutdown(machine: &mut Machine, linux: u32, failures: &mut Failures) -> Result<()> {
+    attach(machine, "linux")?;
+    // Starts after the detach below, runs until the guest shuts down.
+    linux_command(machine, "(sleep 5; exec yes basalt-console-flood > /dev/hvc0) > /dev/null 2>&1 &")?;
+    detach(machine, "linux")?;
+    std::thread::sleep(Duration::from_secs(8));
+    let started = Instant::now();
+    let version = machine.run_command("version")?;
+    failures.soft(machine.check(version.contains("Basalt") || version.contains("basalt"), || {
+        format!("`version` beside a console flood answered:
+{version}")
+    }))?;
+    let name = machine.run_command(&format!("xenstore-read /local/domain/{linux}/name"))?;
+    failures.soft(machine.check(output_lines(&name).contains(&"linux"), || {
+        format!("xenstore-read /local/domain/{linux}/name should say linux:
+{name}")
+    }))?;
+    let feature = machine.run_command(&format!("xenstore-read /local/domain/{linux}/control/feature-poweroff"))?;
+    failures.soft(machine.check(output_lines(&feature).contains(&"1"), || {
+        format!("Linux should have written control/feature-poweroff = 1:
+{feature}")
+    }))?;
+    eprintln!("[linux_boots_to_a_shell] three shell commands beside the flood: {:.1} s", started.elapsed().as_secs_f64());
+    // The fallback stop would come after 240 s, later than await_log waits
+    // (SHUTDOWN_TIMEOUT): only a guest that acted on control/shutdown passes.
+    let asked = machine.run_command("shutdown -t 240 linux")?;
+    failures.soft(machine.check(!asked.contains("error"), || format!("`shutdown -t 240 linux` said:\n{asked}")))?;
+    let text = await_log(machine, &asked, (linux, "linux"), "shut down: ")?;
+    failures.soft(machine.check(text.starts_with("poweroff"), || format!("linux shut down with {text:?}")))?;
+    await_log(machine, "", (linux, "linux"), "destroyed")?;
+    let (rows, table) = list(machine)?;
+    failures.soft(machine.check(rows.iter().all(|(_, id)| *id != linux), || {
+        format!("linux shut down (on_poweroff = \"destroy\"), yet `list` shows it:\n{table}")
+    }))
 }
 
 /// Bochs (Intel VMX + EPT): linux1 boots to its shell and sees Xen.

@@ -214,6 +214,11 @@ impl Tree {
         if let Some(owner) = owner {
             let count = self.owned.entry(owner).or_insert(0);
             *count = count.saturating_add_signed(delta);
+            // A domain that owns nothing has no entry: ids are not reused for long, so
+            // keeping zeros would grow the map with every domain ever created.
+            if *count == 0 {
+                self.owned.remove(&owner);
+            }
         }
     }
 }
