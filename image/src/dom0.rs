@@ -59,7 +59,8 @@ static DOM0: Mutex<Option<Dom0>> = Mutex::new(None);
 
 fn with_dom0<R>(f: impl FnOnce(&mut Dom0) -> R) -> R {
     let mut guard = DOM0.lock();
-    let dom0 = guard.get_or_insert_with(|| Dom0 { store: Xenstore::new(), guests: BTreeMap::new(), ports: BTreeMap::new() });
+    let dom0 =
+        guard.get_or_insert_with(|| Dom0 { store: Xenstore::new(), guests: BTreeMap::new(), ports: BTreeMap::new() });
     f(dom0)
 }
 

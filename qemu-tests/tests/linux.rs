@@ -427,20 +427,29 @@ fn check_flood_and_shutdown(machine: &mut Machine, linux: u32, failures: &mut Fa
     let started = Instant::now();
     let version = machine.run_command("version")?;
     failures.soft(machine.check(version.contains("Basalt") || version.contains("basalt"), || {
-        format!("`version` beside a console flood answered:
-{version}")
+        format!(
+            "`version` beside a console flood answered:
+{version}"
+        )
     }))?;
     let name = machine.run_command(&format!("xenstore-read /local/domain/{linux}/name"))?;
     failures.soft(machine.check(output_lines(&name).contains(&"linux"), || {
-        format!("xenstore-read /local/domain/{linux}/name should say linux:
-{name}")
+        format!(
+            "xenstore-read /local/domain/{linux}/name should say linux:
+{name}"
+        )
     }))?;
     let feature = machine.run_command(&format!("xenstore-read /local/domain/{linux}/control/feature-poweroff"))?;
     failures.soft(machine.check(output_lines(&feature).contains(&"1"), || {
-        format!("Linux should have written control/feature-poweroff = 1:
-{feature}")
+        format!(
+            "Linux should have written control/feature-poweroff = 1:
+{feature}"
+        )
     }))?;
-    eprintln!("[linux_boots_to_a_shell] three shell commands beside the flood: {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "[linux_boots_to_a_shell] three shell commands beside the flood: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     // The fallback stop would come after 240 s, later than await_log waits
     // (SHUTDOWN_TIMEOUT): only a guest that acted on control/shutdown passes.
     let asked = machine.run_command("shutdown -t 240 linux")?;

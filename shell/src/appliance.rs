@@ -1,6 +1,7 @@
 //! The appliance command table: commands whose context is both the machine
 //! ([`System`]) and its domains ([`DomainControl`]). Today that is `reboot`:
-//! alone it restarts the machine, with a DOMAIN it is xl's `reboot DOMAIN`.
+//! alone it restarts the machine, with a DOMAIN it is xl's `reboot DOMAIN`
+//! (plus `-t SECONDS`, as `shutdown` takes it).
 //!
 //! Why a third table: one name cannot live in both [`crate::builtin`] (which
 //! knows only [`System`]) and [`crate::domains`] (only [`DomainControl`]),
@@ -10,9 +11,10 @@
 //! contexts that implement only their own trait.
 //!
 //! The two meanings are told apart by the argument count alone: no argument
-//! is the machine, exactly one is a domain, more is a usage error. No word
-//! (not even `Domain-0`) means the machine, so a typo in a domain name can
-//! only fail to resolve, never restart the host.
+//! is the machine; with any argument it means a domain, and the words must
+//! be `[-t SECONDS] DOMAIN` or it is a usage error (`reboot -t 5` lacks its
+//! DOMAIN). No word (not even `Domain-0`) means the machine, so a typo in a
+//! domain name or an option can only fail, never restart the host.
 //!
 //! Same generic-table trick as [`crate::builtin`]: image/ adds
 //! `appliance_commands::<Appliance>()` to its `Registry::new(&[...])` beside
@@ -22,7 +24,7 @@ use core::marker::PhantomData;
 
 use crate::builtin::power_action_failed;
 use crate::command::{Command, CommandError, Invocation};
-use crate::domains::{failed, unexpected, DomainControl};
+use crate::domains::{failed, stop_timeout_and_domain, DomainControl};
 use crate::system::System;
 
 /// The appliance commands for context type `C`.
@@ -36,8 +38,8 @@ struct ApplianceTable<C>(PhantomData<C>);
 impl<C: System + DomainControl + 'static> ApplianceTable<C> {
     const COMMANDS: &'static [Command<C>] = &[Command {
         name: "reboot",
-        usage: "reboot [DOMAIN]",
-        summary: "restart the machine, or with DOMAIN ask that domain to reboot",
+        usage: "reboot [[-t SECONDS] DOMAIN]",
+        summary: "restart the machine, or ask DOMAIN to reboot; stopped if still up after SECONDS (0-3600, default 60)",
         run: run_reboot::<C>,
     }];
 }
@@ -45,15 +47,14 @@ impl<C: System + DomainControl + 'static> ApplianceTable<C> {
 /// `reboot`: prints `Rebooting...`; if the system returns, `error: reboot
 /// failed: <reason>`.
 ///
-/// `reboot DOMAIN`: asks the domain to reboot ([`DomainControl::reboot`]);
-/// silent once the guest has been asked, as xl is.
+/// `reboot [-t SECONDS] DOMAIN`: asks the domain to reboot
+/// ([`DomainControl::reboot`], `None` without `-t`); silent once the guest
+/// has been asked, as xl is.
 fn run_reboot<C: System + DomainControl + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(), CommandError> {
-    match *invocation.args {
-        [] => {
-            writeln!(invocation.out, "Rebooting...")?;
-            power_action_failed("reboot", System::reboot(invocation.context))
-        }
-        [domain] => DomainControl::reboot(invocation.context, domain).map_err(failed),
-        [_, extra, ..] => Err(unexpected(extra)),
+    if invocation.args.is_empty() {
+        writeln!(invocation.out, "Rebooting...")?;
+        return power_action_failed("reboot", System::reboot(invocation.context));
     }
+    let (timeout_seconds, domain) = stop_timeout_and_domain(invocation.args)?;
+    DomainControl::reboot(invocation.context, domain, timeout_seconds).map_err(failed)
 }

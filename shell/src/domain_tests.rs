@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::command::Registry;
-use crate::domains::{domain_commands, DomainState, VcpuState};
+use crate::domains::{domain_commands, DomainState, VcpuState, DEFAULT_STOP_TIMEOUT_SECONDS, MAX_STOP_TIMEOUT_SECONDS};
 use crate::testing::{fake_appliance_shell, FakeDomains, FakeSystem, Xorshift};
 use crate::{appliance_commands, builtin_commands, Shell};
 
@@ -54,13 +54,25 @@ fn tables_combine_and_help_lists_domain_commands() {
     }
     assert!(output.contains("sched-credit [-d DOMAIN] [-w WEIGHT] [-c CAP]"), "{output}");
     assert_eq!(run("help vcpu-pin").lines().next(), Some("usage: vcpu-pin DOMAIN VCPU|all CPUS"));
+    assert_eq!(
+        run("help shutdown"),
+        "usage: shutdown [-t SECONDS] DOMAIN\n\
+         ask a domain to shut down; stopped if still up after SECONDS (0-3600, default 60)\n"
+    );
     // One `reboot`, for the machine and for a domain, from the appliance table.
     let reboot = output.lines().find(|line| line.split_whitespace().next() == Some("reboot")).unwrap();
-    assert!(reboot.contains("reboot [DOMAIN]") && reboot.ends_with("ask that domain to reboot"), "{reboot}");
+    assert!(reboot.contains("reboot [[-t SECONDS] DOMAIN]") && reboot.ends_with("(0-3600, default 60)"), "{reboot}");
     assert_eq!(
         run("help reboot"),
-        "usage: reboot [DOMAIN]\nrestart the machine, or with DOMAIN ask that domain to reboot\n"
+        "usage: reboot [[-t SECONDS] DOMAIN]\n\
+         restart the machine, or ask DOMAIN to reboot; stopped if still up after SECONDS (0-3600, default 60)\n"
     );
+    // The summaries state the trait's default and range, not a number of their own.
+    for name in ["shutdown", "reboot"] {
+        let summary = shell.registry().find(name).unwrap().summary;
+        let range_and_default = format!("(0-{MAX_STOP_TIMEOUT_SECONDS}, default {DEFAULT_STOP_TIMEOUT_SECONDS})");
+        assert!(summary.ends_with(&range_and_default), "{summary}");
+    }
     assert_eq!(appliance_commands::<FakeSystem>().iter().map(|command| command.name).collect::<Vec<_>>(), ["reboot"]);
     // Without the appliance table, the built-in and domain tables combine too.
     assert!(Registry::new(&[builtin_commands::<FakeSystem>(), domain_commands::<FakeSystem>()]).is_ok());
@@ -164,8 +176,8 @@ fn life_cycle_commands_act_silently() {
 
     let (system, output) = run_lines(&["shutdown web", "reboot 3", "reboot web", "console web"]);
     assert_eq!(output, "");
-    assert_eq!(system.domains.shutdown_requests, [3]);
-    assert_eq!(system.domains.reboot_requests, [3, 3]);
+    assert_eq!(system.domains.shutdown_requests, [(3, None)]);
+    assert_eq!(system.domains.reboot_requests, [(3, None), (3, None)]);
     assert_eq!(system.reboot_requests, 0, "`reboot DOMAIN` must not restart the machine");
     assert_eq!(system.domains.console_attachments, [3]);
     assert!(system.domains.find("web").unwrap().state.shutdown);
@@ -177,16 +189,15 @@ fn life_cycle_commands_act_silently() {
 
 #[test]
 fn life_cycle_usage_errors_and_refusals() {
-    for (name, refusal) in [
-        ("destroy", "Domain-0 cannot be destroyed"),
-        ("pause", "Domain-0 cannot be paused"),
-        ("unpause", "domain 'Domain-0' is not paused"),
-        ("shutdown", "Domain-0 cannot be shut down from here"),
-        ("console", "Domain-0 cannot be attached to (its console is this shell)"),
+    for (name, usage, refusal) in [
+        ("destroy", "destroy DOMAIN", "Domain-0 cannot be destroyed"),
+        ("pause", "pause DOMAIN", "Domain-0 cannot be paused"),
+        ("unpause", "unpause DOMAIN", "domain 'Domain-0' is not paused"),
+        ("shutdown", "shutdown [-t SECONDS] DOMAIN", "Domain-0 cannot be shut down from here"),
+        ("console", "console DOMAIN", "Domain-0 cannot be attached to (its console is this shell)"),
     ] {
-        let usage = format!("{name} DOMAIN");
-        assert_eq!(run(name), usage_error("missing DOMAIN", &usage));
-        assert_eq!(run(&format!("{name} web 3")), usage_error("unexpected argument '3'", &usage));
+        assert_eq!(run(name), usage_error("missing DOMAIN", usage));
+        assert_eq!(run(&format!("{name} web 3")), usage_error("unexpected argument '3'", usage));
         assert_eq!(run(&format!("{name} nope")), "error: no domain 'nope'\n", "{name}");
         assert_eq!(run(&format!("{name} 42")), "error: no domain '42'\n", "{name}");
         assert_eq!(run(&format!("{name} Domain-0")), format!("error: {refusal}\n"), "{name}");
@@ -201,7 +212,7 @@ fn life_cycle_usage_errors_and_refusals() {
 fn reboot_domain_usage_errors_and_refusals() {
     // Without DOMAIN, `reboot` is the machine's (tests.rs covers it); with one
     // it is xl's, and anything it cannot do restarts nothing.
-    let usage = "reboot [DOMAIN]";
+    let usage = "reboot [[-t SECONDS] DOMAIN]";
     assert_eq!(run("reboot web 3"), usage_error("unexpected argument '3'", usage));
     assert_eq!(run("reboot a b"), usage_error("unexpected argument 'b'", usage));
     assert_eq!(run("reboot nope"), "error: no domain 'nope'\n");
@@ -211,6 +222,64 @@ fn reboot_domain_usage_errors_and_refusals() {
     let (system, _) = run_lines(&["reboot web 3", "reboot a b", "reboot nope", "reboot Domain-0", "reboot 0"]);
     assert_eq!((system.reboot_requests, system.domains.reboot_requests.len()), (0, 0));
     assert_eq!(run("domain-reboot web"), "error: unknown command 'domain-reboot'; type 'help' for a list\n");
+}
+
+#[test]
+fn shutdown_and_reboot_pass_the_timeout_on() {
+    let (system, output) = run_lines(&[
+        "shutdown -t 5 web",
+        "shutdown -t 0 3",
+        "shutdown -t 3600 web",
+        "shutdown web",
+        "shutdown -t 7 -t 0009 web",
+        "reboot -t 5 web",
+        "reboot -t 0 3",
+        "reboot -t 3600 web",
+        "reboot 3",
+        "reboot -t 1 -t 2 web",
+    ]);
+    assert_eq!(output, "");
+    assert_eq!(
+        system.domains.shutdown_requests,
+        [(3, Some(5)), (3, Some(0)), (3, Some(3600)), (3, None), (3, Some(9))]
+    );
+    assert_eq!(system.domains.reboot_requests, [(3, Some(5)), (3, Some(0)), (3, Some(3600)), (3, None), (3, Some(2))]);
+    assert_eq!(system.reboot_requests, 0, "`reboot -t SECONDS DOMAIN` must not restart the machine");
+}
+
+#[test]
+fn shutdown_and_reboot_timeout_errors() {
+    for (name, usage) in [("shutdown", "shutdown [-t SECONDS] DOMAIN"), ("reboot", "reboot [[-t SECONDS] DOMAIN]")] {
+        let seconds_error = |value: &str| usage_error(&format!("SECONDS must be 0 to 3600, not '{value}'"), usage);
+        assert_eq!(run(&format!("{name} -t")), usage_error("option -t needs a value", usage), "{name}");
+        assert_eq!(run(&format!("{name} -t x web")), seconds_error("x"), "{name}");
+        assert_eq!(run(&format!("{name} -t 3601 web")), seconds_error("3601"), "{name}");
+        assert_eq!(run(&format!("{name} -t web")), seconds_error("web"), "{name}");
+        for bad in ["-1", "+5", "5s", " 5", "0x10", "", "4294967296", "99999999999999999999"] {
+            assert_eq!(run(&format!("{name} -t '{bad}' web")), seconds_error(bad), "{name} {bad:?}");
+        }
+        assert_eq!(run(&format!("{name} -t 5")), usage_error("missing DOMAIN", usage), "{name}");
+        assert_eq!(run(&format!("{name} -t 5 web 3")), usage_error("unexpected argument '3'", usage), "{name}");
+        assert_eq!(run(&format!("{name} web -t 5")), usage_error("unexpected argument '-t'", usage), "{name}");
+        assert_eq!(run(&format!("{name} -x web")), usage_error("unknown option '-x'", usage), "{name}");
+        assert_eq!(run(&format!("{name} -T 5 web")), usage_error("unknown option '-T'", usage), "{name}");
+        assert_eq!(run(&format!("{name} -t5 web")), usage_error("unknown option '-t5'", usage), "{name}");
+        // A good timeout does not hide the implementation's refusal.
+        assert_eq!(run(&format!("{name} -t 5 nope")), "error: no domain 'nope'\n", "{name}");
+        let (system, _) = run_lines(&[
+            &format!("{name} -t"),
+            &format!("{name} -t 3601 web"),
+            &format!("{name} -t 5"),
+            &format!("{name} -t 5 web 3"),
+            &format!("{name} web -t 5"),
+            &format!("{name} -t 5 Domain-0"),
+        ]);
+        assert!(system.domains.shutdown_requests.is_empty() && system.domains.reboot_requests.is_empty(), "{name}");
+        assert_eq!(system.reboot_requests, 0, "`{name}` with options must never restart the machine");
+        assert!(!system.domains.find("web").unwrap().state.shutdown, "{name}");
+    }
+    assert_eq!(run("shutdown -t 5 Domain-0"), "error: Domain-0 cannot be shut down from here\n");
+    assert_eq!(run("reboot -t 5 0"), "error: Domain-0 cannot be rebooted from here\n");
 }
 
 #[test]
@@ -309,7 +378,7 @@ fn sched_credit_errors() {
 
 #[test]
 fn domain_commands_survive_random_arguments() {
-    const WORDS: [&str; 20] = [
+    const WORDS: [&str; 22] = [
         "web",
         "3",
         "0",
@@ -330,6 +399,8 @@ fn domain_commands_survive_random_arguments() {
         "''",
         "4294967296",
         "0,3",
+        "-t",
+        "3600",
     ];
     let names: Vec<&str> = DOMAIN_COMMAND_NAMES.into_iter().chain(["reboot"]).collect();
     let shell = fake_appliance_shell();

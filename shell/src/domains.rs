@@ -14,7 +14,8 @@
 //! `reboot` serves both meanings from [`crate::appliance`]'s table, generic
 //! over [`crate::System`] + [`DomainControl`], and this table stays usable on
 //! a context that only controls domains. That command reports as the ones here
-//! do, through the crate-visible `failed` and `unexpected`.
+//! do, through the crate-visible `failed` and `unexpected`, and reads its
+//! `[-t SECONDS] DOMAIN` with the same `stop_timeout_and_domain` as `shutdown`.
 //!
 //! Domains are named by the operator with an id or a name; the command passes
 //! the word through and the implementation resolves it. Arguments the shell
@@ -163,6 +164,11 @@ pub struct SchedCreditEntry {
 pub const MAX_CREDIT_WEIGHT: u32 = 65_535;
 /// Highest accepted credit-scheduler cap: 100 % of each of up to 64 CPUs.
 pub const MAX_CREDIT_CAP: u32 = 6_400;
+/// Longest `-t SECONDS` that `shutdown` and `reboot DOMAIN` accept: one hour.
+pub const MAX_STOP_TIMEOUT_SECONDS: u32 = 3_600;
+/// How long a guest asked to shut down or reboot gets before it is stopped,
+/// when the operator gives no `-t` ([`DomainControl::shutdown`] gets `None`).
+pub const DEFAULT_STOP_TIMEOUT_SECONDS: u32 = 60;
 
 /// A set of physical CPUs as the operator writes it: `all`, or a
 /// comma-separated list of `N` and `N-M` items (`0-1`, `0,2`, `0-3,6`).
@@ -270,7 +276,8 @@ impl fmt::Display for CpuSet {
 ///   the shell prints it as `error: <message>` (control characters replaced).
 /// - The methods are called from the shell's task and return when the request
 ///   has been carried out or handed over: `shutdown` and `reboot` return once
-///   the guest has been asked, not when it has finished.
+///   the guest has been asked, not when it has finished (nor when their
+///   timeout runs out; the fallback stop happens later, without the shell).
 /// - Lists are snapshots in domain-id order (vCPUs in vCPU order within it);
 ///   `Domain-0` is part of them like any other domain.
 pub trait DomainControl {
@@ -287,10 +294,22 @@ pub trait DomainControl {
     fn pause(&mut self, domain: &str) -> Result<(), String>;
     /// Schedules a paused domain's vCPUs again.
     fn unpause(&mut self, domain: &str) -> Result<(), String>;
-    /// Asks the guest to shut down (PV control node / ACPI power button).
-    fn shutdown(&mut self, domain: &str) -> Result<(), String>;
-    /// Asks the guest to reboot; the toolstack rebuilds it when it has.
-    fn reboot(&mut self, domain: &str) -> Result<(), String>;
+    /// Asks the guest to shut down by writing `poweroff` to its xenstore node
+    /// `control/shutdown`. If the guest has not shut down `timeout_seconds`
+    /// later (`None` = the default, [`DEFAULT_STOP_TIMEOUT_SECONDS`] = 60 s;
+    /// at most [`MAX_STOP_TIMEOUT_SECONDS`]), the hypervisor stops it with
+    /// reason poweroff, so the config's `on_poweroff` action still applies. A
+    /// guest that never connected to xenstore cannot be asked and is stopped
+    /// that way at once.
+    fn shutdown(&mut self, domain: &str, timeout_seconds: Option<u32>) -> Result<(), String>;
+    /// Asks the guest to reboot by writing `reboot` to its xenstore node
+    /// `control/shutdown`. If the guest has not shut down `timeout_seconds`
+    /// later (`None` = the default, [`DEFAULT_STOP_TIMEOUT_SECONDS`] = 60 s;
+    /// at most [`MAX_STOP_TIMEOUT_SECONDS`]), the hypervisor stops it with
+    /// reason reboot, so the config's `on_reboot` action (normally: rebuild
+    /// it) still applies. A guest that never connected to xenstore cannot be
+    /// asked and is stopped that way at once.
+    fn reboot(&mut self, domain: &str, timeout_seconds: Option<u32>) -> Result<(), String>;
     /// The vCPUs of every domain, or only of `domain` if given.
     fn vcpus(&self, domain: Option<&str>) -> Result<Vec<VcpuSummary>, String>;
     /// Restricts vCPU `vcpu` of `domain` (every vCPU if `None`) to the
@@ -339,8 +358,8 @@ impl<C: DomainControl + 'static> DomainTable<C> {
         Command { name: "unpause", usage: "unpause DOMAIN", summary: "resume a paused domain", run: run_unpause::<C> },
         Command {
             name: "shutdown",
-            usage: "shutdown DOMAIN",
-            summary: "ask a domain to shut down",
+            usage: "shutdown [-t SECONDS] DOMAIN",
+            summary: "ask a domain to shut down; stopped if still up after SECONDS (0-3600, default 60)",
             run: run_shutdown::<C>,
         },
         Command {
@@ -428,10 +447,10 @@ fn run_unpause<C: DomainControl + 'static>(invocation: &mut Invocation<'_, C>) -
     invocation.context.unpause(domain).map_err(failed)
 }
 
-/// `shutdown DOMAIN`: silent once the guest has been asked.
+/// `shutdown [-t SECONDS] DOMAIN`: silent once the guest has been asked.
 fn run_shutdown<C: DomainControl + 'static>(invocation: &mut Invocation<'_, C>) -> Result<(), CommandError> {
-    let domain = one_domain(invocation.args)?;
-    invocation.context.shutdown(domain).map_err(failed)
+    let (timeout_seconds, domain) = stop_timeout_and_domain(invocation.args)?;
+    invocation.context.shutdown(domain, timeout_seconds).map_err(failed)
 }
 
 /// `vcpu-list [DOMAIN]`, xl's header, rows aligned under it (CPU `-` if none;
@@ -553,6 +572,38 @@ fn one_domain<'a>(arguments: &[&'a str]) -> Result<&'a str, CommandError> {
         [domain] => Ok(domain),
         [] => Err(CommandError::Usage(String::from("missing DOMAIN"))),
         [_, extra, ..] => Err(unexpected(extra)),
+    }
+}
+
+/// `[-t SECONDS] DOMAIN`, the arguments of `shutdown` and of the appliance's
+/// `reboot DOMAIN`: the timeout (`None` without `-t`; of a repeated `-t` the
+/// last counts, getopt's behavior) and the domain word. Options come before
+/// DOMAIN; any word after it is unexpected. SECONDS is plain decimal,
+/// 0..=[`MAX_STOP_TIMEOUT_SECONDS`].
+pub(crate) fn stop_timeout_and_domain<'a>(arguments: &[&'a str]) -> Result<(Option<u32>, &'a str), CommandError> {
+    let mut words = arguments.iter().copied();
+    let mut timeout_seconds = None;
+    let domain = loop {
+        match words.next() {
+            Some("-t") => {
+                let value = words.next().ok_or_else(|| CommandError::Usage(String::from("option -t needs a value")))?;
+                timeout_seconds = Some(parse_in_range(value, 0, MAX_STOP_TIMEOUT_SECONDS).ok_or_else(|| {
+                    CommandError::Usage(format!(
+                        "SECONDS must be 0 to {MAX_STOP_TIMEOUT_SECONDS}, not '{}'",
+                        Printable(value)
+                    ))
+                })?);
+            }
+            Some(option) if option.starts_with('-') => {
+                return Err(CommandError::Usage(format!("unknown option '{}'", Printable(option))))
+            }
+            Some(domain) => break domain,
+            None => return Err(CommandError::Usage(String::from("missing DOMAIN"))),
+        }
+    };
+    match words.next() {
+        Some(extra) => Err(unexpected(extra)),
+        None => Ok((timeout_seconds, domain)),
     }
 }
 

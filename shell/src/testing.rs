@@ -205,10 +205,10 @@ pub struct FakeDomains {
     pub next_id: u32,
     /// Configs `create` can read.
     pub configs: Vec<FakeConfig>,
-    /// Ids of domains asked to shut down, in order.
-    pub shutdown_requests: Vec<u32>,
-    /// Ids of domains asked to reboot, in order.
-    pub reboot_requests: Vec<u32>,
+    /// Domains asked to shut down, in order: (id, timeout in seconds as passed).
+    pub shutdown_requests: Vec<(u32, Option<u32>)>,
+    /// Domains asked to reboot, in order: (id, timeout in seconds as passed).
+    pub reboot_requests: Vec<(u32, Option<u32>)>,
     /// Ids of domains whose console was attached, in order.
     pub console_attachments: Vec<u32>,
 }
@@ -392,16 +392,16 @@ impl DomainControl for FakeDomains {
         Ok(())
     }
 
-    fn shutdown(&mut self, domain: &str) -> Result<(), String> {
+    fn shutdown(&mut self, domain: &str, timeout_seconds: Option<u32>) -> Result<(), String> {
         let index = self.resolve_guest(domain, "shut down from here")?;
         self.domains[index].state.shutdown = true;
-        self.shutdown_requests.push(self.domains[index].id);
+        self.shutdown_requests.push((self.domains[index].id, timeout_seconds));
         Ok(())
     }
 
-    fn reboot(&mut self, domain: &str) -> Result<(), String> {
+    fn reboot(&mut self, domain: &str, timeout_seconds: Option<u32>) -> Result<(), String> {
         let index = self.resolve_guest(domain, "rebooted from here")?;
-        self.reboot_requests.push(self.domains[index].id);
+        self.reboot_requests.push((self.domains[index].id, timeout_seconds));
         Ok(())
     }
 
@@ -486,11 +486,11 @@ impl DomainControl for FakeSystem {
     fn unpause(&mut self, domain: &str) -> Result<(), String> {
         self.domains.unpause(domain)
     }
-    fn shutdown(&mut self, domain: &str) -> Result<(), String> {
-        self.domains.shutdown(domain)
+    fn shutdown(&mut self, domain: &str, timeout_seconds: Option<u32>) -> Result<(), String> {
+        self.domains.shutdown(domain, timeout_seconds)
     }
-    fn reboot(&mut self, domain: &str) -> Result<(), String> {
-        self.domains.reboot(domain)
+    fn reboot(&mut self, domain: &str, timeout_seconds: Option<u32>) -> Result<(), String> {
+        self.domains.reboot(domain, timeout_seconds)
     }
     fn vcpus(&self, domain: Option<&str>) -> Result<Vec<VcpuSummary>, String> {
         self.domains.vcpus(domain)
@@ -746,7 +746,7 @@ pub fn fake_shell() -> Shell<FakeSystem> {
 }
 
 /// A shell over [`FakeSystem`] with the built-in, the domain and the
-/// appliance commands (`reboot [DOMAIN]`), as image/ composes them.
+/// appliance commands (`reboot [[-t SECONDS] DOMAIN]`), as image/ composes them.
 pub fn fake_appliance_shell() -> Shell<FakeSystem> {
     match Registry::new(&[
         builtin_commands::<FakeSystem>(),

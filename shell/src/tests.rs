@@ -185,7 +185,12 @@ fn reboot_and_poweroff_report_failure() {
     let mut output = String::new();
     shell.execute_line(&mut system, "reboot now", &mut output);
     shell.execute_line(&mut system, "reboot web now", &mut output);
-    assert_eq!(output, "error: no domain 'now'\nerror: unexpected argument 'now'\nusage: reboot [DOMAIN]\n");
+    shell.execute_line(&mut system, "reboot -t 5", &mut output);
+    assert_eq!(
+        output,
+        "error: no domain 'now'\nerror: unexpected argument 'now'\nusage: reboot [[-t SECONDS] DOMAIN]\n\
+         error: missing DOMAIN\nusage: reboot [[-t SECONDS] DOMAIN]\n"
+    );
     assert_eq!((system.reboot_requests, system.poweroff_requests), (1, 1));
     assert!(system.domains.reboot_requests.is_empty());
     // The built-in table alone has no `reboot`.

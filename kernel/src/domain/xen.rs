@@ -147,7 +147,8 @@ impl EventWords for GuestEventWords<'_> {
         }
     }
     fn is_pending(&self, port: u32) -> bool {
-        self.bit(SHARED_INFO_EVTCHN_PENDING_OFFSET, port).is_some_and(|(word, bit)| word.load(Ordering::SeqCst) & bit != 0)
+        self.bit(SHARED_INFO_EVTCHN_PENDING_OFFSET, port)
+            .is_some_and(|(word, bit)| word.load(Ordering::SeqCst) & bit != 0)
     }
     fn is_masked(&self, port: u32) -> bool {
         self.bit(SHARED_INFO_EVTCHN_MASK_OFFSET, port).is_none_or(|(word, bit)| word.load(Ordering::SeqCst) & bit != 0)
@@ -341,12 +342,8 @@ pub fn refresh_time(domain: &Domain, vcpu: u32) {
     let (odd, even) = pvclock::next_versions(state.time_version);
     state.time_version = even;
     let tsc = crate::arch::instructions::rdtsc();
-    let record = TimeRecord {
-        tsc_timestamp: tsc,
-        system_time_ns: crate::cpu::time::uptime_ns_at(tsc),
-        scale,
-        flags: 0,
-    };
+    let record =
+        TimeRecord { tsc_timestamp: tsc, system_time_ns: crate::cpu::time::uptime_ns_at(tsc), scale, flags: 0 };
     let bytes = record.bytes(even);
     let base = info + VCPU_INFO_TIME_OFFSET;
     let mut memory = domain.memory.lock();
@@ -442,7 +439,17 @@ pub fn event_channel_op(domain: &Domain, vcpu: u32, op: EventChannelOp) -> Resul
     use basalt_xen_abi::domid::{DOMID_FIRST_RESERVED, DOMID_SELF};
     use basalt_xen_abi::errno::{EINVAL, EPERM, ESRCH};
     let me = domain.id;
-    let resolve = |domid: u16| if domid == DOMID_SELF { Ok(me) } else if domid == me { Ok(me) } else if domid >= DOMID_FIRST_RESERVED { Err(ESRCH) } else { Err(EPERM) };
+    let resolve = |domid: u16| {
+        if domid == DOMID_SELF {
+            Ok(me)
+        } else if domid == me {
+            Ok(me)
+        } else if domid >= DOMID_FIRST_RESERVED {
+            Err(ESRCH)
+        } else {
+            Err(EPERM)
+        }
+    };
     let errno = |error: crate::xen::event_channel::EvtchnError| error.errno();
     match op {
         EventChannelOp::AllocUnbound { domain: owner, remote_domain } => {
@@ -451,7 +458,9 @@ pub fn event_channel_op(domain: &Domain, vcpu: u32, op: EventChannelOp) -> Resul
             if remote >= DOMID_FIRST_RESERVED {
                 return Err(ESRCH);
             }
-            with_event_channels(|channels| channels.alloc_unbound(me, remote)).map(EventChannelReply::Port).map_err(errno)
+            with_event_channels(|channels| channels.alloc_unbound(me, remote))
+                .map(EventChannelReply::Port)
+                .map_err(errno)
         }
         EventChannelOp::BindInterdomain { remote_domain, remote_port } => {
             let remote = if remote_domain == DOMID_SELF { me } else { remote_domain };
@@ -460,9 +469,9 @@ pub fn event_channel_op(domain: &Domain, vcpu: u32, op: EventChannelOp) -> Resul
             deliver(initial);
             Ok(EventChannelReply::Port(port))
         }
-        EventChannelOp::BindVirq { virq, vcpu } => {
-            with_event_channels(|channels| channels.bind_virq(me, virq, vcpu)).map(EventChannelReply::Port).map_err(errno)
-        }
+        EventChannelOp::BindVirq { virq, vcpu } => with_event_channels(|channels| channels.bind_virq(me, virq, vcpu))
+            .map(EventChannelReply::Port)
+            .map_err(errno),
         EventChannelOp::BindIpi { vcpu } => {
             with_event_channels(|channels| channels.bind_ipi(me, vcpu)).map(EventChannelReply::Port).map_err(errno)
         }
@@ -510,7 +519,10 @@ pub fn event_channel_op(domain: &Domain, vcpu: u32, op: EventChannelOp) -> Resul
 pub fn hvm_param(domain: &Domain, index: u32) -> Result<u64, i64> {
     use crate::xen::hypercall_events::*;
     match index {
-        HVM_PARAM_CALLBACK_IRQ | HVM_PARAM_STORE_PFN | HVM_PARAM_STORE_EVTCHN | HVM_PARAM_CONSOLE_PFN
+        HVM_PARAM_CALLBACK_IRQ
+        | HVM_PARAM_STORE_PFN
+        | HVM_PARAM_STORE_EVTCHN
+        | HVM_PARAM_CONSOLE_PFN
         | HVM_PARAM_CONSOLE_EVTCHN => Ok(domain.xen.lock().params[index as usize]),
         // Others are the toolstack's or the device model's; Xen lets a guest read
         // several, all zero for a PVH domU.
@@ -637,7 +649,9 @@ pub fn reassert_upcall(domain: &Domain, vcpu: u32) {
     let pending = {
         let xen = domain.xen.lock();
         let memory = domain.memory.lock();
-        xen.vcpu_info_gpa(vcpu).and_then(|gpa| memory.atomic_u8(gpa)).is_some_and(|flag| flag.load(Ordering::SeqCst) != 0)
+        xen.vcpu_info_gpa(vcpu)
+            .and_then(|gpa| memory.atomic_u8(gpa))
+            .is_some_and(|flag| flag.load(Ordering::SeqCst) != 0)
     };
     if pending {
         raise_upcall(domain, vcpu);
@@ -677,7 +691,11 @@ impl crate::xen::grant_table::GrantEntries for FrameEntries<'_> {
         let Some(address) = self.entry_address(gref) else { return Default::default() };
         // SAFETY: as in `header`; the frame word is read atomically, once.
         let word = unsafe { &*(address as *const core::sync::atomic::AtomicU64) }.load(Ordering::SeqCst);
-        basalt_xen_abi::grant_table::GrantEntryV1 { flags: word as u16, domid: (word >> 16) as u16, frame: (word >> 32) as u32 }
+        basalt_xen_abi::grant_table::GrantEntryV1 {
+            flags: word as u16,
+            domid: (word >> 16) as u16,
+            frame: (word >> 32) as u32,
+        }
     }
     fn compare_exchange_header(
         &mut self,
@@ -688,9 +706,15 @@ impl crate::xen::grant_table::GrantEntries for FrameEntries<'_> {
         let pack = |header: basalt_xen_abi::grant_table::GrantEntryHeader| {
             u32::from(header.flags) | (u32::from(header.domid) << 16)
         };
-        let unpack = |word: u32| basalt_xen_abi::grant_table::GrantEntryHeader { flags: word as u16, domid: (word >> 16) as u16 };
+        let unpack = |word: u32| basalt_xen_abi::grant_table::GrantEntryHeader {
+            flags: word as u16,
+            domid: (word >> 16) as u16,
+        };
         let Some(header) = self.header(gref) else { return Err(current) };
-        header.compare_exchange(pack(current), pack(new), Ordering::SeqCst, Ordering::SeqCst).map(|_| ()).map_err(unpack)
+        header
+            .compare_exchange(pack(current), pack(new), Ordering::SeqCst, Ordering::SeqCst)
+            .map(|_| ())
+            .map_err(unpack)
     }
     fn clear_flags(&mut self, gref: u32, bits: u16) {
         if let Some(header) = self.header(gref) {
@@ -714,7 +738,10 @@ pub enum GrantAccessError {
     NoSuchDomain(u16),
     Grant(crate::xen::grant_table::GrantError),
     /// The copy would leave the 4 KiB page.
-    OutOfPage { offset: usize, length: usize },
+    OutOfPage {
+        offset: usize,
+        length: usize,
+    },
     /// The granted frame is not the granting domain's RAM.
     NotRam(u64),
 }

@@ -373,7 +373,9 @@ fn emulate_apic_access(
     };
     let decoded = match mmio::decode_mmio(&bytes[..fetched], state.code_size(), gprs) {
         Ok(decoded) => decoded,
-        Err(error) => return crash(state, &format!("local APIC access by an instruction Basalt cannot emulate ({error:?})")),
+        Err(error) => {
+            return crash(state, &format!("local APIC access by an instruction Basalt cannot emulate ({error:?})"))
+        }
     };
     match decoded.access {
         mmio::MmioAccess::Read { size, .. } => {

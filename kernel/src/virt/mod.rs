@@ -39,10 +39,10 @@ macro_rules! store_guest_gprs_to_rax {
 }
 
 pub mod decode;
-pub mod mmio;
-pub mod vlapic;
 pub mod guest_paging;
+pub mod mmio;
 pub mod nested_paging;
+pub mod vlapic;
 
 #[cfg(target_os = "none")]
 pub mod exit;
@@ -201,7 +201,9 @@ pub enum StartState {
     /// Real mode after INIT and a start-up IPI with `vector`: CS = vector << 8,
     /// CS.base = vector << 12, IP = 0 (SDM vol. 3 §9.4.4), everything else at its
     /// reset value.
-    StartupIpi { vector: u8 },
+    StartupIpi {
+        vector: u8,
+    },
 }
 
 impl StartState {

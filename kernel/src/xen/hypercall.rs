@@ -36,9 +36,9 @@ use basalt_xen_abi::{
     errno::*,
     hypercall as number,
     memory::{
-        XENMEM_current_reservation, XENMEM_maximum_gpfn, XENMEM_maximum_ram_page, XENMEM_maximum_reservation,
-        XENMEM_add_to_physmap, XENMEM_memory_map, E820_ENTRY_SIZE, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT, XEN_MEMORY_MAP_SIZE,
-        XEN_MEMORY_MAP_SIZE_32,
+        XENMEM_add_to_physmap, XENMEM_current_reservation, XENMEM_maximum_gpfn, XENMEM_maximum_ram_page,
+        XENMEM_maximum_reservation, XENMEM_memory_map, E820_ENTRY_SIZE, MEMOP_CMD_MASK, MEMOP_EXTENT_SHIFT,
+        XEN_MEMORY_MAP_SIZE, XEN_MEMORY_MAP_SIZE_32,
     },
     sched::{
         SCHEDOP_block, SCHEDOP_pin_override, SCHEDOP_poll, SCHEDOP_remote_shutdown, SCHEDOP_shutdown,
@@ -46,10 +46,10 @@ use basalt_xen_abi::{
         SCHED_POLL_SIZE_32,
     },
     vcpu::{
-        VCPUOP_down, VCPUOP_initialise, VCPUOP_is_up, VCPUOP_register_runstate_memory_area, VCPUOP_register_vcpu_info, VCPUOP_set_singleshot_timer, VCPUOP_stop_periodic_timer,
-        VCPUOP_stop_singleshot_timer, VCPUOP_up, VcpuHvmX86_32, VcpuHvmX86_64, VCPU_HVM_CONTEXT_REGS_OFFSET,
-        VCPU_HVM_CONTEXT_SIZE, VCPU_HVM_MODE_32B, VCPU_HVM_MODE_64B, VCPU_SET_SINGLESHOT_TIMER_SIZE,
-        VCPU_SET_SINGLESHOT_TIMER_SIZE_32,
+        VCPUOP_down, VCPUOP_initialise, VCPUOP_is_up, VCPUOP_register_runstate_memory_area, VCPUOP_register_vcpu_info,
+        VCPUOP_set_singleshot_timer, VCPUOP_stop_periodic_timer, VCPUOP_stop_singleshot_timer, VCPUOP_up,
+        VcpuHvmX86_32, VcpuHvmX86_64, VCPU_HVM_CONTEXT_REGS_OFFSET, VCPU_HVM_CONTEXT_SIZE, VCPU_HVM_MODE_32B,
+        VCPU_HVM_MODE_64B, VCPU_SET_SINGLESHOT_TIMER_SIZE, VCPU_SET_SINGLESHOT_TIMER_SIZE_32,
     },
     version::*,
 };
@@ -345,8 +345,16 @@ pub static HYPERCALLS: &[HypercallEntry] = &[
     HypercallEntry { number: number::console_io, name: "console_io", handler: console_io },
     HypercallEntry { number: number::vcpu_op, name: "vcpu_op", handler: vcpu_op },
     HypercallEntry { number: number::sched_op, name: "sched_op", handler: sched_op },
-    HypercallEntry { number: number::event_channel_op, name: "event_channel_op", handler: super::hypercall_events::event_channel_op },
-    HypercallEntry { number: number::grant_table_op, name: "grant_table_op", handler: super::hypercall_events::grant_table_op },
+    HypercallEntry {
+        number: number::event_channel_op,
+        name: "event_channel_op",
+        handler: super::hypercall_events::event_channel_op,
+    },
+    HypercallEntry {
+        number: number::grant_table_op,
+        name: "grant_table_op",
+        handler: super::hypercall_events::grant_table_op,
+    },
     HypercallEntry { number: number::hvm_op, name: "hvm_op", handler: super::hypercall_events::hvm_op },
     HypercallEntry { number: number::vm_assist, name: "vm_assist", handler: super::hypercall_events::vm_assist },
 ];

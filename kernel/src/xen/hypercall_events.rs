@@ -22,12 +22,12 @@ use basalt_xen_abi::errno::*;
 
 pub use basalt_xen_abi::event_channel::{
     EVTCHNOP_alloc_unbound, EVTCHNOP_bind_interdomain, EVTCHNOP_bind_ipi, EVTCHNOP_bind_pirq, EVTCHNOP_bind_vcpu,
-    EVTCHNOP_bind_virq, EVTCHNOP_close, EVTCHNOP_expand_array, EVTCHNOP_init_control, EVTCHNOP_reset,
-    EVTCHNOP_send, EVTCHNOP_set_priority, EVTCHNOP_status, EVTCHNOP_unmask,
+    EVTCHNOP_bind_virq, EVTCHNOP_close, EVTCHNOP_expand_array, EVTCHNOP_init_control, EVTCHNOP_reset, EVTCHNOP_send,
+    EVTCHNOP_set_priority, EVTCHNOP_status, EVTCHNOP_unmask,
 };
 pub use basalt_xen_abi::grant_table::{
-    GNTST_bad_domain, GNTST_general_error, GNTST_okay, GNTTABOP_get_version, GNTTABOP_query_size,
-    GNTTABOP_set_version, GNTTABOP_setup_table,
+    GNTST_bad_domain, GNTST_general_error, GNTST_okay, GNTTABOP_get_version, GNTTABOP_query_size, GNTTABOP_set_version,
+    GNTTABOP_setup_table,
 };
 
 /// Most grant operations in one call (Xen bounds its loops with preemption; Basalt
@@ -93,7 +93,9 @@ pub enum GrantTableOp {
     SetVersion(u32),
     GetVersion,
     /// Grow the table to `frames` frames and report their guest frame numbers.
-    SetupTable { frames: u32 },
+    SetupTable {
+        frames: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

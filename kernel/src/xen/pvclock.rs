@@ -108,7 +108,8 @@ mod tests {
 
     #[test]
     fn scale_matches_the_rate() {
-        for hz in [1_000_000u64, 999_999_999, 1_000_000_001, 2_000_000_000, 2_400_000_000, 3_700_123_456, 12_000_000_000]
+        for hz in
+            [1_000_000u64, 999_999_999, 1_000_000_001, 2_000_000_000, 2_400_000_000, 3_700_123_456, 12_000_000_000]
         {
             let scale = time_scale(hz).unwrap();
             // One second of ticks is one second, to within a few ns.
