@@ -421,7 +421,7 @@ fn linux_boots_to_a_shell() -> Result<()> {
 fn check_flood_and_shutdown(machine: &mut Machine, linux: u32, failures: &mut Failures) -> Result<()> {
     attach(machine, "linux")?;
     // Starts after the detach below, runs until the guest shuts down.
-    linux_command(machine, "(sleep 5; exec yes basalt-console-flood > /dev/hvc0) > /dev/null 2>&1 &")?;
+    linux_command(machine, "(sleep 5; exec yes basalt-console-flood > /dev/hvc0) > /dev/null 2>&1 & true")?;
     detach(machine, "linux")?;
     std::thread::sleep(Duration::from_secs(8));
     let started = Instant::now();

@@ -7,8 +7,11 @@
 //! pointing at unpopulated guest-physical memory (`-EFAULT`), an unknown `sched_op`
 //! (`-ENOSYS`, or `-EINVAL`). Every 20000 calls it prints
 //! `hcflood: <calls> calls, <unexpected> unexpected`; the first unexpected answer of
-//! each probe is also printed, once. The hypervisor must stay up, keep the other
-//! domains running and the shell responsive, and be able to destroy this domain.
+//! each probe is also printed, once. Rounds alternate between VMCALL and VMMCALL, so
+//! one of them is always the other vendor's instruction, which the hypervisor must
+//! serve the same way (a #UD would kill this guest). The hypervisor must stay up, keep
+//! the other domains running and the shell responsive, and be able to destroy this
+//! domain.
 #![no_std]
 #![no_main]
 
@@ -17,7 +20,7 @@ use basalt_guest_rt::abi::errno::{EFAULT, EINVAL, ENOSYS};
 use basalt_guest_rt::abi::hypercall as number;
 use basalt_guest_rt::abi::memory::XENMEM_memory_map;
 use basalt_guest_rt::abi::version::XENVER_extraversion;
-use basalt_guest_rt::hypercall::hypercall5;
+use basalt_guest_rt::hypercall::{hypercall5, set_mechanism, Mechanism};
 use basalt_guest_rt::println;
 
 basalt_guest_rt::entry!(main);
@@ -68,7 +71,10 @@ fn main() -> ! {
     let mut calls = 0u64;
     let mut unexpected = 0u64;
     let mut reported = [false; PROBES.len()];
+    let mut round = 0u64;
     loop {
+        round += 1;
+        set_mechanism(if round % 2 == 0 { Mechanism::Vmcall } else { Mechanism::Vmmcall });
         for (index, probe) in PROBES.iter().enumerate() {
             let [a1, a2, a3, a4, a5] = probe.arguments;
             // SAFETY: the only pointers passed point at unpopulated guest-physical memory,
