@@ -189,7 +189,7 @@ impl GuestMemory {
     /// mapping while the domain lives).
     pub fn map_foreign_page(&mut self, gpa: u64, machine: u64) -> Result<(), GuestMemoryError> {
         let refused = GuestMemoryError::BadRange { start: gpa, end: gpa.saturating_add(FRAME_SIZE) };
-        if gpa % FRAME_SIZE != 0 || machine % FRAME_SIZE != 0 || self.is_backed(gpa) {
+        if !gpa.is_multiple_of(FRAME_SIZE) || !machine.is_multiple_of(FRAME_SIZE) || self.is_backed(gpa) {
             return Err(refused);
         }
         if let Some(&(_, mapped)) = self.foreign.iter().find(|(at, _)| *at == gpa) {
@@ -205,7 +205,7 @@ impl GuestMemory {
     /// The direct-map address of the naturally aligned `size`-byte word at `gpa`, if
     /// it is the domain's RAM.
     fn word_address(&self, gpa: u64, size: u64) -> Option<u64> {
-        if gpa % size != 0 {
+        if !gpa.is_multiple_of(size) {
             return None;
         }
         self.locate(gpa).map(|(pointer, _)| pointer)

@@ -432,17 +432,15 @@ fn clear_pending(domain: &Domain, port: u32) {
     }
 }
 
-/// One EVTCHNOP_* of `vcpu` of `domain`. A domU acts only on its own ports and may
+/// One EVTCHNOP_* of `domain`. A domU acts only on its own ports and may
 /// only offer an unbound port to dom0 or another domU (DOMID_SELF or its own id as
 /// the allocating domain, as in Xen without a device-model privilege).
-pub fn event_channel_op(domain: &Domain, vcpu: u32, op: EventChannelOp) -> Result<EventChannelReply, i64> {
+pub fn event_channel_op(domain: &Domain, op: EventChannelOp) -> Result<EventChannelReply, i64> {
     use basalt_xen_abi::domid::{DOMID_FIRST_RESERVED, DOMID_SELF};
     use basalt_xen_abi::errno::{EINVAL, EPERM, ESRCH};
     let me = domain.id;
     let resolve = |domid: u16| {
-        if domid == DOMID_SELF {
-            Ok(me)
-        } else if domid == me {
+        if domid == DOMID_SELF || domid == me {
             Ok(me)
         } else if domid >= DOMID_FIRST_RESERVED {
             Err(ESRCH)
@@ -507,7 +505,6 @@ pub fn event_channel_op(domain: &Domain, vcpu: u32, op: EventChannelOp) -> Resul
         }
         EventChannelOp::Unmask { port } => {
             let target = with_event_channels(|channels| channels.notify_vcpu(me, port)).ok_or(EINVAL)?;
-            let _ = vcpu;
             unmask(domain, port, target);
             Ok(EventChannelReply::Done)
         }

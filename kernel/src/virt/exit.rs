@@ -601,7 +601,7 @@ impl HypercallEnvironment for ExitEnvironment<'_> {
         Ok(())
     }
     fn event_channel(&mut self, op: EventChannelOp) -> Result<EventChannelReply, i64> {
-        xen::event_channel_op(self.domain, self.vcpu.id, op)
+        xen::event_channel_op(self.domain, op)
     }
     fn grant_table(&mut self, op: GrantTableOp) -> Result<GrantTableReply, i64> {
         xen::grant_table_op(self.domain, op)
