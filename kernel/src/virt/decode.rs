@@ -10,7 +10,7 @@
 //! Bytes are untrusted: a truncated or invalid instruction is an error, never a panic,
 //! and nothing reads past the 15-byte architectural limit.
 
-use iced_x86::{Code, Decoder, DecoderOptions, MemorySize, Mnemonic, OpKind, Register};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, MemorySize, Mnemonic, OpKind, Register};
 
 /// Builds iced-x86's decoder tables now. They are made on first use (a few hundred KiB
 /// of heap, kept for good); the hypervisor calls this at boot so that the first guest
@@ -94,8 +94,9 @@ impl core::fmt::Display for DecodeError {
     }
 }
 
-/// Decodes the first instruction of `bytes` (at most 15 are looked at).
-pub fn decode(bytes: &[u8], code_size: CodeSize) -> Result<DecodedInstruction, DecodeError> {
+/// The first instruction of `bytes` (at most 15 are looked at), as iced-x86 decodes
+/// it in `code_size`; also what the MMIO emulator works from.
+pub(crate) fn decode_instruction(bytes: &[u8], code_size: CodeSize) -> Result<Instruction, DecodeError> {
     let window = bytes.get(..MAX_INSTRUCTION_LENGTH).unwrap_or(bytes);
     let bitness = match code_size {
         CodeSize::Bits16 => 16,
@@ -112,6 +113,12 @@ pub fn decode(bytes: &[u8], code_size: CodeSize) -> Result<DecodedInstruction, D
     if instruction.code() == Code::INVALID {
         return Err(DecodeError::Invalid);
     }
+    Ok(instruction)
+}
+
+/// Decodes the first instruction of `bytes` (at most 15 are looked at).
+pub fn decode(bytes: &[u8], code_size: CodeSize) -> Result<DecodedInstruction, DecodeError> {
+    let instruction = decode_instruction(bytes, code_size)?;
     let length = u8::try_from(instruction.len()).map_err(|_| DecodeError::Invalid)?;
     let immediate_port = || match instruction.op_kind(1) {
         OpKind::Immediate8 => Some(instruction.immediate8()),

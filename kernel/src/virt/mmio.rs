@@ -27,9 +27,9 @@
 //! only): register and memory sizes come from this module's own tables.
 #![forbid(unsafe_code)]
 
-use iced_x86::{Code, Decoder, DecoderOptions, Instruction, MemorySize, Mnemonic, OpKind, Register};
+use iced_x86::{Instruction, MemorySize, Mnemonic, OpKind, Register};
 
-use super::decode::{CodeSize, DecodeError, MAX_INSTRUCTION_LENGTH};
+use super::decode::{decode_instruction, CodeSize, DecodeError, MAX_INSTRUCTION_LENGTH};
 use super::GuestGprs;
 
 /// A general-purpose register an MMIO instruction may use as data: every one but RSP.
@@ -264,26 +264,6 @@ pub fn complete_read(decoded: &DecodedMmio, gprs: &mut GuestGprs, value: u64) {
     }
 }
 
-/// The first instruction of `bytes`, as decode.rs decodes it.
-fn decode_instruction(bytes: &[u8], code_size: CodeSize) -> Result<Instruction, DecodeError> {
-    let window = bytes.get(..MAX_INSTRUCTION_LENGTH).unwrap_or(bytes);
-    let bitness = match code_size {
-        CodeSize::Bits16 => 16,
-        CodeSize::Bits32 => 32,
-        CodeSize::Bits64 => 64,
-    };
-    let mut decoder = Decoder::new(bitness, window, DecoderOptions::NONE);
-    let instruction = decoder.decode();
-    match decoder.last_error() {
-        iced_x86::DecoderError::None => {}
-        iced_x86::DecoderError::NoMoreBytes => return Err(DecodeError::Truncated),
-        _ => return Err(DecodeError::Invalid),
-    }
-    if instruction.code() == Code::INVALID {
-        return Err(DecodeError::Invalid);
-    }
-    Ok(instruction)
-}
 
 /// A load from memory (operand 1) into a register (operand 0).
 fn load(instruction: &Instruction, memory_size: Option<u8>, extension: Extension) -> Result<MmioAccess, MmioError> {
