@@ -264,7 +264,6 @@ pub fn complete_read(decoded: &DecodedMmio, gprs: &mut GuestGprs, value: u64) {
     }
 }
 
-
 /// A load from memory (operand 1) into a register (operand 0).
 fn load(instruction: &Instruction, memory_size: Option<u8>, extension: Extension) -> Result<MmioAccess, MmioError> {
     let mnemonic = instruction.mnemonic();
