@@ -23,6 +23,7 @@
 pub mod ansi;
 pub mod backend;
 pub mod config;
+pub mod console_text;
 pub mod elf;
 pub mod error;
 pub mod machine;

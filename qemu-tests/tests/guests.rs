@@ -32,6 +32,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use qemu_tests::console_text::{line_matches, output_lines, regex_escape as escape};
 use qemu_tests::{
     EmulatorKind, Error, Failures, Firmware, Machine, MachineConfig, Medium, Pattern, Result, COMMAND_TIMEOUT, PROMPT,
 };
@@ -95,34 +96,6 @@ fn run_guest_test(
 }
 
 // --- reading the shell's output ------------------------------------------------------
-
-/// A hypervisor log line on the serial console: `[   12.345678] message`.
-fn is_log_line(line: &str) -> bool {
-    Pattern::regex(r"^\[\s*\d+\.\d+\] ").is_match(line)
-}
-
-/// The non-empty lines of `text` that are not hypervisor log lines.
-fn output_lines(text: &str) -> Vec<&str> {
-    text.lines().map(str::trim).filter(|line| !line.is_empty() && !is_log_line(line)).collect()
-}
-
-/// Whether `line` (one line, no newline) matches `pattern` (which may end in `$`: the
-/// harness's `$` only matches before a newline, so one is added).
-fn line_matches(pattern: &Pattern, line: &str) -> bool {
-    pattern.is_match(&format!("{line}\n"))
-}
-
-/// `text` with regex metacharacters escaped.
-fn escape(text: &str) -> String {
-    let mut escaped = String::new();
-    for character in text.chars() {
-        if "\\.[]()*+?^$|".contains(character) {
-            escaped.push('\\');
-        }
-        escaped.push(character);
-    }
-    escaped
-}
 
 /// One row of `list`.
 #[derive(Debug, Clone, PartialEq)]

@@ -35,6 +35,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use qemu_tests::console_text::{line_matches, output_lines, regex_escape as escape};
 use qemu_tests::{EmulatorKind, Error, Failures, Machine, MachineConfig, Pattern, Result, COMMAND_TIMEOUT, PROMPT};
 
 /// Ctrl-]: ends `console`.
@@ -112,23 +113,6 @@ fn run_linux_test(
     }
 }
 
-// --- reading output ------------------------------------------------------------------
-
-/// A log line, the hypervisor's or Linux's: `[   12.345678] message`.
-fn is_log_line(line: &str) -> bool {
-    Pattern::regex(r"^\[\s*\d+\.\d+\] ").is_match(line)
-}
-
-/// The non-empty lines of `text` that are not log lines.
-fn output_lines(text: &str) -> Vec<&str> {
-    text.lines().map(str::trim).filter(|line| !line.is_empty() && !is_log_line(line)).collect()
-}
-
-/// Whether `line` matches `pattern` (the harness's `$` matches before a newline).
-fn line_matches(pattern: &Pattern, line: &str) -> bool {
-    pattern.is_match(&format!("{line}\n"))
-}
-
 // --- the hypervisor's shell ----------------------------------------------------------
 
 /// `mem`'s exact `Free: <bytes> bytes`, with the whole output (for messages).
@@ -188,18 +172,6 @@ fn await_log(machine: &mut Machine, seen: &str, (id, name): (u32, &str), event: 
         .map_err(|error| error.context(format!("waiting for the log line {prefix:?}")))?;
     let line = text.lines().last().unwrap_or_default();
     Ok(line.split_once(&prefix).map(|(_, rest)| rest.trim().to_owned()).unwrap_or_default())
-}
-
-/// `text` with regex metacharacters escaped.
-fn escape(text: &str) -> String {
-    let mut escaped = String::new();
-    for character in text.chars() {
-        if "\\.[]()*+?^$|".contains(character) {
-            escaped.push('\\');
-        }
-        escaped.push(character);
-    }
-    escaped
 }
 
 /// `destroy <id>`, then its `destroyed` log line.
