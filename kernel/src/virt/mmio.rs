@@ -29,7 +29,7 @@
 
 use iced_x86::{Instruction, MemorySize, Mnemonic, OpKind, Register};
 
-use super::decode::{decode_instruction, CodeSize, DecodeError, MAX_INSTRUCTION_LENGTH};
+use super::decode::{decode_instruction, CodeSize, DecodeError};
 use super::GuestGprs;
 
 /// A general-purpose register an MMIO instruction may use as data: every one but RSP.
@@ -355,7 +355,7 @@ pub fn fuzz_one(data: &[u8]) {
     for code_size in [CodeSize::Bits16, CodeSize::Bits32, CodeSize::Bits64] {
         let Ok(decoded) = decode_mmio(data, code_size, &gprs) else { continue };
         let length = usize::from(decoded.length);
-        assert!((1..=MAX_INSTRUCTION_LENGTH).contains(&length) && length <= data.len(), "{decoded:?}");
+        assert!((1..=super::decode::MAX_INSTRUCTION_LENGTH).contains(&length) && length <= data.len(), "{decoded:?}");
         assert!(matches!(decoded.size(), 1 | 2 | 4 | 8), "{decoded:?}");
         assert_eq!(decode_mmio(&data[..length], code_size, &gprs), Ok(decoded), "trailing bytes changed it");
         match decoded.access {
