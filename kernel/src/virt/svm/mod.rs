@@ -300,7 +300,11 @@ impl SvmVcpu {
         let interrupted = self.vmcb.read_u64(EXIT_INT_INFO);
         if interrupted & EVENT_VALID != 0 {
             // An event was being delivered when the exit happened: deliver it again.
-            self.pending_injection = Some(interrupted & 0xffff_ffff_0000_0fff);
+            // EXITINTINFO has EVENTINJ's layout: keep the error code (63:32), the valid
+            // bit (31) and type/vector/error-valid (11:0). Dropping bit 31 here would
+            // lose the event — an interrupt the local APIC already moved to its ISR,
+            // after which no upcall of that priority could ever arrive.
+            self.pending_injection = Some(interrupted & 0xffff_ffff_8000_0fff);
         }
         let rip = self.vmcb.read_u64(RIP);
         let next_rip = self.vmcb.read_u64(NEXT_RIP);
