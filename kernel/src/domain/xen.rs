@@ -311,17 +311,48 @@ pub enum PendingInterrupt {
     Callback(u8),
 }
 
+/// Whether `vcpu`'s `evtchn_upcall_pending` is set in its vcpu_info.
+fn upcall_flag(domain: &Domain, vcpu: u32) -> bool {
+    let xen = domain.xen.lock();
+    let Some(gpa) = xen.vcpu_info_gpa(vcpu) else { return false };
+    let memory = domain.memory.lock();
+    memory.atomic_u8(gpa).is_some_and(|flag| flag.load(Ordering::SeqCst) != 0)
+}
+
 /// The interrupt `vcpu` should take next, if any.
+///
+/// The upcall is level-triggered on `evtchn_upcall_pending`, as Xen treats the global
+/// callback vector: a guest may set the flag itself (Linux's 2-level unmask does when
+/// an event arrived while the port was masked), so before every entry a set flag whose
+/// vector is neither requested nor in service in the local APIC is raised again.
 pub fn pending_interrupt(domain: &Domain, vcpu: &Vcpu) -> Option<PendingInterrupt> {
     if let Some(vector) = vcpu.lapic.lock().pending_interrupt() {
         return Some(PendingInterrupt::Lapic(vector));
     }
-    if vcpu.callback_pending.load(Ordering::Acquire) {
-        if let CallbackVia::Vector(vector) = domain.xen.lock().callback {
-            return Some(PendingInterrupt::Callback(vector));
+    let (vector, callback) = {
+        let xen = domain.xen.lock();
+        (xen.vcpus.get(vcpu.id as usize).and_then(|state| state.upcall_vector), xen.callback)
+    };
+    match (vector, callback) {
+        (Some(vector), _) => {
+            // The flag is read before the APIC is locked (lock order: xen state and
+            // memory before a local APIC).
+            if !upcall_flag(domain, vcpu.id) {
+                return None;
+            }
+            let mut lapic = vcpu.lapic.lock();
+            if lapic.is_requested_or_in_service(vector) {
+                return None;
+            }
+            lapic.accept_interrupt(vector, false);
+            lapic.pending_interrupt().map(PendingInterrupt::Lapic)
         }
+        (None, CallbackVia::Vector(vector)) => {
+            let pending = vcpu.callback_pending.load(Ordering::Acquire) || upcall_flag(domain, vcpu.id);
+            pending.then_some(PendingInterrupt::Callback(vector))
+        }
+        (None, _) => None,
     }
-    None
 }
 
 /// Records that `interrupt` was injected.

@@ -668,6 +668,14 @@ impl VirtualLapic {
     /// The vector to inject now, if any: the highest IRR vector whose priority class
     /// (bits 7:4) is above the processor priority's — above both the TPR's class and the
     /// highest in-service vector's (§10.8.3.1). Nothing while software-disabled.
+    /// Whether `vector` is requested (IRR) or in service (ISR): an interrupt for it is
+    /// already on its way or being handled.
+    pub fn is_requested_or_in_service(&self, vector: u8) -> bool {
+        let word = usize::from(vector / 32);
+        let bit = 1u32 << (vector % 32);
+        (self.irr[word] | self.isr[word]) & bit != 0
+    }
+
     pub fn pending_interrupt(&self) -> Option<u8> {
         if !self.is_software_enabled() {
             return None;
