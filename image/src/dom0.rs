@@ -90,20 +90,17 @@ pub fn init() {
 /// One page of a domain's memory as a shared ring page.
 struct GuestPage<'a> {
     domain: &'a Domain,
-    base: u64,
+    gfn: u64,
 }
 
 impl SharedPage for GuestPage<'_> {
     fn read(&self, offset: usize, buffer: &mut [u8]) {
-        let inside = offset.checked_add(buffer.len()).is_some_and(|end| end <= 4096);
-        if !inside || !self.domain.with_memory(|memory| memory.read(self.base + offset as u64, buffer)) {
+        if !self.domain.with_memory(|memory| memory.read_in_page(self.gfn, offset, buffer)) {
             buffer.fill(0);
         }
     }
     fn write(&mut self, offset: usize, data: &[u8]) {
-        if offset.checked_add(data.len()).is_some_and(|end| end <= 4096) {
-            self.domain.with_memory(|memory| memory.write(self.base + offset as u64, data));
-        }
+        self.domain.with_memory(|memory| memory.write_in_page(self.gfn, offset, data));
     }
     fn write_u32(&mut self, offset: usize, value: u32) {
         // Everything written before must be visible before the index moves.
@@ -227,7 +224,7 @@ fn serve_store(domid: u16) -> bool {
     let Some(port) = with_dom0(|dom0| dom0.guests.get(&domid).map(|connected| connected.store_port)) else {
         return false;
     };
-    let mut page = GuestPage { domain: &guest, base: STORE_PFN << 12 };
+    let mut page = GuestPage { domain: &guest, gfn: STORE_PFN };
     let result = with_dom0(|dom0| dom0.store.service_ring(domid, &mut page));
     if let Some(reason) = result.broken {
         basalt_kernel::warn!("domain {domid}: xenstore connection closed: {reason:?}");
@@ -247,7 +244,7 @@ fn serve_console(domid: u16) -> bool {
     let Some(port) = with_dom0(|dom0| dom0.guests.get(&domid).map(|connected| connected.console_port)) else {
         return false;
     };
-    let mut page = GuestPage { domain: &guest, base: CONSOLE_PFN << 12 };
+    let mut page = GuestPage { domain: &guest, gfn: CONSOLE_PFN };
     let mut output = Vec::new();
     let result = {
         let mut input = guest.console_input.lock();

@@ -299,11 +299,39 @@ impl GuestMemory {
         true
     }
 
+    /// Copies `buffer.len()` bytes from `offset` inside guest page `gfn`; false (and
+    /// nothing read) if the range leaves the page or the page is not RAM.
+    pub fn read_in_page(&self, gfn: u64, offset: usize, buffer: &mut [u8]) -> bool {
+        match page_range(gfn, offset, buffer.len()) {
+            Some(gpa) => self.read(gpa, buffer),
+            None => false,
+        }
+    }
+
+    /// Copies `data` to `offset` inside guest page `gfn`; false (and nothing written)
+    /// if the range leaves the page or the page is not RAM.
+    pub fn write_in_page(&mut self, gfn: u64, offset: usize, data: &[u8]) -> bool {
+        match page_range(gfn, offset, data.len()) {
+            Some(gpa) => self.write(gpa, data),
+            None => false,
+        }
+    }
+
     /// Reads a little-endian u64 at `gpa` (page-table walks).
     pub fn read_u64(&self, gpa: u64) -> Option<u64> {
         let mut bytes = [0u8; 8];
         self.read(gpa, &mut bytes).then(|| u64::from_le_bytes(bytes))
     }
+}
+
+/// The guest-physical address of `[offset, offset + length)` in page `gfn`, if that
+/// range stays inside the page.
+fn page_range(gfn: u64, offset: usize, length: usize) -> Option<u64> {
+    let end = offset.checked_add(length)?;
+    if end as u64 > FRAME_SIZE {
+        return None;
+    }
+    gfn.checked_mul(FRAME_SIZE)?.checked_add(offset as u64)
 }
 
 impl Drop for GuestMemory {
