@@ -15,7 +15,7 @@
 extern crate alloc;
 
 pub mod backends;
-pub mod pci;
+pub mod block;
 pub mod shared_page;
 pub mod toolstack;
 pub mod xenstore;
