@@ -1,2 +1,3 @@
 //! The backends dom0 serves guests with. So far: the primary console.
+pub mod blkif;
 pub mod console;
