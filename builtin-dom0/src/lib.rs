@@ -15,6 +15,8 @@
 extern crate alloc;
 
 pub mod backends;
+pub mod block;
+pub mod pci;
 pub mod shared_page;
 pub mod toolstack;
 pub mod xenstore;
