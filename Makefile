@@ -194,7 +194,7 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd shell && for t in shell_input tokenize; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 	cd kernel && for t in cmdline acpi_tables elf_symbols hypercall_dispatch guest_paging exit_decode mmio_decode event_channel_ops grant_table_ops; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
-	cd builtin-dom0 && for t in pvh_elf bzimage xl_config xenstore_wire; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	cd builtin-dom0 && for t in pvh_elf bzimage xl_config xenstore_wire pci_enumerate partition_table blkif_ring; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
