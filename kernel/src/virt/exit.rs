@@ -72,20 +72,41 @@ pub fn host_physical_address_bits() -> u8 {
     (host_cpuid(0x8000_0008, 0).eax & 0xff) as u8
 }
 
-/// The length of the instruction the exit stopped at: reported, or fetched and decoded.
-fn instruction_length(domain: &Domain, exit: &Exit, state: &GuestState) -> Result<u8, Disposition> {
-    if let Some(length) = exit.instruction_length {
-        return Ok(length);
-    }
+/// Why the instruction at RIP could not be fetched.
+enum FetchFailure {
+    /// The vCPU's paging mode is not one the walker knows.
+    PagingMode,
+    /// The bytes are not reachable through the guest's page tables.
+    Unreachable,
+}
+
+/// Up to 15 bytes at CS.base + RIP, fetched through the vCPU's own page tables, and how
+/// many there are.
+fn fetch_instruction(
+    domain: &Domain,
+    state: &GuestState,
+) -> Result<([u8; MAX_INSTRUCTION_LENGTH], usize), FetchFailure> {
     let context = TranslationContext::from_control_registers(state.cr0, state.cr3, state.cr4, state.efer)
-        .map_err(|_| crash(state, "unsupported guest paging mode while decoding"))?
+        .map_err(|_| FetchFailure::PagingMode)?
         .with_user_mode(state.cpl == 3);
     let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH];
     let fetched = domain
         .with_memory(|memory| {
             guest_paging::fetch_instruction_bytes(&*memory, &context, state.cs_base, state.rip, &mut bytes)
         })
-        .map_err(|_| crash(state, "cannot fetch the instruction that exited"))?;
+        .map_err(|_| FetchFailure::Unreachable)?;
+    Ok((bytes, fetched))
+}
+
+/// The length of the instruction the exit stopped at: reported, or fetched and decoded.
+fn instruction_length(domain: &Domain, exit: &Exit, state: &GuestState) -> Result<u8, Disposition> {
+    if let Some(length) = exit.instruction_length {
+        return Ok(length);
+    }
+    let (bytes, fetched) = fetch_instruction(domain, state).map_err(|failure| match failure {
+        FetchFailure::PagingMode => crash(state, "unsupported guest paging mode while decoding"),
+        FetchFailure::Unreachable => crash(state, "cannot fetch the instruction that exited"),
+    })?;
     let decoded = decode::decode(&bytes[..fetched], state.code_size())
         .map_err(|_| crash(state, "cannot decode the instruction that exited"))?;
     Ok(decoded.length)
@@ -293,15 +314,8 @@ const HYPERCALL_INSTRUCTION_LENGTH: u8 = 3;
 
 /// True if the instruction at RIP is VMCALL or VMMCALL.
 fn is_hypercall_instruction(domain: &Domain, state: &GuestState) -> bool {
-    let Ok(context) = TranslationContext::from_control_registers(state.cr0, state.cr3, state.cr4, state.efer) else {
-        return false;
-    };
-    let context = context.with_user_mode(state.cpl == 3);
-    let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH];
-    let fetched = domain.with_memory(|memory| {
-        guest_paging::fetch_instruction_bytes(&*memory, &context, state.cs_base, state.rip, &mut bytes)
-    });
-    matches!(fetched, Ok(length) if length >= 3) && matches!(bytes[..3], [0x0f, 0x01, 0xc1] | [0x0f, 0x01, 0xd9])
+    let Ok((bytes, fetched)) = fetch_instruction(domain, state) else { return false };
+    fetched >= 3 && matches!(bytes[..3], [0x0f, 0x01, 0xc1] | [0x0f, 0x01, 0xd9])
 }
 
 /// Runs the hypercall in the guest's registers (RIP is already past the instruction).
@@ -361,15 +375,12 @@ fn emulate_apic_access(
     state: &GuestState,
     offset: u32,
 ) -> Disposition {
-    let Ok(context) = TranslationContext::from_control_registers(state.cr0, state.cr3, state.cr4, state.efer) else {
-        return crash(state, "unsupported guest paging mode at a local APIC access");
-    };
-    let context = context.with_user_mode(state.cpl == 3);
-    let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH];
-    let Ok(fetched) = domain.with_memory(|memory| {
-        guest_paging::fetch_instruction_bytes(&*memory, &context, state.cs_base, state.rip, &mut bytes)
-    }) else {
-        return crash(state, "cannot fetch the instruction that touched the local APIC");
+    let (bytes, fetched) = match fetch_instruction(domain, state) {
+        Ok(fetched) => fetched,
+        Err(FetchFailure::PagingMode) => return crash(state, "unsupported guest paging mode at a local APIC access"),
+        Err(FetchFailure::Unreachable) => {
+            return crash(state, "cannot fetch the instruction that touched the local APIC")
+        }
     };
     let decoded = match mmio::decode_mmio(&bytes[..fetched], state.code_size(), gprs) {
         Ok(decoded) => decoded,

@@ -206,6 +206,11 @@ pub enum StartState {
     },
 }
 
+/// Real-mode code segment a start-up IPI with `vector` gives: (selector, base).
+pub fn startup_ipi_code_segment(vector: u8) -> (u16, u64) {
+    (u16::from(vector) << 8, u64::from(vector) << 12)
+}
+
 impl StartState {
     /// PVH entry (Xen's docs/misc/pvh.pandoc): 32-bit flat protected mode, paging off,
     /// CS/DS/ES/SS flat 4 GiB, %ebx = start info, everything else zero.

@@ -435,8 +435,8 @@ impl VirtualCpu for SvmVcpu {
                 vmcb.write_u64(RAX, regs.rax);
             }
             StartState::StartupIpi { vector } => {
-                let selector = u16::from(*vector) << 8;
-                vmcb.write_segment(CS, selector, 0x9b, 0xffff, u64::from(*vector) << 12);
+                let (selector, base) = super::startup_ipi_code_segment(*vector);
+                vmcb.write_segment(CS, selector, 0x9b, 0xffff, base);
                 for data in [DS, ES, SS, FS, GS] {
                     vmcb.write_segment(data, 0, 0x93, 0xffff, 0);
                 }

@@ -404,13 +404,8 @@ impl VmxVcpu {
                 vmwrite(ENTRY_CONTROLS, u64::from(controls.entry | ENTRY_IA32E_MODE_GUEST))?;
             }
             StartState::StartupIpi { vector } => {
-                Self::write_segment(
-                    GUEST_CS_SELECTOR,
-                    u16::from(*vector) << 8,
-                    u64::from(*vector) << 12,
-                    0xffff,
-                    0x9b,
-                )?;
+                let (selector, base) = super::startup_ipi_code_segment(*vector);
+                Self::write_segment(GUEST_CS_SELECTOR, selector, base, 0xffff, 0x9b)?;
                 for field in
                     [GUEST_DS_SELECTOR, GUEST_ES_SELECTOR, GUEST_SS_SELECTOR, GUEST_FS_SELECTOR, GUEST_GS_SELECTOR]
                 {
