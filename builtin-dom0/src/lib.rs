@@ -16,6 +16,7 @@ extern crate alloc;
 
 pub mod backends;
 pub mod block;
+pub mod drivers;
 pub mod pci;
 pub mod shared_page;
 pub mod toolstack;

@@ -220,7 +220,7 @@ pub fn check_request(info: &DeviceInfo, request: &Request) -> Result<(), BlockEr
 }
 
 /// A block device with asynchronous completion; see the module doc for the contract.
-pub trait BlockDevice {
+pub trait BlockDevice: Send {
     /// Geometry and abilities; constant while the device is open.
     fn info(&self) -> DeviceInfo;
     /// Checks and queues a request, or refuses it (then nothing is queued).
