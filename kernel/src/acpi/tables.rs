@@ -212,7 +212,40 @@ pub struct AcpiTables {
     pub fadt: Option<Fadt>,
     /// `\_S5_` sleep types for soft-off, from the DSDT.
     pub s5: Option<SleepTypes>,
+    /// PCI Express ECAM windows, from the MCFG (empty: configuration space by port I/O).
+    pub ecam: Vec<EcamWindow>,
     pub skipped: Vec<SkippedTable>,
+}
+
+/// One MCFG allocation: the ECAM window of a PCI segment's bus range.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct EcamWindow {
+    /// Physical address of bus 0's configuration space (even if `start_bus` > 0).
+    pub base: u64,
+    pub segment: u16,
+    pub start_bus: u8,
+    pub end_bus: u8,
+}
+
+/// The MCFG's allocations (PCI Firmware Specification 3.2 §4.1.2): after the 36-byte
+/// header and 8 reserved bytes, 16-byte entries. Entries with a zero base or an end bus
+/// below the start bus are dropped.
+pub fn parse_mcfg(table: &[u8]) -> Vec<EcamWindow> {
+    const FIRST_ENTRY: usize = TABLE_HEADER_LENGTH + 8;
+    const ENTRY_LENGTH: usize = 16;
+    let mut windows = Vec::new();
+    let mut offset = FIRST_ENTRY;
+    while offset + ENTRY_LENGTH <= table.len() {
+        let base = read_u64(table, offset).unwrap_or(0);
+        let segment = read_u16(table, offset + 8).unwrap_or(0);
+        let start_bus = table[offset + 10];
+        let end_bus = table[offset + 11];
+        if base != 0 && end_bus >= start_bus {
+            windows.push(EcamWindow { base, segment, start_bus, end_bus });
+        }
+        offset += ENTRY_LENGTH;
+    }
+    windows
 }
 
 /// A processor from a MADT Processor Local APIC (type 0) or Local x2APIC (type 9) entry.
@@ -565,6 +598,7 @@ pub fn load(mem: &dyn PhysMemory, rsdp: &Rsdp) -> Result<AcpiTables, AcpiError> 
                 Some(fadt) => result.fadt = Some(fadt),
                 None => result.skipped.push(skipped(&info, SkipReason::TooShortForType)),
             },
+            b"MCFG" if result.ecam.is_empty() => result.ecam = parse_mcfg(&bytes),
             _ => {}
         }
     }

@@ -31,6 +31,20 @@ pub fn inw(port: u16) -> u16 {
     value
 }
 
+/// Reads a 32-bit doubleword from an I/O port.
+pub fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: as for `inb`.
+    unsafe { asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes a 32-bit doubleword to an I/O port.
+pub fn outl(port: u16, value: u32) {
+    // SAFETY: as for `outb`.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Reads a model-specific register. The caller names an MSR the CPU implements.
 pub fn rdmsr(msr: u32) -> u64 {
     let (low, high): (u32, u32);

@@ -263,6 +263,16 @@ pub fn connect_to_dom0(domid: u16) -> Result<(u32, u32), i64> {
     })
 }
 
+/// Dom0 binds to the port `remote_port` that domain `domid` allocated unbound for it (a
+/// frontend's `event-channel` node). Returns dom0's port. The initial event Xen
+/// raises on binding is delivered, as a backend expects.
+pub fn dom0_bind_interdomain(domid: u16, remote_port: u32) -> Result<u32, i64> {
+    let (port, initial) = with_event_channels(|channels| channels.bind_interdomain(0, domid, remote_port))
+        .map_err(|error| error.errno())?;
+    deliver(initial);
+    Ok(port)
+}
+
 /// Raises virtual IRQ `virq` for `vcpu` of `domain` (VIRQ_TIMER when its timer fires).
 pub fn raise_virq(domain: &Domain, vcpu: u32, virq: u32) {
     if let Some(notify) = with_event_channels(|channels| channels.raise_virq(domain.id, vcpu, virq)) {
@@ -822,4 +832,37 @@ pub fn grant_copy(granter: u16, gref: u32, offset: usize, copy: GrantCopy<'_>) -
         return Err(GrantAccessError::NotRam(frame.gfn));
     }
     released.map_err(GrantAccessError::Grant)
+}
+
+/// Dom0 starts a lasting use of the page domain `granter` granted it as `gref` (a
+/// blkif ring page, a persistent grant): the same checks as [`grant_copy`], but the
+/// grant stays held (GTF_reading, plus GTF_writing if `writable`) until
+/// [`grant_release`], so the guest cannot revoke it meanwhile. Returns the granted
+/// frame, which dom0 then reads and writes through the domain's memory by frame
+/// number. Held grants end with the domain.
+pub fn grant_hold(granter: u16, gref: u32, writable: bool) -> Result<u64, GrantAccessError> {
+    use crate::xen::grant_table::Access;
+    let domain = super::get(granter).ok_or(GrantAccessError::NoSuchDomain(granter))?;
+    let access = if writable { Access::Write } else { Access::Read };
+    let mut xen = domain.xen.lock();
+    let XenDomain { grants, grant_frames, .. } = &mut *xen;
+    let mut entries = FrameEntries { frames: grant_frames };
+    let frame = grants.acquire(&mut entries, gref, 0, access).map_err(GrantAccessError::Grant)?;
+    if !domain.memory.lock().is_backed(frame.gfn.saturating_mul(PAGE)) {
+        let _ = grants.release(&mut entries, gref, access);
+        return Err(GrantAccessError::NotRam(frame.gfn));
+    }
+    Ok(frame.gfn)
+}
+
+/// Ends one lasting use started by [`grant_hold`] with the same `writable`. A domain
+/// already gone has nothing left to release.
+pub fn grant_release(granter: u16, gref: u32, writable: bool) -> Result<(), GrantAccessError> {
+    use crate::xen::grant_table::Access;
+    let Some(domain) = super::get(granter) else { return Ok(()) };
+    let access = if writable { Access::Write } else { Access::Read };
+    let mut xen = domain.xen.lock();
+    let XenDomain { grants, grant_frames, .. } = &mut *xen;
+    let mut entries = FrameEntries { frames: grant_frames };
+    grants.release(&mut entries, gref, access).map_err(GrantAccessError::Grant)
 }

@@ -417,3 +417,21 @@ fn random_and_truncated_inputs_never_panic() {
         assert!(tables.tables.len() + tables.skipped.len() >= 4);
     }
 }
+
+#[test]
+fn mcfg_windows_are_parsed_and_bad_ones_dropped() {
+    let mut body = vec![0u8; 8];
+    // A q35-like window: base 0xb000_0000, segment 0, buses 0..=255.
+    body.extend_from_slice(&0xb000_0000u64.to_le_bytes());
+    body.extend_from_slice(&[0, 0, 0, 255, 0, 0, 0, 0]);
+    // A zero base and an inverted bus range are dropped.
+    body.extend_from_slice(&0u64.to_le_bytes());
+    body.extend_from_slice(&[0, 0, 0, 255, 0, 0, 0, 0]);
+    body.extend_from_slice(&0xc000_0000u64.to_le_bytes());
+    body.extend_from_slice(&[1, 0, 9, 3, 0, 0, 0, 0]);
+    // A truncated trailing entry is ignored.
+    body.extend_from_slice(&[1, 2, 3]);
+    let bytes = table(b"MCFG", 1, &body);
+    assert_eq!(parse_mcfg(&bytes), vec![EcamWindow { base: 0xb000_0000, segment: 0, start_bus: 0, end_bus: 255 }]);
+    assert!(parse_mcfg(&bytes[..20]).is_empty());
+}
