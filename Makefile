@@ -28,6 +28,13 @@ GUEST_BUSYBOX := $(BUILD)/guests/busybox
 GUEST_BUSYBOX_PACKAGE := busybox-static
 GUEST_INITRAMFS := $(BUILD)/guests/initramfs.cpio.gz
 GUEST_PAYLOAD_FILES := guest-payload/mkinitramfs.sh $(shell find guest-payload/rootfs -type f)
+# Kernel modules the initramfs carries, from the same package as the kernel (with their
+# dependencies; the ones built in are skipped): xen-blkfront for Xen virtual disks, ext4
+# for their file systems (built into Debian's cloud kernel, as are jbd2, mbcache, crc16,
+# crc32c). extract-modules.sh writes them and their load order into GUEST_MODULES.
+GUEST_MODULE_NAMES := xen-blkfront ext4
+GUEST_MODULES := $(BUILD)/guests/modules
+GUEST_MODULES_ORDER := $(GUEST_MODULES)/load-order
 GUEST_VMLINUX := $(BUILD)/guests/vmlinux
 
 # Debian packages: building the image, and emulating machines to test it.
@@ -136,8 +143,11 @@ test-image: image-deps hypervisor-elf guests guest-linux
 
 # Debian 12's cloud kernel exactly as shipped (whatever linux-image-cloud-amd64 depends
 # on today) and an initramfs around Debian's static busybox (guest-payload/: /init,
-# inittab, rcS prints BASALT-LINUX-READY, a `linux# ` shell on the console). Both
-# packages are fetched with `apt-get download` into build/guests/ (never committed).
+# inittab, rcS loads the kernel modules and prints BASALT-LINUX-READY, a `linux# `
+# shell on the console). Both packages are fetched with `apt-get download` into
+# build/guests/ (never committed). The kernel and its modules come out of one unpacked
+# package in one recipe (a grouped target), so their versions always match: a build
+# directory with a kernel but no modules fetches the package again.
 #
 # The file rules never fail: offline they leave no file behind (fetch.log says why), so
 # `make image` goes on without Linux and the next make tries again. `guest-kernel` and
@@ -146,13 +156,15 @@ guest-kernel: $(GUEST_KERNEL)
 	@[ -f $(GUEST_KERNEL) ] || { echo "guest-kernel: cannot fetch $(GUEST_KERNEL_PACKAGE) with apt-get; see $(BUILD)/guests/linux-image/fetch.log"; exit 1; }
 
 guest-linux: $(GUEST_KERNEL) $(GUEST_INITRAMFS)
-	@[ -f $(GUEST_KERNEL) ] || { echo "guest-linux: cannot fetch $(GUEST_KERNEL_PACKAGE) with apt-get; see $(BUILD)/guests/linux-image/fetch.log"; exit 1; }
+	@[ -f $(GUEST_KERNEL) ] && [ -f $(GUEST_MODULES_ORDER) ] || { echo "guest-linux: cannot fetch $(GUEST_KERNEL_PACKAGE) with apt-get (or take its modules out of it); see $(BUILD)/guests/linux-image/fetch.log"; exit 1; }
 	@[ -f $(GUEST_INITRAMFS) ] || { echo "guest-linux: cannot fetch $(GUEST_BUSYBOX_PACKAGE) with apt-get; see $(BUILD)/guests/busybox-static/fetch.log"; exit 1; }
 
-$(GUEST_KERNEL):
+$(GUEST_KERNEL) $(GUEST_MODULES_ORDER) &: guest-payload/extract-modules.sh
 	@if package=$$(guest-payload/fetch-deb.sh --depends linux-image- $(GUEST_KERNEL_PACKAGE) $(BUILD)/guests/linux-image 2>/dev/null); then \
-	  cp $(BUILD)/guests/linux-image/unpacked/boot/vmlinuz-* $@ && rm -rf $(BUILD)/guests/linux-image/unpacked && \
-	  echo "guest kernel: $$package -> $@"; \
+	  unpacked=$(BUILD)/guests/linux-image/unpacked; \
+	  guest-payload/extract-modules.sh $$unpacked $(GUEST_MODULES) $(GUEST_MODULE_NAMES) && \
+	  cp $$unpacked/boot/vmlinuz-* $(GUEST_KERNEL) && rm -rf $$unpacked && \
+	  echo "guest kernel: $$package -> $(GUEST_KERNEL), modules: $$(tr '\n' ' ' <$(GUEST_MODULES_ORDER))"; \
 	fi
 
 $(GUEST_BUSYBOX):
@@ -161,8 +173,10 @@ $(GUEST_BUSYBOX):
 	  echo "guest busybox: $$package -> $@"; \
 	fi
 
-$(GUEST_INITRAMFS): $(GUEST_BUSYBOX) $(GUEST_PAYLOAD_FILES)
-	@if [ -f $(GUEST_BUSYBOX) ]; then guest-payload/mkinitramfs.sh $(GUEST_BUSYBOX) guest-payload/rootfs $@; fi
+$(GUEST_INITRAMFS): $(GUEST_BUSYBOX) $(GUEST_MODULES_ORDER) $(GUEST_PAYLOAD_FILES)
+	@if [ -f $(GUEST_BUSYBOX) ] && [ -f $(GUEST_MODULES_ORDER) ]; then \
+	  guest-payload/mkinitramfs.sh $(GUEST_BUSYBOX) guest-payload/rootfs $@ $(GUEST_MODULES); \
+	fi
 
 $(GUEST_VMLINUX): $(GUEST_KERNEL) guest-payload/extract-vmlinux.sh
 	guest-payload/extract-vmlinux.sh $(GUEST_KERNEL) $@

@@ -2,13 +2,15 @@
 # Builds the Linux guest payload's initramfs: a gzip-compressed newc cpio archive
 # (the format the kernel unpacks into its rootfs; Debian's kernel has RD_GZIP).
 #
-# usage: guest-payload/mkinitramfs.sh <busybox> <rootfs-dir> <output.cpio.gz>
+# usage: guest-payload/mkinitramfs.sh <busybox> <rootfs-dir> <output.cpio.gz> [<modules-dir>]
 #
 # Contents: the directories /bin /sbin /usr/bin /usr/sbin /dev /proc /sys /tmp /etc
 # /root; the device node /dev/console (5,1), which the kernel opens for PID 1 before
 # /init runs; /bin/busybox (a static binary) with /bin/sh linking to it; and every file
 # under <rootfs-dir> (/init, /etc/inittab, ...) with its executable bit. The other
-# applet links are made at boot by /init (`busybox --install -s`).
+# applet links are made at boot by /init (`busybox --install -s`). With <modules-dir>
+# (extract-modules.sh's output: *.ko and `load-order`), its files go to /lib/modules/,
+# where /etc/init.d/rcS loads them.
 #
 # The archive is written here, entry by entry, rather than with cpio(1) from a staging
 # tree: a device node in a staging tree needs root, and this way no host tool beyond
@@ -16,15 +18,24 @@
 # gzip -n leaves out the name and time, so the same inputs give the same bytes.
 # Format: the kernel's Documentation/driver-api/early-userspace/buffer-format.rst.
 set -euo pipefail
-if [ $# -ne 3 ]; then
-    echo "usage: $0 <busybox> <rootfs-dir> <output.cpio.gz>" >&2
+if [ $# -ne 3 ] && [ $# -ne 4 ]; then
+    echo "usage: $0 <busybox> <rootfs-dir> <output.cpio.gz> [<modules-dir>]" >&2
     exit 2
 fi
 busybox=$1
 rootfs=$2
 out=$3
+modules=${4:-}
 [ -f "$busybox" ] || { echo "mkinitramfs: $busybox: no such file" >&2; exit 1; }
 [ -d "$rootfs" ] || { echo "mkinitramfs: $rootfs: no such directory" >&2; exit 1; }
+if [ -n "$modules" ] && [ ! -f "$modules/load-order" ]; then
+    echo "mkinitramfs: $modules/load-order: no such file (see extract-modules.sh)" >&2
+    exit 1
+fi
+if [ -n "$modules" ] && [ -e "$rootfs/lib" ]; then
+    echo "mkinitramfs: $rootfs/lib would clash with the modules' /lib" >&2
+    exit 1
+fi
 
 archive=$(mktemp)
 trap 'rm -f "$archive" "$out.tmp"' EXIT
@@ -102,6 +113,13 @@ while IFS= read -r path; do
         exit 1
     fi
 done < <(find "$rootfs" -mindepth 1 | LC_ALL=C sort)
+if [ -n "$modules" ]; then
+    directory lib
+    directory lib/modules
+    while IFS= read -r path; do
+        file "lib/modules/${path##*/}" "$path"
+    done < <(find "$modules" -maxdepth 1 -type f | LC_ALL=C sort)
+fi
 entry 'TRAILER!!!' 0 0 1 0 0
 
 gzip -9 -n <"$archive" >"$out.tmp"
