@@ -2,12 +2,15 @@
 //! command table, and the built-in commands ([`builtin`]: `help`, `version`,
 //! `info`, `dmesg`, `cpus`, `mem`, `uptime`, `poweroff`), the xl-style domain
 //! commands ([`domains`]: `create`, `list`, `vcpu-list`, `console`, ...),
-//! `reboot [DOMAIN]` ([`appliance`]: the machine, or a domain as in xl), and
-//! the xenstore commands ([`xenstore`]: `xenstore-ls`, `-read`, `-write`, `-rm`).
+//! `reboot [DOMAIN]` ([`appliance`]: the machine, or a domain as in xl),
+//! the xenstore commands ([`xenstore`]: `xenstore-ls`, `-read`, `-write`, `-rm`),
+//! and the storage commands ([`storage`]: `pci`, `disks`, `block-attach`,
+//! `block-detach`, `block-list`).
 //!
 //! Why a separate crate: everything here is portable logic. The hypervisor
 //! (image/) implements narrow traits — [`System`] (facts about the machine,
-//! reboot/poweroff), [`DomainControl`] (the toolstack's domain operations) and
+//! reboot/poweroff), [`DomainControl`] (the toolstack's domain operations),
+//! [`XenstoreControl`], [`StorageControl`] (disks and block backends) and
 //! [`SerialLine`] (bytes in and out of the UART) — and calls [`Shell::run`].
 //! Everything else is tested on the host with fakes (`cargo test -p
 //! basalt-shell`) and fuzzed (shell/fuzz/).
@@ -36,6 +39,7 @@ pub mod command;
 pub mod domains;
 pub mod parse;
 pub mod shell;
+pub mod storage;
 pub mod system;
 pub mod xenstore;
 
@@ -44,6 +48,8 @@ pub mod testing;
 
 #[cfg(test)]
 mod domain_tests;
+#[cfg(test)]
+mod storage_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -58,5 +64,6 @@ pub use domains::{
 };
 pub use parse::{tokenize, ParseError, MAX_LINE_BYTES, MAX_WORDS};
 pub use shell::{EditorStorage, LineEditor, LineEditorError, LineOutcome, SerialLine, SerialWriter, Shell, PROMPT};
+pub use storage::{storage_commands, AccessMode, DiskRow, PartitionRow, PciDeviceRow, StorageControl, VbdRow};
 pub use system::{CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, System, VersionInfo};
 pub use xenstore::{xenstore_commands, XenstoreControl};

@@ -1,7 +1,9 @@
 //! Test doubles and fuzz bodies: a [`FakeSystem`], [`FakeDomains`] (an
 //! in-memory [`DomainControl`]; `FakeSystem` carries one and forwards to it, so
 //! it is a whole appliance), [`FakeXenstore`] (an in-memory
-//! [`XenstoreControl`], also carried by `FakeSystem`), a [`ScriptedLine`] (bytes
+//! [`XenstoreControl`], also carried by `FakeSystem`), [`FakeStorage`] (an
+//! in-memory [`StorageControl`]: PCI functions, disks, virtual block devices;
+//! also carried by `FakeSystem`), a [`ScriptedLine`] (bytes
 //! in, captured bytes out, optionally answering terminal queries like a real
 //! terminal), a deterministic [`Xorshift`] generator, and the bodies of the
 //! fuzz targets in shell/fuzz/ ([`fuzz_shell_input`], [`fuzz_tokenize`]), so
@@ -27,6 +29,7 @@ use crate::domains::{
 };
 use crate::parse::tokenize;
 use crate::shell::{SerialLine, Shell};
+use crate::storage::{storage_commands, AccessMode, DiskRow, PartitionRow, PciDeviceRow, StorageControl, VbdRow};
 use crate::system::{CpuStatus, LogLevel, LogLine, MemoryInfo, MemoryRegion, PlatformInfo, System, VersionInfo};
 use crate::xenstore::{xenstore_commands, XenstoreControl};
 
@@ -55,6 +58,8 @@ pub struct FakeSystem {
     pub domains: FakeDomains,
     /// The xenstore; [`XenstoreControl`] on `FakeSystem` acts on this.
     pub xenstore: FakeXenstore,
+    /// Disks and block backends; [`StorageControl`] on `FakeSystem` acts on these.
+    pub storage: FakeStorage,
 }
 
 impl Default for FakeSystem {
@@ -108,6 +113,7 @@ impl FakeSystem {
             poweroff_requests: 0,
             domains: FakeDomains::new(),
             xenstore: FakeXenstore::new(),
+            storage: FakeStorage::new(),
         }
     }
 }
@@ -622,6 +628,331 @@ impl XenstoreControl for FakeSystem {
     }
 }
 
+/// Size of one mebibyte, for the storage fixture.
+const MEBIBYTE: u64 = 1 << 20;
+/// Size of one gibibyte, for the storage fixture.
+const GIBIBYTE: u64 = 1 << 30;
+/// The devid of `xvda` (major 202, minor 0); `xvdb` is 16 more, and so on.
+pub const XVDA_DEVID: u32 = 202 << 8;
+
+/// An in-memory [`StorageControl`] on a QEMU q35-like machine: five PCI
+/// functions (one without a driver, one with an unknown vendor); three disks —
+/// `sda` (AHCI, 20 GiB, GPT: `sda1` EFI system, `sda2` held by `web:xvda rw`),
+/// `nvme0n1` (NVMe, 4096-byte sectors, no partitions) and `vda` (virtio-blk,
+/// read-only, no model); and `web` (id 3) with `xvda` (`phy:sda2`, connected)
+/// and `xvdc` (`ram:64M`, frontend not yet connected).
+///
+/// `block_attach` understands `phy:NAME,VDEV,ACCESS` and `ram:SIZEM,VDEV,ACCESS`
+/// (VDEV `xvd` + one letter, ACCESS `r` or `w`) and refuses as a real dom0
+/// would: an unknown or busy target, a read-only disk for writing, a taken
+/// vdev, Domain-0. `block_detach` refuses a connected frontend unless forced.
+/// Holders follow attaches and detaches.
+#[derive(Debug, Clone)]
+pub struct FakeStorage {
+    /// Returned by [`StorageControl::pci_devices`].
+    pub pci_devices: Vec<PciDeviceRow>,
+    /// Returned by [`StorageControl::disks`].
+    pub disks: Vec<DiskRow>,
+    /// Every virtual block device as (domain id, device), in attach order.
+    pub vbds: Vec<(u32, VbdRow)>,
+    /// The domains (id, name) the fake resolves on its own; a [`FakeSystem`]
+    /// resolves through its [`FakeDomains`] instead.
+    pub domains: Vec<(u32, String)>,
+}
+
+impl Default for FakeStorage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeStorage {
+    /// The machine described on the type.
+    pub fn new() -> Self {
+        let pci =
+            |address: &str, vendor_id, device_id, vendor_name: Option<&str>, class_name: &str, driver: Option<&str>| {
+                PciDeviceRow {
+                    address: String::from(address),
+                    vendor_id,
+                    device_id,
+                    vendor_name: vendor_name.map(String::from),
+                    class_name: String::from(class_name),
+                    driver: driver.map(String::from),
+                }
+            };
+        let partition = |name: &str, start_lba, size_bytes, kind: &str, holders: &[&str]| PartitionRow {
+            name: String::from(name),
+            start_lba,
+            size_bytes,
+            kind: String::from(kind),
+            holders: holders.iter().copied().map(String::from).collect(),
+        };
+        let sda_size = 20 * GIBIBYTE;
+        let sda1_size = 512 * MEBIBYTE;
+        let sda2_start = 2048 + sda1_size / 512;
+        Self {
+            pci_devices: vec![
+                pci("0000:00:00.0", 0x8086, 0x29c0, Some("Intel Corporation"), "Host bridge", None),
+                pci("0000:00:01.0", 0x1234, 0x1111, None, "VGA compatible controller", None),
+                pci(
+                    "0000:00:03.0",
+                    0x1af4,
+                    0x1001,
+                    Some("Red Hat, Inc."),
+                    "SCSI storage controller",
+                    Some("virtio-blk"),
+                ),
+                pci(
+                    "0000:00:04.0",
+                    0x1b36,
+                    0x0010,
+                    Some("Red Hat, Inc."),
+                    "Non-Volatile memory controller",
+                    Some("nvme"),
+                ),
+                pci("0000:00:1f.2", 0x8086, 0x2922, Some("Intel Corporation"), "SATA controller", Some("ahci")),
+            ],
+            disks: vec![
+                DiskRow {
+                    name: String::from("sda"),
+                    model: String::from("QEMU HARDDISK"),
+                    size_bytes: sda_size,
+                    logical_block_size: 512,
+                    read_only: false,
+                    driver: String::from("ahci"),
+                    pci_address: Some(String::from("0000:00:1f.2")),
+                    holders: Vec::new(),
+                    partitions: vec![
+                        partition("sda1", 2048, sda1_size, "EFI system", &[]),
+                        partition(
+                            "sda2",
+                            sda2_start,
+                            sda_size - sda2_start * 512 - 34 * 512,
+                            "Linux filesystem",
+                            &["web:xvda rw"],
+                        ),
+                    ],
+                },
+                DiskRow {
+                    name: String::from("nvme0n1"),
+                    model: String::from("QEMU NVMe Ctrl"),
+                    size_bytes: GIBIBYTE,
+                    logical_block_size: 4096,
+                    read_only: false,
+                    driver: String::from("nvme"),
+                    pci_address: Some(String::from("0000:00:04.0")),
+                    holders: Vec::new(),
+                    partitions: Vec::new(),
+                },
+                DiskRow {
+                    name: String::from("vda"),
+                    model: String::new(),
+                    size_bytes: 64 * MEBIBYTE,
+                    logical_block_size: 512,
+                    read_only: true,
+                    driver: String::from("virtio-blk"),
+                    pci_address: Some(String::from("0000:00:03.0")),
+                    holders: Vec::new(),
+                    partitions: Vec::new(),
+                },
+            ],
+            vbds: vec![
+                (
+                    3,
+                    VbdRow {
+                        vdev: String::from("xvda"),
+                        devid: XVDA_DEVID,
+                        source: String::from("phy:sda2"),
+                        mode: AccessMode::ReadWrite,
+                        backend_state: String::from("4 (connected)"),
+                        frontend_state: String::from("4 (connected)"),
+                        ring_ref: Some(8),
+                        event_channel: Some(14),
+                        requests: 1532,
+                        errors: 2,
+                    },
+                ),
+                (3, Self::new_vbd("xvdc", XVDA_DEVID + 2 * 16, String::from("ram:64M"), AccessMode::ReadWrite)),
+            ],
+            domains: vec![(0, String::from("Domain-0")), (3, String::from("web"))],
+        }
+    }
+
+    /// A device just attached: backend waiting, frontend not yet started.
+    fn new_vbd(vdev: &str, devid: u32, source: String, mode: AccessMode) -> VbdRow {
+        VbdRow {
+            vdev: String::from(vdev),
+            devid,
+            source,
+            mode,
+            backend_state: String::from("2 (initwait)"),
+            frontend_state: String::from("1 (initialising)"),
+            ring_ref: None,
+            event_channel: None,
+            requests: 0,
+            errors: 0,
+        }
+    }
+
+    fn resolve(&self, word: &str) -> Result<(u32, String), String> {
+        let as_id: Option<u32> =
+            if !word.is_empty() && word.bytes().all(|byte| byte.is_ascii_digit()) { word.parse().ok() } else { None };
+        as_id
+            .and_then(|id| self.domains.iter().find(|(known, _)| *known == id))
+            .or_else(|| self.domains.iter().find(|(_, name)| name == word))
+            .cloned()
+            .ok_or_else(|| format!("no domain '{word}'"))
+    }
+
+    /// The read-only flag and holders of the disk or partition called `name`.
+    fn target_mut(&mut self, name: &str) -> Option<(bool, &mut Vec<String>)> {
+        for disk in &mut self.disks {
+            if disk.name == name {
+                return Some((disk.read_only, &mut disk.holders));
+            }
+            let read_only = disk.read_only;
+            if let Some(partition) = disk.partitions.iter_mut().find(|partition| partition.name == name) {
+                return Some((read_only, &mut partition.holders));
+            }
+        }
+        None
+    }
+
+    /// [`StorageControl::block_attach`] for a resolved domain.
+    pub fn attach(&mut self, domain_id: u32, domain_name: &str, spec: &str) -> Result<String, String> {
+        let [target, vdev, access] = spec.split(',').collect::<Vec<_>>()[..] else {
+            return Err(format!("bad disk spec '{spec}' (expected TARGET,VDEV,ACCESS)"));
+        };
+        if domain_id == 0 {
+            return Err(String::from("Domain-0 cannot be given virtual disks"));
+        }
+        let mode = match access {
+            "r" | "ro" => AccessMode::ReadOnly,
+            "w" | "rw" => AccessMode::ReadWrite,
+            _ => return Err(format!("bad access '{access}' (r or w)")),
+        };
+        let devid = match vdev.strip_prefix("xvd").map(str::as_bytes) {
+            Some(&[letter @ b'a'..=b'z']) => XVDA_DEVID + u32::from(letter - b'a') * 16,
+            _ => return Err(format!("bad vdev '{vdev}' (xvda to xvdz)")),
+        };
+        if self.vbds.iter().any(|(id, vbd)| *id == domain_id && vbd.vdev == vdev) {
+            return Err(format!("domain {domain_id} ({domain_name}) already has {vdev}"));
+        }
+        let mode_word = if mode == AccessMode::ReadWrite { "rw" } else { "ro" };
+        let (source, what) = if let Some(name) = target.strip_prefix("phy:") {
+            let Some((read_only, holders)) = self.target_mut(name) else {
+                return Err(format!("no disk or partition '{name}'"));
+            };
+            if read_only && mode == AccessMode::ReadWrite {
+                return Err(format!("{name} is read-only"));
+            }
+            let busy = !holders.is_empty()
+                && (mode == AccessMode::ReadWrite || holders.iter().any(|holder| holder.ends_with(" rw")));
+            if busy {
+                return Err(format!("{name} is in use ({})", holders.join(", ")));
+            }
+            holders.push(format!("{domain_name}:{vdev} {mode_word}"));
+            (String::from(target), String::from(name))
+        } else if let Some(size) = target.strip_prefix("ram:") {
+            let megabytes = size.strip_suffix('M').filter(|digits| {
+                !digits.is_empty() && digits.len() <= 6 && digits.bytes().all(|byte| byte.is_ascii_digit())
+            });
+            if megabytes.is_none() {
+                return Err(format!("bad RAM disk size '{size}' (e.g. 64M)"));
+            }
+            (String::from(target), String::from(target))
+        } else {
+            return Err(format!("unsupported target '{target}' (phy:NAME or ram:SIZE)"));
+        };
+        self.vbds.push((domain_id, Self::new_vbd(vdev, devid, source, mode)));
+        self.vbds.sort_by_key(|(id, vbd)| (*id, vbd.devid));
+        Ok(format!("attached {what} to domain {domain_id} ({domain_name}) as {vdev} ({mode_word})"))
+    }
+
+    /// [`StorageControl::block_detach`] for a resolved domain.
+    pub fn detach(&mut self, domain_id: u32, domain_name: &str, vdev: &str, force: bool) -> Result<String, String> {
+        let index = self
+            .vbds
+            .iter()
+            .position(|(id, vbd)| *id == domain_id && (vbd.vdev == vdev || vbd.devid.to_string() == vdev))
+            .ok_or_else(|| format!("domain {domain_id} ({domain_name}) has no virtual disk '{vdev}'"))?;
+        let vbd = &self.vbds[index].1;
+        if !force && vbd.frontend_state.starts_with("4 ") {
+            return Err(format!(
+                "{}: the guest did not let go (frontend {}); use -f to force",
+                vbd.vdev, vbd.frontend_state
+            ));
+        }
+        let (_, vbd) = self.vbds.remove(index);
+        if let Some(name) = vbd.source.strip_prefix("phy:") {
+            let holder_prefix = format!("{domain_name}:{} ", vbd.vdev);
+            if let Some((_, holders)) = self.target_mut(name) {
+                holders.retain(|holder| !holder.starts_with(holder_prefix.as_str()));
+            }
+        }
+        Ok(format!("detached {} from domain {domain_id} ({domain_name})", vbd.vdev))
+    }
+
+    /// [`StorageControl::block_list`] for a resolved domain.
+    pub fn list(&self, domain_id: u32) -> Vec<VbdRow> {
+        self.vbds.iter().filter(|(id, _)| *id == domain_id).map(|(_, vbd)| vbd.clone()).collect()
+    }
+}
+
+impl StorageControl for FakeStorage {
+    fn pci_devices(&self) -> Vec<PciDeviceRow> {
+        self.pci_devices.clone()
+    }
+    fn disks(&self) -> Vec<DiskRow> {
+        self.disks.clone()
+    }
+    fn block_attach(&mut self, domain: &str, spec: &str) -> Result<String, String> {
+        let (id, name) = self.resolve(domain)?;
+        self.attach(id, &name, spec)
+    }
+    fn block_detach(&mut self, domain: &str, vdev: &str, force: bool) -> Result<String, String> {
+        let (id, name) = self.resolve(domain)?;
+        self.detach(id, &name, vdev, force)
+    }
+    fn block_list(&self, domain: &str) -> Result<Vec<VbdRow>, String> {
+        let (id, _) = self.resolve(domain)?;
+        Ok(self.list(id))
+    }
+}
+
+/// `FakeSystem`'s storage requests go to its [`FakeSystem::storage`], with
+/// domains resolved through its [`FakeSystem::domains`] (so a domain made
+/// with `create` can be given disks).
+impl StorageControl for FakeSystem {
+    fn pci_devices(&self) -> Vec<PciDeviceRow> {
+        self.storage.pci_devices()
+    }
+    fn disks(&self) -> Vec<DiskRow> {
+        self.storage.disks()
+    }
+    fn block_attach(&mut self, domain: &str, spec: &str) -> Result<String, String> {
+        let (id, name) = self.resolve_for_storage(domain)?;
+        self.storage.attach(id, &name, spec)
+    }
+    fn block_detach(&mut self, domain: &str, vdev: &str, force: bool) -> Result<String, String> {
+        let (id, name) = self.resolve_for_storage(domain)?;
+        self.storage.detach(id, &name, vdev, force)
+    }
+    fn block_list(&self, domain: &str) -> Result<Vec<VbdRow>, String> {
+        let (id, _) = self.resolve_for_storage(domain)?;
+        Ok(self.storage.list(id))
+    }
+}
+
+impl FakeSystem {
+    fn resolve_for_storage(&self, word: &str) -> Result<(u32, String), String> {
+        self.domains
+            .find(word)
+            .map(|domain| (domain.id, domain.name.clone()))
+            .ok_or_else(|| format!("no domain '{word}'"))
+    }
+}
+
 /// A [`SerialLine`] that plays a script and records what is written.
 ///
 /// Script entries are bytes, or `None` for "nothing arrives before this
@@ -758,14 +1089,29 @@ pub fn fake_appliance_shell() -> Shell<FakeSystem> {
     }
 }
 
-/// A shell over [`FakeSystem`] with every table, the xenstore commands
-/// included, as image/ composes them once it implements [`XenstoreControl`].
+/// A shell over [`FakeSystem`] with the built-in, domain, appliance and
+/// xenstore tables, as image/ composes them once it implements [`XenstoreControl`].
 pub fn fake_xenstore_shell() -> Shell<FakeSystem> {
     match Registry::new(&[
         builtin_commands::<FakeSystem>(),
         domain_commands::<FakeSystem>(),
         appliance_commands::<FakeSystem>(),
         xenstore_commands::<FakeSystem>(),
+    ]) {
+        Ok(registry) => Shell::new(registry),
+        Err(error) => panic!("the command tables do not combine: {error}"),
+    }
+}
+
+/// A shell over [`FakeSystem`] with every table, the storage commands
+/// included, as image/ composes them once it implements [`StorageControl`].
+pub fn fake_storage_shell() -> Shell<FakeSystem> {
+    match Registry::new(&[
+        builtin_commands::<FakeSystem>(),
+        domain_commands::<FakeSystem>(),
+        appliance_commands::<FakeSystem>(),
+        xenstore_commands::<FakeSystem>(),
+        storage_commands::<FakeSystem>(),
     ]) {
         Ok(registry) => Shell::new(registry),
         Err(error) => panic!("the command tables do not combine: {error}"),
