@@ -32,6 +32,7 @@
 mod fakes;
 pub mod request;
 pub mod ring;
+pub mod xenbus;
 #[cfg(test)]
 mod tests;
 
