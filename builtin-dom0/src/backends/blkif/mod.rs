@@ -29,6 +29,7 @@
 //! disk is synchronous here; the block layer in `block/` is asynchronous), the xenbus
 //! handshake itself.
 
+pub mod claims;
 mod fakes;
 pub mod request;
 pub mod ring;
