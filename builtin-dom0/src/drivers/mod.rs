@@ -31,6 +31,7 @@
 //! [`BlockDevice`]: crate::block::BlockDevice
 //! [`BlockError::Timeout`]: crate::block::BlockError::Timeout
 
+pub mod ahci;
 #[cfg(test)]
 pub mod fake;
 pub mod nvme;
