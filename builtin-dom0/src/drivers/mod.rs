@@ -31,10 +31,9 @@
 //! [`BlockDevice`]: crate::block::BlockDevice
 //! [`BlockError::Timeout`]: crate::block::BlockError::Timeout
 
-pub mod ahci;
 #[cfg(test)]
 pub mod fake;
-pub mod nvme;
+pub mod virtio_blk;
 
 use crate::pci::{Bar, ConfigSpace, PciFunction};
 use alloc::boxed::Box;
