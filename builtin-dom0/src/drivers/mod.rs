@@ -31,8 +31,10 @@
 //! [`BlockDevice`]: crate::block::BlockDevice
 //! [`BlockError::Timeout`]: crate::block::BlockError::Timeout
 
+pub mod ahci;
 #[cfg(test)]
 pub mod fake;
+pub mod nvme;
 pub mod virtio_blk;
 
 use crate::pci::{Bar, ConfigSpace, PciFunction};

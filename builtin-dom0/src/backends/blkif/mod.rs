@@ -29,9 +29,11 @@
 //! disk is synchronous here; the block layer in `block/` is asynchronous), the xenbus
 //! handshake itself.
 
+pub mod claims;
 mod fakes;
 pub mod request;
 pub mod ring;
+pub mod xenbus;
 #[cfg(test)]
 mod tests;
 
