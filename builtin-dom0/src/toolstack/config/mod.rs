@@ -6,7 +6,8 @@
 //! accepted [`DomainConfig`]: the name is 1..=64 of `[A-Za-z0-9_.-]` and not all
 //! digits; `1 <= vcpus <= maxvcpus <= limits.max_vcpus`; `1 <= memory_mib <= maxmem_mib
 //! <= limits.max_memory_mib`; the command line fits Linux's 2048 bytes with no NUL;
-//! every affinity set is non-empty and inside the machine.
+//! every affinity set is non-empty and inside the machine; at most [`MAX_DISKS`] disks,
+//! each a valid [`DiskSpec`], no two with the same virtual device.
 //!
 //! Semantics follow xl (`tools/xl/xl_parse.c`): a later setting of a key replaces an
 //! earlier one, overrides apply after the file, unknown keys are ignored (reported as
@@ -16,6 +17,7 @@
 //! default and `type = "hvm"`/`"pv"` (or `builder = "hvm"`) are refused.
 
 mod cpus;
+mod disks;
 mod syntax;
 #[cfg(test)]
 mod tests;
@@ -26,6 +28,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 pub use cpus::{parse_cpu_list, CpuAffinity, CpuListError, CpuSet, MAX_PHYSICAL_CPUS};
+pub use disks::{
+    parse_disk_spec, DiskSource, DiskSpec, DiskSpecError, MAX_DISKS, MAX_DISK_NAME_LENGTH, MAX_DISK_SPEC_BYTES,
+    MAX_RAM_DISK_BYTES,
+};
 pub use syntax::{Atom, Setting, Value};
 
 use super::pvh_platform::{MAX_COMMAND_LINE, MAX_VCPUS};
@@ -126,6 +132,8 @@ pub struct DomainConfig {
     pub weight: u16,
     /// Credit scheduler cap in percent of one CPU; 0 = none.
     pub cap: u16,
+    /// Virtual disks (`disk`), in the order given.
+    pub disks: Vec<DiskSpec>,
 }
 
 impl DomainConfig {
@@ -256,6 +264,15 @@ pub enum ConfigErrorKind {
         action: String,
     },
     BadCpus(CpuListError),
+    /// A `disk` entry that is not a valid disk specification.
+    BadDisk {
+        spec: String,
+        error: DiskSpecError,
+    },
+    /// Two `disk` entries with the same virtual device.
+    DuplicateVdev(String),
+    /// More than [`MAX_DISKS`] disks.
+    TooManyDisks(usize),
     CommandLineTooLong {
         bytes: usize,
     },
@@ -298,6 +315,9 @@ impl fmt::Display for ConfigErrorKind {
                 write!(formatter, "{key} \"{}\" is not an action (destroy, restart, preserve)", Printable(action))
             }
             K::BadCpus(error) => write!(formatter, "cpus: {error}"),
+            K::BadDisk { spec, error } => write!(formatter, "disk '{}': {error}", Printable(spec)),
+            K::DuplicateVdev(vdev) => write!(formatter, "disk: vdev {} is used twice", Printable(vdev)),
+            K::TooManyDisks(count) => write!(formatter, "{count} disks (at most {MAX_DISKS})"),
             K::CommandLineTooLong { bytes } => {
                 write!(formatter, "command line is {bytes} bytes (at most {})", MAX_COMMAND_LINE - 1)
             }
@@ -402,6 +422,7 @@ const KNOWN_KEYS: &[&str] = &[
     "cpus",
     "cpu_weight",
     "cap",
+    "disk",
 ];
 
 impl Table {
@@ -577,6 +598,30 @@ impl Table {
         }
     }
 
+    /// `disk`: a list of disk specifications (or one, as a single string).
+    fn disks(&self) -> Result<Vec<DiskSpec>, ConfigError> {
+        let atoms = match self.settings.get("disk") {
+            None => return Ok(Vec::new()),
+            Some((Value::Atom(atom), _)) => core::slice::from_ref(atom),
+            Some((Value::List(atoms), _)) => atoms.as_slice(),
+        };
+        if atoms.len() > MAX_DISKS {
+            return Err(self.error("disk", ConfigErrorKind::TooManyDisks(atoms.len())));
+        }
+        let mut disks: Vec<DiskSpec> = Vec::with_capacity(atoms.len());
+        for atom in atoms {
+            let disk = parse_disk_spec(&atom.text).map_err(|error| {
+                let spec = atom.text.chars().take(60).collect();
+                self.error("disk", ConfigErrorKind::BadDisk { spec, error })
+            })?;
+            if disks.iter().any(|earlier| earlier.vdev == disk.vdev) {
+                return Err(self.error("disk", ConfigErrorKind::DuplicateVdev(disk.vdev)));
+            }
+            disks.push(disk);
+        }
+        Ok(disks)
+    }
+
     fn interpret(&self, limits: &Limits) -> Result<Parsed, ConfigError> {
         let mut warnings = Vec::new();
         for (key, (_, location)) in &self.settings {
@@ -606,6 +651,7 @@ impl Table {
         let cpus = self.cpus(limits, maxvcpus.unwrap_or(vcpus), &mut warnings)?;
         let weight = self.number("cpu_weight", 1, 65535)?.unwrap_or(u64::from(DEFAULT_WEIGHT)) as u16;
         let cap = self.number("cap", 0, 65535)?.unwrap_or(0) as u16;
+        let disks = self.disks()?;
         let config = DomainConfig {
             name,
             kind,
@@ -620,6 +666,7 @@ impl Table {
             cpus,
             weight,
             cap,
+            disks,
         };
         Ok(Parsed { config, warnings })
     }
@@ -644,6 +691,18 @@ pub fn fuzz_one(data: &[u8]) {
             assert!(config.maxmem_mib.unwrap_or(config.memory_mib) <= limits.max_memory_mib);
             assert!(config.cmdline.len() < MAX_COMMAND_LINE && !config.cmdline.contains('\0'));
             assert!(config.weight >= 1);
+            assert!(config.disks.len() <= MAX_DISKS);
+            for (index, disk) in config.disks.iter().enumerate() {
+                assert!(crate::backends::blkif::xenbus::virtual_device_number(&disk.vdev).is_ok());
+                assert!(config.disks.iter().skip(index + 1).all(|other| other.vdev != disk.vdev));
+                match &disk.source {
+                    DiskSource::Phy(name) => assert!(!name.is_empty() && name.len() <= MAX_DISK_NAME_LENGTH),
+                    DiskSource::Ram(bytes) => {
+                        assert!(*bytes > 0 && *bytes <= MAX_RAM_DISK_BYTES && bytes.is_multiple_of(512))
+                    }
+                }
+                assert_eq!(parse_disk_spec(&disk.to_string()).as_ref(), Ok(disk), "Display reads back");
+            }
             for vcpu in 0..config.max_vcpus() {
                 let set = config.cpus.for_vcpu(vcpu, limits.physical_cpus);
                 assert!(!set.is_empty() && set.iter().all(|cpu| cpu < limits.physical_cpus));

@@ -63,9 +63,18 @@ fn a_full_config() {
     );
     assert_eq!(config.cpus, CpuAffinity::All(parse_cpu_list("0-1", 4).unwrap()));
     assert_eq!((config.weight, config.cap), (512, 150));
+    assert_eq!(
+        config.disks,
+        [
+            DiskSpec { source: DiskSource::Phy("nvme0n1p3".into()), vdev: "xvda".into(), writable: true },
+            DiskSpec { source: DiskSource::Phy("sdb".into()), vdev: "xvdb".into(), writable: true },
+        ]
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
     // xl ignores keys it does not know; so do we, and say so with the line.
+    let Parsed { warnings, .. } = ok("name='a'\nkernel='k'\nvif=['bridge=br0']\n");
     assert_eq!(warnings.len(), 1);
-    assert_eq!(warnings[0].to_string(), "line 17: unknown key 'disk' ignored");
+    assert_eq!(warnings[0].to_string(), "line 3: unknown key 'vif' ignored");
 }
 
 #[test]
@@ -199,7 +208,7 @@ fn overrides_as_xl_create() {
         &LIMITS,
     )
     .unwrap();
-    assert_eq!(warnings.len(), 1);
+    assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(config.name, "d2");
     assert_eq!(config.vcpus, 3);
     assert_eq!(config.memory_mib, 256);
@@ -286,4 +295,150 @@ fn random_and_mutated_configs_never_panic() {
         }
         fuzz_one(&data);
     }
+}
+
+fn disk(text: &str) -> DiskSpec {
+    parse_disk_spec(text).unwrap_or_else(|error| panic!("{text}: {error}"))
+}
+
+fn disk_error(text: &str) -> String {
+    let message = parse_disk_spec(text).expect_err(text).to_string();
+    assert!(!message.contains('\n'), "{message:?}");
+    message
+}
+
+fn phy(name: &str, vdev: &str, writable: bool) -> DiskSpec {
+    DiskSpec { source: DiskSource::Phy(name.into()), vdev: vdev.into(), writable }
+}
+
+#[test]
+fn disks_in_a_config() {
+    let text = "name='a'\nkernel='k'\ndisk = ['phy:nvme0n1p2,xvda,w', 'phy:sda,xvdb,r', 'ram:64M,xvdc,w']\n";
+    let Parsed { config, warnings } = ok(text);
+    assert!(warnings.is_empty());
+    assert_eq!(
+        config.disks,
+        [
+            phy("nvme0n1p2", "xvda", true),
+            phy("sda", "xvdb", false),
+            DiskSpec { source: DiskSource::Ram(64 << 20), vdev: "xvdc".into(), writable: true },
+        ]
+    );
+    assert!(ok("name='a'\nkernel='k'\n").config.disks.is_empty());
+    assert!(ok("name='a'\nkernel='k'\ndisk=[]\n").config.disks.is_empty());
+    // One string alone is one disk; += adds more.
+    let parsed = ok("name='a'\nkernel='k'\ndisk='sda,xvda,r'\n");
+    assert_eq!(parsed.config.disks, [phy("sda", "xvda", false)]);
+    let parsed = ok("name='a'\nkernel='k'\ndisk=['sda,xvda,r']\ndisk+=['sdb,xvdb,w']\n");
+    assert_eq!(parsed.config.disks.len(), 2);
+    // An override replaces the list, as xl.
+    let parsed = parse_with_overrides(text, &["disk=['ram:1G,xvda,w']"], &LIMITS).unwrap();
+    assert_eq!(
+        parsed.config.disks,
+        [DiskSpec { source: DiskSource::Ram(1 << 30), vdev: "xvda".into(), writable: true }]
+    );
+}
+
+#[test]
+fn disk_errors_name_their_line() {
+    let head = "name='a'\nkernel='k'\n";
+    let cases: &[(&str, &str)] = &[
+        ("disk=['sda,xvda,w', 'sdb,xvda,r']", "line 3: disk: vdev xvda is used twice"),
+        ("disk=['sda,xvdq9x,w']", "line 3: disk 'sda,xvdq9x,w': vdev \"xvdq9x\" has a bad partition number"),
+        (
+            "disk=['sda,vda,w']",
+            "line 3: disk 'sda,vda,w': vdev \"vda\" is not a virtual disk name (xvda, xvdb, ..., sda or hda)",
+        ),
+        ("disk=['sda,xvda,rwx']", "line 3: disk 'sda,xvda,rwx': access \"rwx\" is not r, ro, w or rw"),
+        (
+            "disk=['ram:64X,xvda,w']",
+            "line 3: disk 'ram:64X,xvda,w': ram size \"64X\" is not a size (a number with K, M or G)",
+        ),
+        (
+            "disk=['ram:8G,xvda,w']",
+            "line 3: disk 'ram:8G,xvda,w': ram size 8589934592 bytes is out of range (512 bytes to 4G)",
+        ),
+        (
+            "disk=['file:/img,xvda,w']",
+            "line 3: disk 'file:/img,xvda,w': \"file:\" targets are not supported (phy: or ram:)",
+        ),
+        ("disk=['']", "line 3: disk '': empty disk specification"),
+    ];
+    for (line, expected) in cases {
+        assert_eq!(error(&format!("{head}{line}\n")), *expected, "{line}");
+    }
+    let many: Vec<String> =
+        (0..33).map(|index| format!("'sda,xvd{},r'", (b'a' + (index % 26) as u8) as char)).collect();
+    assert_eq!(error(&format!("{head}disk=[{}]\n", many.join(","))), "line 3: 33 disks (at most 32)");
+}
+
+#[test]
+fn disk_spec_forms() {
+    // Positional: target,vdev,access; target,format,vdev,access; target,vdev; with
+    // /dev/ and phy: optional.
+    assert_eq!(disk("phy:nvme0n1p2,xvda,w"), phy("nvme0n1p2", "xvda", true));
+    assert_eq!(disk("phy:/dev/sda,xvdb,ro"), phy("sda", "xvdb", false));
+    assert_eq!(disk("/dev/sda,raw,xvdb,r"), phy("sda", "xvdb", false));
+    assert_eq!(disk(" sda , xvdc "), phy("sda", "xvdc", true));
+    assert_eq!(disk("sda,xvdc,rw,"), phy("sda", "xvdc", true));
+    // Keys, in any order, target last; mixed with positional vdev/access.
+    assert_eq!(disk("format=raw, vdev=xvda, access=rw, target=/dev/nvme0n1p3"), phy("nvme0n1p3", "xvda", true));
+    assert_eq!(disk("vdev=xvdb, access=r, devtype=disk, backendtype=phy, target=phy:sdb"), phy("sdb", "xvdb", false));
+    assert_eq!(disk("xvda,w,target=sda"), phy("sda", "xvda", true));
+    assert_eq!(disk("xvda,target=sda"), phy("sda", "xvda", true));
+    assert_eq!(disk("r,vdev=xvda,target=sda"), phy("sda", "xvda", false));
+    assert_eq!(disk("vdev=xvde,access=ro,sdb"), phy("sdb", "xvde", false));
+    // RAM sizes.
+    for (size, bytes) in [("64M", 64u64 << 20), ("1g", 1 << 30), ("4G", 4 << 30), ("512K", 512 << 10), ("4096", 4096)] {
+        assert_eq!(disk(&format!("ram:{size},xvda,w")).source, DiskSource::Ram(bytes), "{size}");
+    }
+    // Display reads back.
+    for text in ["phy:sda,xvda,w", "ram:64M,xvdb,r", "ram:1536,xvdc,w", "ram:3K,xvdd,w"] {
+        assert_eq!(disk(text).to_string(), text);
+        assert_eq!(disk(&disk(text).to_string()), disk(text));
+    }
+}
+
+#[test]
+fn bad_disk_specs() {
+    let cases: &[(&str, &str)] = &[
+        ("", "empty disk specification"),
+        ("  ", "empty disk specification"),
+        ("xvda,w", "no target (phy:NAME or ram:SIZE)"),
+        ("vdev=xvda", "no target (phy:NAME or ram:SIZE)"),
+        ("phy:,xvda,w", "\"\" is not a disk name (1 to 32 of letters, digits, '_', '.', '-')"),
+        ("target=", "no target (phy:NAME or ram:SIZE)"),
+        // As in xl, the target takes the rest, commas included.
+        ("xvda,target=sda,w", "\"sda,w\" is not a disk name (1 to 32 of letters, digits, '_', '.', '-')"),
+        ("sda", "no vdev (xvda, xvdb, ...)"),
+        ("sda,,xvda", "empty item between commas"),
+        ("sda,xvda,w,extra,more", "too many items (target, vdev, access)"),
+        ("sda,xvda,w,vdev=xvdb", "vdev given twice"),
+        ("vdev=xvda,vdev=xvdb,target=sda", "vdev given twice"),
+        ("sda,xvda,w,access=r", "access given twice"),
+        ("sda,qcow2,xvda,w", "format \"qcow2\" is not supported (only raw)"),
+        ("format=vhd,sda,xvda", "format \"vhd\" is not supported (only raw)"),
+        ("devtype=cdrom,sda,xvda", "devtype \"cdrom\" is not supported (only disk)"),
+        ("backendtype=qdisk,sda,xvda", "backendtype \"qdisk\" is not supported (only phy)"),
+        ("script=block-iscsi,sda,xvda", "unknown key 'script'"),
+        ("tap:aio:/img,xvda,w", "\"tap:\" targets are not supported (phy: or ram:)"),
+        ("phy:/dev/vg/root,xvda,w", "\"vg/root\" is not a disk name (1 to 32 of letters, digits, '_', '.', '-')"),
+        ("phy:sda\u{1b}[2J,xvda,w", "\"sda\\u{1b}[2J\" is not a disk name (1 to 32 of letters, digits, '_', '.', '-')"),
+        ("sda,xvda0,w", "vdev \"xvda0\" has a bad partition number"),
+        ("sda,sdq,w", "vdev \"sdq\" names a disk beyond the naming scheme's range"),
+        ("ram:,xvda,w", "ram size \"\" is not a size (a number with K, M or G)"),
+        ("ram:M,xvda,w", "ram size \"M\" is not a size (a number with K, M or G)"),
+        ("ram:-1M,xvda,w", "ram size \"-1M\" is not a size (a number with K, M or G)"),
+        ("ram:0,xvda,w", "ram size 0 bytes is out of range (512 bytes to 4G)"),
+        ("ram:4097M,xvda,w", "ram size 4296015872 bytes is out of range (512 bytes to 4G)"),
+        ("ram:100,xvda,w", "ram size 100 bytes is not a multiple of 512"),
+        ("ram:99999999999999999999G,xvda,w", "ram size 18446744073709551615 bytes is out of range (512 bytes to 4G)"),
+        ("ram:17179869184G,xvda,w", "ram size 18446744073709551615 bytes is out of range (512 bytes to 4G)"),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(disk_error(text), *expected, "{text:?}");
+    }
+    assert_eq!(disk_error(&"s".repeat(MAX_DISK_SPEC_BYTES + 1)), "disk specification longer than 1024 bytes");
+    let long_name = format!("phy:{},xvda,w", "a".repeat(MAX_DISK_NAME_LENGTH + 1));
+    assert!(disk_error(&long_name).starts_with("\"aaaa"));
 }
