@@ -44,6 +44,8 @@
 //!   [`BlockError::Io`]. A device that never acknowledges a reset keeps its DMA memory
 //!   forever (it is leaked on drop rather than handed back while the device might
 //!   still write to it).
+//! * The model string is "virtio-blk", followed by the serial number when the device
+//!   answers VIRTIO_BLK_T_GET_ID at probe.
 //! * Dropping the driver resets the device before its DMA memory is freed.
 
 #[cfg(test)]
@@ -177,6 +179,7 @@ const VIRTIO_BLK_CONFIG_MAX_DISCARD_SEG: u64 = 0x28;
 pub const VIRTIO_BLK_T_IN: u32 = 0;
 pub const VIRTIO_BLK_T_OUT: u32 = 1;
 pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
+pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
 pub const VIRTIO_BLK_T_DISCARD: u32 = 11;
 pub const VIRTIO_BLK_S_OK: u8 = 0;
 pub const VIRTIO_BLK_S_IOERR: u8 = 1;
@@ -185,6 +188,8 @@ pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 const VIRTIO_BLK_REQ_HEADER_LENGTH: u32 = 16;
 /// `struct virtio_blk_discard_write_zeroes`: le64 sector, le32 num_sectors, le32 flags.
 const VIRTIO_BLK_DISCARD_SEGMENT_LENGTH: u32 = 16;
+/// GET_ID answers with this many bytes (NUL padded if shorter).
+const VIRTIO_BLK_ID_BYTES: usize = 20;
 /// Request sectors are always 512 bytes.
 const VIRTIO_BLK_SECTOR_SIZE: u32 = 512;
 
@@ -210,6 +215,8 @@ pub const SLOT_BOUNCE_BYTES: usize = 128 * 1024;
 /// A chunk not completed within this long times out (Virtio gives no bound; this is
 /// the Linux block layer's default).
 pub const REQUEST_TIMEOUT_NS: u64 = 30_000_000_000;
+/// How long the serial number may take at probe.
+const GET_ID_TIMEOUT_NS: u64 = 100_000_000;
 /// How long a reset may take to read back 0.
 const RESET_TIMEOUT_NS: u64 = 1_000_000_000;
 /// Used-ring passes per `poll_completions` (each may post further chunks).
@@ -598,6 +605,18 @@ impl Geometry {
     }
 }
 
+/// The serial number in a GET_ID answer: up to the first NUL, printable ASCII only
+/// (anything else is replaced by `?`), `None` if empty.
+fn printable_serial(bytes: &[u8]) -> Option<String> {
+    let serial: String = bytes
+        .iter()
+        .take_while(|&&byte| byte != 0)
+        .map(|&byte| if byte.is_ascii_graphic() || byte == b' ' { char::from(byte) } else { '?' })
+        .collect();
+    let serial = serial.trim();
+    (!serial.is_empty()).then(|| String::from(serial))
+}
+
 // ---- The split virtqueue ----
 
 /// Queue 0's memory and indices. One region holds the descriptor table, the available
@@ -759,6 +778,9 @@ pub fn probe(context: ProbeContext<'_>) -> Result<VirtioBlk, DriverError> {
     }
     let platform = context.platform.clone();
     let transport = map_transport(function, &layout, platform.as_ref())?;
+    // Firmware (SeaBIOS) may have left the device running on its own rings: stop it
+    // before it may master the bus.
+    transport.reset(platform.as_ref())?;
     enable_bus_mastering(context.config, function.address);
     VirtioBlk::bring_up(transport, platform)
 }
@@ -834,7 +856,68 @@ impl VirtioBlk {
         };
         // On failure `device` is dropped, which resets the device before freeing.
         device.start_queue()?;
+        if let Some(serial) = device.read_serial()? {
+            device.info.model = format!("virtio-blk {serial}");
+        }
         Ok(device)
+    }
+
+    /// Asks for the serial number (VIRTIO_BLK_T_GET_ID, §5.2.6: up to 20 bytes, NUL
+    /// padded) through slot 0 before any request is accepted. A device that answers
+    /// with an error has no serial; one that does not answer within
+    /// [`GET_ID_TIMEOUT_NS`] is reset and set up again (nothing else is in flight).
+    fn read_serial(&mut self) -> Result<Option<String>, DriverError> {
+        let Some(slot) = self.slots.first() else { return Ok(None) };
+        let control = self.queue.control(0);
+        let memory = self.queue.memory.as_ref();
+        memory.write_u32(control + CONTROL_HEADER, VIRTIO_BLK_T_GET_ID);
+        memory.write_u32(control + CONTROL_HEADER + 4, 0);
+        memory.write_u64(control + CONTROL_HEADER + 8, 0);
+        memory.write_bytes(control + CONTROL_STATUS, &[STATUS_NOT_WRITTEN]);
+        slot.bounce.zero(0, VIRTIO_BLK_ID_BYTES);
+        let header_address = self.queue.physical(control + CONTROL_HEADER);
+        self.queue.write_descriptor(0, header_address, VIRTIO_BLK_REQ_HEADER_LENGTH, VIRTQ_DESC_F_NEXT, 1);
+        let id_address = slot.bounce.physical_address();
+        let id_length = VIRTIO_BLK_ID_BYTES as u32;
+        self.queue.write_descriptor(1, id_address, id_length, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
+        let status_address = self.queue.physical(control + CONTROL_STATUS);
+        self.queue.write_descriptor(2, status_address, 1, VIRTQ_DESC_F_WRITE, 0);
+        self.queue.publish(0);
+        self.transport.write16(self.transport.notify, self.queue.notify_offset, 0);
+
+        let deadline = self.platform.now_ns().saturating_add(GET_ID_TIMEOUT_NS);
+        loop {
+            fence(Ordering::SeqCst);
+            let used_index = self.queue.used_index();
+            while self.queue.last_used != used_index {
+                let (id, length) = self.queue.used_entry(self.queue.last_used);
+                self.queue.last_used = self.queue.last_used.wrapping_add(1);
+                if id != 0 {
+                    self.stats.bad_used_ids += 1;
+                    continue;
+                }
+                let mut status = [0u8; 1];
+                self.queue.memory.read_bytes(control + CONTROL_STATUS, &mut status);
+                if status[0] != VIRTIO_BLK_S_OK || length > id_length + 1 {
+                    return Ok(None);
+                }
+                let mut bytes = [0u8; VIRTIO_BLK_ID_BYTES];
+                if let Some(slot) = self.slots.first() {
+                    slot.bounce.read_bytes(0, &mut bytes);
+                }
+                return Ok(printable_serial(&bytes));
+            }
+            if self.platform.now_ns() >= deadline {
+                break;
+            }
+            self.platform.delay_us(100);
+        }
+        self.stats.resets += 1;
+        self.transport.reset(self.platform.as_ref())?;
+        self.queue.clear();
+        Self::negotiate(&self.transport, self.platform.as_ref(), Some(self.features))?;
+        self.start_queue()?;
+        Ok(None)
     }
 
     /// Reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK. With `required`, the

@@ -65,6 +65,10 @@ struct DeviceModel {
     refuse_features: bool,
     /// Writing 0 to the status does nothing.
     ignore_reset: bool,
+    /// GET_ID requests are swallowed (never completed).
+    swallow_get_id: bool,
+    /// What GET_ID answers (QEMU's `serial=` property; empty by default).
+    serial: Vec<u8>,
     // Observations.
     resets: u32,
     flushes: u32,
@@ -119,6 +123,8 @@ impl DeviceModel {
             next_used_length: None,
             refuse_features: false,
             ignore_reset: false,
+            swallow_get_id: false,
+            serial: Vec::new(),
             resets: 0,
             flushes: 0,
             discards: Vec::new(),
@@ -259,6 +265,10 @@ impl DeviceModel {
         while self.last_avail != available {
             let head = self.read_u16(self.avail + 4 + 2 * u64::from(self.last_avail % size));
             self.last_avail = self.last_avail.wrapping_add(1);
+            let header = self.memory.read_u64(self.desc + 16 * u64::from(head)).unwrap();
+            if self.swallow_get_id && self.memory.read_u32(header) == Some(VIRTIO_BLK_T_GET_ID) {
+                continue;
+            }
             let written = self.carry_out(head);
             let length = self.next_used_length.take().unwrap_or(written);
             self.push_used(u32::from(head), length);
@@ -327,6 +337,12 @@ impl DeviceModel {
                 assert_eq!(flags & VIRTQ_DESC_F_WRITE, 0, "write data must be device-readable");
                 let Some(range) = range(sector, length as usize, &self.disk) else { return VIRTIO_BLK_S_IOERR };
                 self.memory.read(address, &mut self.disk[range]).unwrap();
+                VIRTIO_BLK_S_OK
+            }
+            (VIRTIO_BLK_T_GET_ID, Some((address, length, _))) => {
+                let mut id = self.serial.clone();
+                id.resize(length as usize, 0);
+                self.memory.write(address, &id).unwrap();
                 VIRTIO_BLK_S_OK
             }
             (VIRTIO_BLK_T_FLUSH, None) => {
@@ -521,6 +537,7 @@ fn probe_negotiates_features_and_sets_up_queue_0() {
     );
     assert_eq!(model.queue_size, 128, "min(256, 128)");
     assert_eq!(model.queue_enable, 1);
+    assert_eq!(model.requests, [(VIRTIO_BLK_T_GET_ID, 0, 20)], "only the serial is asked at probe");
     assert!(model.desc != 0 && model.avail > model.desc && model.used > model.avail);
     assert_eq!(model.used % 4, 0);
     drop(model);
@@ -545,7 +562,7 @@ fn probe_honours_small_queues_block_size_and_missing_features() {
     assert_eq!(device.submit(Request::flush()), Err(BlockError::Unsupported(Op::Flush)));
     assert_eq!(device.submit(Request::write(0, 1, vec![0; 4096])), Err(BlockError::ReadOnly));
     assert_eq!(device.submit(Request::discard(0, 1)), Err(BlockError::Unsupported(Op::Discard)));
-    assert!(machine.model().requests.is_empty(), "refused requests never reach the device");
+    assert_eq!(machine.model().requests.len(), 1, "refused requests never reach the device (only GET_ID)");
 }
 
 #[test]
@@ -663,7 +680,7 @@ fn size_max_limits_chunks() {
     let mut machine = Machine::with(1 << 20, |model| model.config.size_max = 4096 + 100);
     let mut device = machine.probe().unwrap();
     assert_eq!(run(&mut device, Request::write(0, 20, pattern(20 * SECTOR, 1))).result, Ok(()));
-    let lengths: Vec<usize> = machine.model().requests.iter().map(|request| request.2).collect();
+    let lengths: Vec<usize> = machine.model().requests[1..].iter().map(|request| request.2).collect();
     assert_eq!(lengths, [4096, 4096, 2048]);
 }
 
@@ -672,7 +689,7 @@ fn out_of_range_requests_are_refused_before_the_device() {
     let mut machine = Machine::new(1 << 16);
     let mut device = machine.probe().unwrap();
     assert!(matches!(device.submit(Request::read(127, 2, 512).unwrap()), Err(BlockError::OutOfRange { .. })));
-    assert!(machine.model().requests.is_empty());
+    assert_eq!(machine.model().requests.len(), 1, "only GET_ID");
 }
 
 #[test]
@@ -681,7 +698,7 @@ fn flush_reaches_the_device() {
     let mut device = machine.probe().unwrap();
     assert_eq!(run(&mut device, Request::flush()).result, Ok(()));
     assert_eq!(machine.model().flushes, 1);
-    assert_eq!(machine.model().requests, [(VIRTIO_BLK_T_FLUSH, 0, 0)]);
+    assert_eq!(machine.model().requests.last(), Some(&(VIRTIO_BLK_T_FLUSH, 0, 0)));
 }
 
 #[test]
@@ -720,7 +737,7 @@ fn an_error_in_one_chunk_ends_a_split_request() {
     machine.model().forced_status = Some(VIRTIO_BLK_S_IOERR);
     let done = run(&mut device, Request::write(0, 600, vec![0; 600 * SECTOR]));
     assert_eq!(done.result, Err(BlockError::Io));
-    assert_eq!(machine.model().requests.len(), 1, "no further chunks after a failure");
+    assert_eq!(machine.model().requests.len(), 2, "GET_ID, then no further chunks after a failure");
 }
 
 // ---- Queue depth ----
@@ -877,6 +894,29 @@ fn impossible_used_index_resets_the_device() {
     assert_eq!(device.stats().bad_used_indices, 1);
     machine.model().hold = false;
     assert_eq!(run(&mut device, Request::read(0, 1, 512).unwrap()).result, Ok(()));
+}
+
+#[test]
+fn serial_number_from_get_id_joins_the_model() {
+    let mut machine = Machine::with(1 << 16, |model| model.serial = b"QM00005\x01".to_vec());
+    assert_eq!(machine.probe().unwrap().info().model, "virtio-blk QM00005?");
+    let mut machine = Machine::with(1 << 16, |model| model.serial = vec![b'S'; 20]);
+    assert_eq!(machine.probe().unwrap().info().model, alloc::format!("virtio-blk {}", "S".repeat(20)));
+    let mut machine = Machine::with(1 << 16, |model| model.forced_status = Some(VIRTIO_BLK_S_UNSUPP));
+    assert_eq!(machine.probe().unwrap().info().model, "virtio-blk");
+}
+
+#[test]
+fn unanswered_get_id_resets_the_device_and_probe_carries_on() {
+    let mut machine = Machine::with(1 << 16, |model| {
+        model.swallow_get_id = true;
+        model.serial = b"never".to_vec();
+    });
+    let mut device = machine.probe().expect("probe");
+    assert_eq!(device.info().model, "virtio-blk");
+    assert_eq!(device.stats().resets, 1);
+    assert_eq!(run(&mut device, Request::write(0, 1, vec![9; 512])).result, Ok(()));
+    assert_eq!(run(&mut device, Request::read(0, 1, 512).unwrap()).buffer, vec![9; 512]);
 }
 
 // ---- Teardown ----
