@@ -8,19 +8,23 @@
 //! disturbs another. Interrupts stay off (PxIE = 0, GHC.IE untouched): completion is
 //! polled, as the drivers module says.
 //!
-//! Commands are non-queued: READ DMA EXT (0x25), WRITE DMA EXT (0x35) and FLUSH CACHE
-//! EXT (0xEA) through up to [`MAX_SLOTS_USED`] command slots (fewer if CAP.NCS says
+//! Commands are non-queued: READ DMA EXT (0x25), WRITE DMA EXT (0x35), FLUSH CACHE
+//! EXT (0xEA) and, for discards on disks that report TRIM, DATA SET MANAGEMENT (0x06)
+//! with the TRIM bit, through up to [`MAX_SLOTS_USED`] command slots (fewer if CAP.NCS says
 //! so); the HBA runs issued slots one after another. Each slot has a
 //! [`BOUNCE_BYTES_PER_SLOT`] bounce region with one PRD entry pointing at it. A request
 //! larger than that is **split**: it keeps its slot and its chunks run one after the
 //! other (the next chunk is issued when the previous one completes), so a request
-//! completes once, after its last chunk, or with the first chunk's error.
+//! completes once, after its last chunk, or with the first chunk's error. A discard's
+//! chunk is as many 65535-sector TRIM ranges as IDENTIFY word 105 allows per command.
 //!
 //! Errors and timeouts (AHCI 1.3.1 §6.2.2.1, non-queued error recovery): PxIS.TFES
 //! (set whenever the device returns a status with ERR, i.e. PxTFD.ERR), HBFS, HBDS,
-//! IFS or OFS halts the port. The slot in PxCMD.CCS completes with [`BlockError::Io`]
-//! (every still-issued slot does, if CCS does not name one); slots whose PxCI bit had
-//! cleared completed normally. The port is then stopped (ST cleared, wait for CR),
+//! IFS or OFS halts the port. Every request that may have caused the error completes
+//! with [`BlockError::Io`]: the slot PxCMD.CCS names, and the slots whose PxCI bit
+//! cleared since the last poll (QEMU clears the failing slot's bit instead of halting;
+//! see `recover_from_error`), so an error is never reported as a success. The port is
+//! then stopped (ST cleared, wait for CR),
 //! PxSERR and PxIS cleared, reset with COMRESET if the stop failed or the device
 //! still shows BSY or DRQ, restarted, and the remaining slots are issued again. A
 //! command still issued [`COMMAND_TIMEOUT_NS`] after it was issued completes with
@@ -142,6 +146,19 @@ const ATA_CMD_READ_DMA_EXT: u8 = 0x25;
 const ATA_CMD_WRITE_DMA_EXT: u8 = 0x35;
 const ATA_CMD_FLUSH_CACHE_EXT: u8 = 0xEA;
 const ATA_CMD_IDENTIFY_DEVICE: u8 = 0xEC;
+const ATA_CMD_DATA_SET_MANAGEMENT: u8 = 0x06;
+/// DATA SET MANAGEMENT feature bit 0: TRIM.
+const ATA_DSM_TRIM: u8 = 1 << 0;
+/// TRIM payload (ACS-3 §7.5.3.3): 512-byte blocks of 64 LBA Range Entries, each bits
+/// 47:0 first LBA, bits 63:48 number of sectors (0: entry unused).
+const TRIM_PAYLOAD_BLOCK_BYTES: usize = 512;
+const TRIM_ENTRY_BYTES: usize = 8;
+const TRIM_ENTRIES_PER_BLOCK: u32 = (TRIM_PAYLOAD_BLOCK_BYTES / TRIM_ENTRY_BYTES) as u32;
+const TRIM_RANGE_MAX_SECTORS: u32 = 0xFFFF;
+const TRIM_LBA_MASK: u64 = (1 << 48) - 1;
+/// Payload blocks per DATA SET MANAGEMENT command at most, whatever IDENTIFY word 105
+/// allows (as Linux: one page of range entries).
+const TRIM_MAX_PAYLOAD_BLOCKS: u32 = 8;
 /// Device register: LBA addressing.
 const ATA_DEVICE_LBA: u8 = 1 << 6;
 
@@ -381,6 +398,7 @@ enum AtaOperation {
     Read,
     Write,
     Flush,
+    Trim,
 }
 
 impl AtaOperation {
@@ -389,8 +407,25 @@ impl AtaOperation {
             AtaOperation::Read => ATA_CMD_READ_DMA_EXT,
             AtaOperation::Write => ATA_CMD_WRITE_DMA_EXT,
             AtaOperation::Flush => ATA_CMD_FLUSH_CACHE_EXT,
+            AtaOperation::Trim => ATA_CMD_DATA_SET_MANAGEMENT,
         }
     }
+}
+
+/// One ATA command as the Register H2D FIS and PRD entry carry it.
+#[derive(Debug, Clone, Copy)]
+struct AtaCommand {
+    opcode: u8,
+    /// Features register, bits 7:0.
+    features: u8,
+    /// 48-bit LBA.
+    lba: u64,
+    /// Count register (sectors, or TRIM payload blocks); 65536 is sent as 0.
+    sectors: u32,
+    /// Bytes through the slot's bounce region (0: no PRD entry).
+    bytes: usize,
+    /// The HBA reads the bounce region (writes, TRIM payloads).
+    to_device: bool,
 }
 
 /// An accepted request occupying a slot.
@@ -404,6 +439,8 @@ struct SlotCommand {
     done_blocks: u32,
     /// Blocks of the chunk issued now.
     chunk_blocks: u32,
+    /// Bytes the chunk issued now moves through the bounce region (PRDBC must match).
+    chunk_bytes: usize,
     /// When the chunk issued now times out (platform clock).
     deadline_ns: u64,
 }
@@ -430,6 +467,8 @@ pub struct AhciDisk {
     info: DeviceInfo,
     /// Blocks one command moves at most (bounce bytes / block size, ≥ 1).
     blocks_per_chunk: u32,
+    /// LBA Range Entries one TRIM command carries at most (when discard is supported).
+    trim_entries_per_chunk: u32,
     next_id: u64,
     /// Set when a restart failed: requests are refused until then, when one more
     /// restart is tried.
@@ -501,6 +540,7 @@ impl AhciDisk {
                 supports_discard: false,
             },
             blocks_per_chunk: 0,
+            trim_entries_per_chunk: 0,
             next_id: 1,
             out_of_service_until: None,
         };
@@ -536,6 +576,10 @@ impl AhciDisk {
         if disk.blocks_per_chunk == 0 {
             return Err(DriverError::Unsupported(String::from("sector larger than a bounce region")));
         }
+        let trim_payload_blocks = u32::from(identity.trim_max_payload_blocks)
+            .clamp(1, TRIM_MAX_PAYLOAD_BLOCKS)
+            .min((bounce_bytes / TRIM_PAYLOAD_BLOCK_BYTES) as u32);
+        disk.trim_entries_per_chunk = trim_payload_blocks * TRIM_ENTRIES_PER_BLOCK;
         disk.info = DeviceInfo {
             capacity: identity.capacity,
             logical_block_size: block_size,
@@ -544,7 +588,7 @@ impl AhciDisk {
             queue_depth: disk.slots.len() as u32,
             model: identity.model,
             supports_flush: identity.flush_cache_ext,
-            supports_discard: false,
+            supports_discard: identity.trim && disk.trim_entries_per_chunk > 0,
         };
         Ok(Some(disk))
     }
@@ -618,9 +662,10 @@ impl AhciDisk {
         self.start_engine()
     }
 
-    /// Writes a command header and table for `slot`: a Register H2D FIS with
-    /// `command`, and one PRD entry over the slot's bounce region when `bytes` > 0.
-    fn program_slot(&self, slot: usize, command: u8, lba: u64, sectors: u32, bytes: usize, write: bool) {
+    /// Writes a command header and table for `slot`: a Register H2D FIS for
+    /// `command`, and one PRD entry over the slot's bounce region when it moves data.
+    fn program_slot(&self, slot: usize, command: &AtaCommand) {
+        let AtaCommand { opcode, features, lba, sectors, bytes, to_device } = *command;
         let Some(bounce) = self.slots.get(slot).map(|slot| &slot.bounce) else {
             return;
         };
@@ -628,7 +673,7 @@ impl AhciDisk {
         let table = Self::command_table_offset(slot);
         let prd_count: u32 = if bytes > 0 { 1 } else { 0 };
         let mut flags = COMMAND_HEADER_CFL_REGISTER_H2D | prd_count << COMMAND_HEADER_PRDTL_SHIFT;
-        if write {
+        if to_device {
             flags |= COMMAND_HEADER_WRITE;
         }
         self.control.write_u32(header, flags);
@@ -643,7 +688,8 @@ impl AhciDisk {
         let mut fis = [0u8; FIS_REG_H2D_BYTES];
         fis[0] = FIS_TYPE_REG_H2D;
         fis[1] = FIS_H2D_COMMAND;
-        fis[2] = command;
+        fis[2] = opcode;
+        fis[3] = features;
         fis[4..7].copy_from_slice(&lba[0..3]);
         fis[7] = ATA_DEVICE_LBA;
         fis[8..11].copy_from_slice(&lba[3..6]);
@@ -668,7 +714,9 @@ impl AhciDisk {
     /// IDENTIFY DEVICE on slot 0, polled; decodes the answer.
     fn identify(&self) -> Result<identify::Identity, DriverError> {
         let bytes = identify::IDENTIFY_BYTES;
-        self.program_slot(0, ATA_CMD_IDENTIFY_DEVICE, 0, 0, bytes, false);
+        let command =
+            AtaCommand { opcode: ATA_CMD_IDENTIFY_DEVICE, features: 0, lba: 0, sectors: 0, bytes, to_device: false };
+        self.program_slot(0, &command);
         self.issue_slot(0);
         let finished = wait_until(&*self.platform, IDENTIFY_TIMEOUT_NS, || {
             self.port.read(PXCI) & 1 == 0 || self.port.read(PXIS) & PXIS_ERRORS != 0
@@ -695,37 +743,53 @@ impl AhciDisk {
         identify::parse(&data)
     }
 
-    /// Issues the next chunk of the request in `slot`: copies write data into the
-    /// bounce region, programs the slot, starts its timeout and sets its PxCI bit.
+    /// Issues the next chunk of the request in `slot`: fills the bounce region (write
+    /// data, or TRIM range entries), programs the slot, starts its timeout and sets
+    /// its PxCI bit.
     fn issue_chunk(&mut self, slot: usize) {
         let block_size = self.info.logical_block_size as usize;
         let now = self.platform.now_ns();
         let blocks_per_chunk = self.blocks_per_chunk;
+        let trim_entries_per_chunk = self.trim_entries_per_chunk;
         let Some(state) = self.slots.get_mut(slot) else {
             return;
         };
         let Some(command) = state.command.as_mut() else {
             return;
         };
-        let chunk_blocks = match command.operation {
-            AtaOperation::Flush => 0,
+        let remaining = command.blocks.saturating_sub(command.done_blocks);
+        // Cannot overflow: lba + blocks ≤ capacity ≤ 2^48 (checked at submit).
+        let lba = command.lba + u64::from(command.done_blocks);
+        let start = command.done_blocks as usize * block_size;
+        let (chunk_blocks, chunk_bytes, sectors, features, lba) = match command.operation {
+            AtaOperation::Flush => (0, 0, 0, 0, 0),
             AtaOperation::Read | AtaOperation::Write => {
-                command.blocks.saturating_sub(command.done_blocks).min(blocks_per_chunk)
+                let chunk_blocks = remaining.min(blocks_per_chunk);
+                let bytes = chunk_blocks as usize * block_size;
+                if command.operation == AtaOperation::Write {
+                    if let Some(data) = command.buffer.get(start..start + bytes) {
+                        state.bounce.write_bytes(0, data);
+                    }
+                }
+                (chunk_blocks, bytes, chunk_blocks, 0, lba)
+            }
+            AtaOperation::Trim => {
+                let chunk_blocks = remaining.min(trim_entries_per_chunk.saturating_mul(TRIM_RANGE_MAX_SECTORS));
+                let payload_blocks = chunk_blocks.div_ceil(TRIM_RANGE_MAX_SECTORS).div_ceil(TRIM_ENTRIES_PER_BLOCK);
+                let bytes = payload_blocks as usize * TRIM_PAYLOAD_BLOCK_BYTES;
+                write_trim_ranges(&*state.bounce, lba, chunk_blocks, bytes);
+                // The range is in the payload; the FIS carries the payload's length.
+                (chunk_blocks, bytes, payload_blocks, ATA_DSM_TRIM, 0)
             }
         };
         command.chunk_blocks = chunk_blocks;
+        command.chunk_bytes = chunk_bytes;
         command.deadline_ns = now.saturating_add(COMMAND_TIMEOUT_NS);
-        let bytes = chunk_blocks as usize * block_size;
-        let start = command.done_blocks as usize * block_size;
-        if command.operation == AtaOperation::Write {
-            if let Some(data) = command.buffer.get(start..start + bytes) {
-                state.bounce.write_bytes(0, data);
-            }
-        }
-        let (operation, lba) = (command.operation, command.lba + u64::from(command.done_blocks));
-        let write = operation == AtaOperation::Write;
-        let lba = if operation == AtaOperation::Flush { 0 } else { lba };
-        self.program_slot(slot, operation.command(), lba, chunk_blocks, bytes, write);
+        let operation = command.operation;
+        // The HBA reads the bounce region for writes and TRIM payloads.
+        let to_device = matches!(operation, AtaOperation::Write | AtaOperation::Trim);
+        let command = AtaCommand { opcode: operation.command(), features, lba, sectors, bytes: chunk_bytes, to_device };
+        self.program_slot(slot, &command);
         self.issue_slot(slot);
     }
 
@@ -743,13 +807,12 @@ impl AhciDisk {
         if command.operation == AtaOperation::Flush {
             return ChunkOutcome::Finished(Ok(()));
         }
-        let bytes = command.chunk_blocks as usize * block_size;
-        if transferred != bytes {
+        if transferred != command.chunk_bytes {
             return ChunkOutcome::Finished(Err(BlockError::Io));
         }
         if command.operation == AtaOperation::Read {
             let start = command.done_blocks as usize * block_size;
-            match command.buffer.get_mut(start..start + bytes) {
+            match command.buffer.get_mut(start..start + command.chunk_bytes) {
                 Some(out) => state.bounce.read_bytes(0, out),
                 None => return ChunkOutcome::Finished(Err(BlockError::Io)),
             }
@@ -782,27 +845,33 @@ impl AhciDisk {
         (0..MAX_PORTS as usize).filter(move |slot| mask & (1 << slot) != 0)
     }
 
-    /// After PxIS reported an error: completes what finished, fails the command that
-    /// caused the error, restarts the port and issues the rest again.
-    fn recover_from_error(&mut self, issued: u32, out: &mut Vec<Completion>) {
+    /// After PxIS reported an error: fails every request that may have caused it,
+    /// restarts the port and issues the others again.
+    ///
+    /// Which command failed cannot always be told: an AHCI 1.3.1 HBA halts with the
+    /// failing slot still in PxCI and named by PxCMD.CCS (§6.2.2.1), but QEMU's HBA
+    /// clears the failing slot's PxCI bit, sets TFES and goes on (it keeps no CCS).
+    /// So the slot CCS names (if still issued) and every slot whose PxCI bit cleared
+    /// since the last poll complete with `Io` (if neither exists, every busy slot
+    /// does): an error is never reported as a success, at the price of failing a
+    /// request that finished next to the failing one. Slots still issued behind them
+    /// have not run to completion and are issued again after the restart.
+    fn recover_from_error(&mut self, out: &mut Vec<Completion>) {
         let busy = self.busy_slots();
+        // Read after PxIS showed the error, so it reflects the halted port.
+        let issued = self.port.read(PXCI);
+        fence(Ordering::SeqCst);
         let current = (self.port.read(PXCMD) >> PXCMD_CCS_SHIFT) & PXCMD_CCS_MASK;
-        let failed = Some(current).filter(|slot| busy & issued & (1 << slot) != 0);
-        let mut reissue = 0;
-        for slot in Self::slot_indices(busy) {
-            let bit = 1 << slot;
-            if issued & bit == 0 {
-                match self.finish_chunk(slot) {
-                    ChunkOutcome::Finished(result) => self.complete(slot, result, out),
-                    ChunkOutcome::MoreChunks => reissue |= bit,
-                }
-            } else if failed.is_none_or(|failed| failed as usize == slot) {
-                self.complete(slot, Err(BlockError::Io), out);
-            } else {
-                reissue |= bit;
-            }
+        let named_by_hba = busy & issued & (1 << current);
+        let finished = busy & !issued;
+        let mut failed = named_by_hba | finished;
+        if failed == 0 {
+            failed = busy;
         }
-        self.restart_and_reissue(reissue, out);
+        for slot in Self::slot_indices(failed) {
+            self.complete(slot, Err(BlockError::Io), out);
+        }
+        self.restart_and_reissue(busy & !failed, out);
     }
 
     /// Restarts the port and issues the current chunk of every slot in `reissue`;
@@ -849,6 +918,22 @@ impl AhciDisk {
     }
 }
 
+/// Writes the TRIM payload for `blocks` sectors from `lba` into the first
+/// `payload_bytes` of `bounce`: consecutive ranges of at most 65535 sectors, unused
+/// entries zero (a zero-length entry is ignored by the device).
+fn write_trim_ranges(bounce: &dyn DmaRegion, lba: u64, blocks: u32, payload_bytes: usize) {
+    bounce.zero(0, payload_bytes);
+    let mut offset = 0;
+    let mut done = 0u32;
+    while done < blocks && offset + TRIM_ENTRY_BYTES <= payload_bytes {
+        let length = (blocks - done).min(TRIM_RANGE_MAX_SECTORS);
+        let entry = ((lba + u64::from(done)) & TRIM_LBA_MASK) | u64::from(length) << 48;
+        bounce.write_u64(offset, entry);
+        offset += TRIM_ENTRY_BYTES;
+        done += length;
+    }
+}
+
 /// Clears PxCMD.ST and waits for PxCMD.CR to clear; true if it did.
 fn stop_engine(port: &PortRegisters, platform: &dyn Platform) -> bool {
     if port.read(PXCMD) & (PXCMD_ST | PXCMD_CR) == 0 {
@@ -878,7 +963,7 @@ impl BlockDevice for AhciDisk {
             Op::Read => AtaOperation::Read,
             Op::Write => AtaOperation::Write,
             Op::Flush => AtaOperation::Flush,
-            Op::Discard => return Err(BlockError::Unsupported(Op::Discard)),
+            Op::Discard => AtaOperation::Trim,
         };
         let slot = self.slots.iter().position(|slot| slot.command.is_none()).ok_or(BlockError::QueueFull)?;
         self.ensure_in_service()?;
@@ -893,6 +978,7 @@ impl BlockDevice for AhciDisk {
                 buffer: request.buffer,
                 done_blocks: 0,
                 chunk_blocks: 0,
+                chunk_bytes: 0,
                 deadline_ns: 0,
             });
         }
@@ -901,21 +987,24 @@ impl BlockDevice for AhciDisk {
     }
 
     fn poll_completions(&mut self, out: &mut Vec<Completion>) {
+        let busy = self.busy_slots();
+        // PxCI before PxIS: a slot seen finished here finished before the status read,
+        // so a clean status below covers it (an HBA sets TFES when the command ends).
+        let issued = self.port.read(PXCI);
+        fence(Ordering::SeqCst);
         let status = self.port.read(PXIS);
         fence(Ordering::SeqCst);
-        let busy = self.busy_slots();
-        if busy == 0 {
-            if status & PXIS_ERRORS != 0 && self.out_of_service_until.is_none() {
+        if status & PXIS_ERRORS != 0 {
+            if busy != 0 {
+                self.recover_from_error(out);
+            } else if self.out_of_service_until.is_none() {
                 // An error with nothing in flight: restart now rather than blame the
                 // next request for it.
                 self.restart_and_reissue(0, out);
             }
             return;
         }
-        let issued = self.port.read(PXCI);
-        fence(Ordering::SeqCst);
-        if status & PXIS_ERRORS != 0 {
-            self.recover_from_error(issued, out);
+        if busy == 0 {
             return;
         }
         if status != 0 {

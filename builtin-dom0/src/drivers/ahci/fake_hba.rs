@@ -42,6 +42,11 @@ pub struct Faults {
     pub fail_lba: Option<u64>,
     /// A read or write covering this LBA never completes (BSY) until COMRESET.
     pub hang_lba: Option<u64>,
+    /// Any command with this ATA opcode ends with a task-file error.
+    pub fail_command: Option<u8>,
+    /// On an error, clear the slot's PxCI bit and go on with the next slot instead of
+    /// halting (what QEMU's HBA does; it keeps no PxCMD.CCS either).
+    pub continue_after_error: bool,
     /// PRDBC written back instead of the real byte count.
     pub byte_count: Option<u32>,
     /// PxCMD.CR and FR never clear, until a COMRESET.
@@ -52,22 +57,35 @@ pub struct Faults {
 
 /// A disk: its bytes and the IDENTIFY DEVICE words it answers with.
 pub struct FakeDisk {
+    /// The first sectors' contents (reads and writes beyond them fail).
     pub data: Vec<u8>,
+    /// Sectors TRIM accepts (≥ what `data` holds, so large discards are testable).
+    pub capacity: u64,
     pub identify: [u16; 256],
     pub sector_size: usize,
+    /// (first LBA, sectors) of every TRIM range entry received, in order.
+    pub trims: Vec<(u64, u64)>,
 }
 
 impl FakeDisk {
     pub fn new(model: &str, sectors: u64, sector_size: usize) -> FakeDisk {
+        FakeDisk::sparse(model, sectors, sectors, sector_size)
+    }
+
+    /// A disk of `capacity` sectors of which only the first `stored` hold data.
+    pub fn sparse(model: &str, capacity: u64, stored: u64, sector_size: usize) -> FakeDisk {
         FakeDisk {
-            data: vec![0; sectors as usize * sector_size],
-            identify: identify_words(model, sectors, sector_size),
+            data: vec![0; stored as usize * sector_size],
+            capacity,
+            identify: identify_words(model, capacity, sector_size),
             sector_size,
+            trims: Vec::new(),
         }
     }
 }
 
-/// IDENTIFY DEVICE words of a plain LBA48 disk with a write cache and FLUSH CACHE EXT.
+/// IDENTIFY DEVICE words of a plain LBA48 disk with a write cache, FLUSH CACHE EXT and
+/// TRIM (one payload block per command).
 pub fn identify_words(model: &str, sectors: u64, sector_size: usize) -> [u16; 256] {
     let mut words = [0u16; 256];
     let mut padded = [b' '; 40];
@@ -87,7 +105,9 @@ pub fn identify_words(model: &str, sectors: u64, sector_size: usize) -> [u16; 25
     for index in 0..4 {
         words[100 + index] = (sectors >> (16 * index)) as u16;
     }
+    words[105] = 1;
     words[106] = 0x4000;
+    words[169] = 1;
     if sector_size != 512 {
         words[106] |= 1 << 12;
         let sector_words = (sector_size / 2) as u32;
@@ -301,7 +321,19 @@ impl FakeHba {
 
     /// Runs every issued command of port `index`, in slot order, until one fails.
     pub fn run(&mut self, index: usize) {
+        self.run_slots(index, usize::MAX);
+    }
+
+    /// Runs the lowest issued command of port `index` only.
+    pub fn run_next(&mut self, index: usize) {
+        self.run_slots(index, 1);
+    }
+
+    fn run_slots(&mut self, index: usize, mut budget: usize) {
         for slot in 0..32 {
+            if budget == 0 {
+                return;
+            }
             let Some(port) = self.ports.get(index) else {
                 return;
             };
@@ -311,6 +343,7 @@ impl FakeHba {
             if port.ci & (1 << slot) == 0 {
                 continue;
             }
+            budget -= 1;
             let outcome = self.execute(index, slot);
             let port = &mut self.ports[index];
             match outcome {
@@ -320,6 +353,11 @@ impl FakeHba {
                     port.ci &= !(1 << slot);
                     port.tfd = TFD_READY;
                     port.is |= PXIS_DHRS;
+                }
+                Outcome::Error if port.faults.continue_after_error => {
+                    port.ci &= !(1 << slot);
+                    port.tfd = TFD_ABORTED;
+                    port.is |= PXIS_TFES;
                 }
                 Outcome::Error => {
                     port.tfd = TFD_ABORTED;
@@ -349,6 +387,9 @@ impl FakeHba {
         }
         let command = fis[2];
         port.commands.push(command);
+        if port.faults.fail_command == Some(command) {
+            return Outcome::Error;
+        }
         let lba = u64::from_le_bytes([fis[4], fis[5], fis[6], fis[8], fis[9], fis[10], 0, 0]);
         let count = match u16::from_le_bytes([fis[12], fis[13]]) {
             0 => 65536,
@@ -391,6 +432,30 @@ impl FakeHba {
                 }
             }
             0xEA => Outcome::Done(0),
+            0x06 => {
+                if fis[3] != 1 {
+                    return Outcome::Error;
+                }
+                let mut payload = vec![0; count as usize * 512];
+                let Some(moved) = gather(&memory, &prds, &mut payload) else {
+                    return Outcome::Error;
+                };
+                for entry in payload.chunks_exact(8) {
+                    let entry = u64::from_le_bytes(entry.try_into().unwrap());
+                    let (first, sectors) = (entry & ((1 << 48) - 1), entry >> 48);
+                    if sectors == 0 {
+                        continue;
+                    }
+                    if first + sectors > disk.capacity {
+                        return Outcome::Error;
+                    }
+                    disk.trims.push((first, sectors));
+                    let start = (first * sector_size).min(disk.data.len() as u64) as usize;
+                    let end = ((first + sectors) * sector_size).min(disk.data.len() as u64) as usize;
+                    disk.data[start..end].fill(0);
+                }
+                Outcome::Done(moved)
+            }
             _ => Outcome::Error,
         }
     }

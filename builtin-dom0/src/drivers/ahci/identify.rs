@@ -34,6 +34,9 @@ const COMMAND_SET_2_LBA48: u16 = 1 << 10;
 const COMMAND_SET_2_FLUSH_CACHE_EXT: u16 = 1 << 13;
 /// Words 100–103: number of user-addressable logical sectors (48-bit addressing).
 const LBA48_CAPACITY_FIRST_WORD: usize = 100;
+/// Word 105: maximum 512-byte blocks of LBA Range Entries per DATA SET MANAGEMENT
+/// command (0: not reported).
+const DATA_SET_MANAGEMENT_MAX_BLOCKS_WORD: usize = 105;
 /// Word 106: physical/logical sector size, valid when bits 15:14 are 01.
 const SECTOR_SIZE_WORD: usize = 106;
 /// Word 106 bit 13: several logical sectors per physical sector (bits 3:0 = log2 of how many).
@@ -77,6 +80,8 @@ pub(super) struct Identity {
     pub flush_cache_ext: bool,
     /// DATA SET MANAGEMENT / TRIM is supported.
     pub trim: bool,
+    /// Word 105: payload blocks per TRIM command the device takes (0: not reported).
+    pub trim_max_payload_blocks: u16,
 }
 
 /// Decodes IDENTIFY DEVICE data; refuses non-ATA devices, disks without 48-bit
@@ -144,6 +149,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Identity, DriverError> {
         write_cache: command_set(COMMAND_SET_1, COMMAND_SET_1_WRITE_CACHE),
         flush_cache_ext: command_set(COMMAND_SET_2, COMMAND_SET_2_FLUSH_CACHE_EXT),
         trim: word(DATA_SET_MANAGEMENT_WORD) & DATA_SET_MANAGEMENT_TRIM != 0,
+        trim_max_payload_blocks: word(DATA_SET_MANAGEMENT_MAX_BLOCKS_WORD),
     })
 }
 

@@ -91,6 +91,10 @@ impl Rig {
     fn run(&self, port: usize) {
         self.hba.lock().unwrap().run(port);
     }
+
+    fn run_next(&self, port: usize) {
+        self.hba.lock().unwrap().run_next(port);
+    }
 }
 
 /// One fake port, with the model locked.
@@ -168,7 +172,7 @@ fn probe_finds_the_sata_disk_and_skips_empty_and_atapi_ports() {
     assert_eq!(info.logical_block_size, 512);
     assert_eq!(info.physical_block_size, 512);
     assert!(info.supports_flush);
-    assert!(!info.supports_discard);
+    assert!(info.supports_discard);
     assert!(!info.read_only);
     assert_eq!(info.queue_depth, MAX_SLOTS_USED as u32);
     assert_eq!(probe.disks[1].info().model, "SECOND");
@@ -265,11 +269,58 @@ fn flush_issues_flush_cache_ext() {
 }
 
 #[test]
+fn discard_trims_the_range() {
+    let mut rig = disk_rig();
+    let mut disk = rig.only_disk();
+    let data = pattern(8 * 512, 5);
+    assert_eq!(run_one(&mut disk, Request::write(0, 8, data.clone())).result, Ok(()));
+    assert_eq!(run_one(&mut disk, Request::discard(2, 3)).result, Ok(()));
+    assert_eq!(rig.port(0).commands.last(), Some(&ATA_CMD_DATA_SET_MANAGEMENT));
+    assert_eq!(rig.port(0).disk.as_ref().unwrap().trims, [(2, 3)]);
+    let read = run_one(&mut disk, Request::read(0, 8, 512).unwrap()).buffer;
+    assert_eq!(read[..2 * 512], data[..2 * 512]);
+    assert!(read[2 * 512..5 * 512].iter().all(|&byte| byte == 0));
+    assert_eq!(read[5 * 512..], data[5 * 512..]);
+}
+
+#[test]
+fn a_large_discard_is_split_into_ranges_and_commands() {
+    // 9 000 000 sectors from LBA 10: one command carries 64 ranges of 65535 sectors
+    // (IDENTIFY word 105 = 1 payload block), so three commands.
+    let capacity = 10_000_000;
+    let mut rig = rig(vec![FakePort::with_disk(FakeDisk::sparse("BIG", capacity, 16, 512))]);
+    let mut disk = rig.only_disk();
+    let blocks = 9_000_000;
+    assert_eq!(run_one(&mut disk, Request::discard(10, blocks)).result, Ok(()));
+    let port = rig.port(0);
+    let commands = port.commands.iter().filter(|&&command| command == ATA_CMD_DATA_SET_MANAGEMENT).count();
+    assert_eq!(commands, 3);
+    let trims = &port.disk.as_ref().unwrap().trims;
+    assert_eq!(trims.len(), (blocks as usize).div_ceil(65535));
+    let mut next = 10;
+    for &(first, sectors) in trims {
+        assert_eq!(first, next, "ranges are consecutive");
+        assert!((1..=65535).contains(&sectors));
+        next += sectors;
+    }
+    assert_eq!(next, 10 + u64::from(blocks));
+}
+
+#[test]
+fn discard_is_refused_without_trim() {
+    let mut fake = FakeDisk::new(MODEL, SECTORS, 512);
+    fake.identify[169] = 0;
+    let mut rig = rig(vec![FakePort::with_disk(fake)]);
+    let mut disk = rig.only_disk();
+    assert!(!disk.info().supports_discard);
+    assert_eq!(disk.submit(Request::discard(0, 1)), Err(BlockError::Unsupported(Op::Discard)));
+}
+
+#[test]
 fn invalid_requests_are_refused_before_reaching_the_device() {
     let mut rig = disk_rig();
     let mut disk = rig.only_disk();
     assert!(matches!(disk.submit(Request::read(SECTORS, 1, 512).unwrap()), Err(BlockError::OutOfRange { .. })));
-    assert_eq!(disk.submit(Request::discard(0, 1)), Err(BlockError::Unsupported(Op::Discard)));
     assert_eq!(
         disk.submit(Request::write(0, 2, vec![0; 512])),
         Err(BlockError::BufferLength { expected: 1024, actual: 512 })
@@ -296,7 +347,7 @@ fn queue_full_beyond_the_slots() {
 }
 
 #[test]
-fn task_file_error_fails_only_its_request_and_the_port_keeps_working() {
+fn task_file_error_fails_its_request_and_the_port_keeps_working() {
     let mut rig = disk_rig();
     let mut disk = rig.only_disk();
     rig.port(0).disk.as_mut().unwrap().data[..4 * 512].copy_from_slice(&pattern(4 * 512, 1));
@@ -304,14 +355,16 @@ fn task_file_error_fails_only_its_request_and_the_port_keeps_working() {
     let first = disk.submit(Request::read(1, 1, 512).unwrap()).unwrap();
     let failing = disk.submit(Request::read(2, 1, 512).unwrap()).unwrap();
     let third = disk.submit(Request::read(3, 1, 512).unwrap()).unwrap();
-    rig.run(0);
 
+    rig.run_next(0);
+    let completion = wait_for(&mut disk, first);
+    assert_eq!(completion.result, Ok(()));
+    rig.run_next(0);
     let mut completions = Vec::new();
     disk.poll_completions(&mut completions);
-    let result_of = |completions: &[Completion], id| completions.iter().find(|c| c.id == id).map(|c| c.result);
-    assert_eq!(result_of(&completions, first), Some(Ok(())));
-    assert_eq!(result_of(&completions, failing), Some(Err(BlockError::Io)));
-    assert_eq!(result_of(&completions, third), None, "re-issued after the restart");
+    assert_eq!(completions.len(), 1);
+    assert_eq!((completions[0].id, completions[0].result), (failing, Err(BlockError::Io)));
+    assert_eq!(rig.port(0).ci, 1 << 2, "the request behind it is issued again after the restart");
     rig.run(0);
     let completion = wait_for(&mut disk, third);
     assert_eq!(completion.result, Ok(()));
@@ -325,22 +378,49 @@ fn task_file_error_fails_only_its_request_and_the_port_keeps_working() {
 }
 
 #[test]
+fn an_error_is_never_reported_as_success_when_the_hba_does_not_halt() {
+    let mut rig = disk_rig();
+    let mut disk = rig.only_disk();
+    rig.set_faults(
+        0,
+        Faults { fail_command: Some(ATA_CMD_FLUSH_CACHE_EXT), continue_after_error: true, ..Faults::default() },
+    );
+    assert_eq!(run_one(&mut disk, Request::flush()).result, Err(BlockError::Io));
+    assert_eq!(run_one(&mut disk, Request::read(0, 1, 512).unwrap()).result, Ok(()));
+
+    // Several in flight: the failing one's PxCI bit cleared like the others', so every
+    // request finished in the same window fails; none reports a false success.
+    rig.set_faults(0, Faults { fail_lba: Some(2), continue_after_error: true, deferred: true, ..Faults::default() });
+    let ids: Vec<RequestId> = (1..4).map(|lba| disk.submit(Request::read(lba, 1, 512).unwrap()).unwrap()).collect();
+    rig.run(0);
+    let mut completions = Vec::new();
+    disk.poll_completions(&mut completions);
+    assert_eq!(completions.len(), 3);
+    assert!(completions.iter().all(|completion| completion.result == Err(BlockError::Io)));
+    let mut seen: Vec<RequestId> = completions.iter().map(|completion| completion.id).collect();
+    seen.sort();
+    assert_eq!(seen, ids);
+    rig.set_faults(0, Faults::default());
+    assert_eq!(run_one(&mut disk, Request::read(2, 1, 512).unwrap()).result, Ok(()));
+}
+
+#[test]
 fn every_request_completes_exactly_once_across_errors() {
     let mut rig = disk_rig();
     let mut disk = rig.only_disk();
     rig.set_faults(0, Faults { fail_lba: Some(5), deferred: true, ..Faults::default() });
     let ids: Vec<RequestId> = (0..8).map(|lba| disk.submit(Request::read(lba, 1, 512).unwrap()).unwrap()).collect();
     let mut completions = Vec::new();
-    for _ in 0..8 {
-        rig.run(0);
+    for _ in 0..16 {
+        rig.run_next(0);
         disk.poll_completions(&mut completions);
     }
     let mut seen: Vec<RequestId> = completions.iter().map(|completion| completion.id).collect();
     seen.sort();
     assert_eq!(seen, ids);
-    let failures: Vec<u64> =
-        completions.iter().filter(|completion| completion.result.is_err()).map(|completion| completion.id.0).collect();
-    assert_eq!(failures, [ids[5].0]);
+    let failures: Vec<RequestId> =
+        completions.iter().filter(|completion| completion.result.is_err()).map(|completion| completion.id).collect();
+    assert_eq!(failures, [ids[5]]);
 }
 
 #[test]
