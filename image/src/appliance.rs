@@ -154,6 +154,7 @@ pub fn run_shell() -> ! {
         domain_commands::<Appliance>(),
         basalt_shell::appliance_commands::<Appliance>(),
         basalt_shell::xenstore_commands::<Appliance>(),
+        basalt_shell::storage::storage_commands::<Appliance>(),
         crate::diagnostics::DIAGNOSTIC_COMMANDS,
     ]) {
         Ok(registry) => registry,

@@ -465,6 +465,7 @@ fn set_up_virtualization(identity: &CpuIdentity, cpus: u32) {
     basalt_kernel::virt::decode::prepare();
     crate::domains::init();
     crate::dom0::init();
+    crate::storage::init();
     // SVM on AMD, VMX on Intel; the vendor string decides when a CPU model claims
     // both (emulators can).
     let intel = identity.vendor == "GenuineIntel";

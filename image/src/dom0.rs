@@ -178,6 +178,8 @@ pub fn service() -> bool {
     let mut worked = false;
     let mut store_due: Vec<u16> = Vec::new();
     let mut console_due: Vec<u16> = Vec::new();
+    // Ports of no service here: the block back ends'.
+    let mut others: Vec<u32> = Vec::new();
     for port in xen::take_dom0_events() {
         match with_dom0(|dom0| dom0.ports.get(&port).copied()) {
             Some((domid, Service::Store)) => store_due.push(domid),
@@ -189,9 +191,10 @@ pub fn service() -> bool {
                 });
                 console_due.push(domid);
             }
-            None => {}
+            None => others.push(port),
         }
     }
+    worked |= crate::vbd::service(&others);
     store_due.extend(with_dom0(|dom0| dom0.store.domains_with_output()).into_iter().filter(|&domid| domid != 0));
     // Operator input waiting for a console ring.
     let connected: Vec<(u16, bool)> =
@@ -267,6 +270,7 @@ fn serve_console(domid: u16) -> bool {
 /// [`service`] for domains that went away by other paths). A no-op for a domain dom0
 /// does not know.
 pub fn forget(domid: u16) {
+    crate::vbd::forget_domain(domid);
     if domid != REHEARSAL_DOMID && !with_dom0(|dom0| dom0.guests.contains_key(&domid)) {
         return;
     }

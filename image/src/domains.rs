@@ -95,6 +95,13 @@ impl DomainHost for Host {
             crate::dom0::forget(domid);
             return Err(HostError::Failed("dom0 could not connect the domain's xenstore and console"));
         }
+        for disk in &request.disks {
+            if let Err(error) = crate::vbd::attach(domid, &request.name, disk) {
+                let _ = domain::destroy(domid);
+                crate::dom0::forget(domid);
+                return Err(HostError::Disk(format!("disk {disk}: {error}")));
+            }
+        }
         Ok(domid)
     }
 
@@ -133,7 +140,7 @@ fn resolve(word: &str) -> Result<u16, String> {
 }
 
 /// Resolves a guest (not dom0) for operations dom0 cannot undergo.
-fn resolve_guest(word: &str, action: &str) -> Result<u16, String> {
+pub fn resolve_guest(word: &str, action: &str) -> Result<u16, String> {
     match resolve(word)? {
         0 => Err(format!("cannot {action} Domain-0, the built-in dom0")),
         id => Ok(id),

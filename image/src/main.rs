@@ -22,9 +22,15 @@ mod dom0;
 #[cfg(target_os = "none")]
 mod domains;
 #[cfg(target_os = "none")]
+mod hardware;
+#[cfg(target_os = "none")]
 mod modules;
 #[cfg(target_os = "none")]
 mod panic;
+#[cfg(target_os = "none")]
+mod storage;
+#[cfg(target_os = "none")]
+mod vbd;
 
 /// Host builds of this crate do nothing: the binary only makes sense on bare metal.
 #[cfg(not(target_os = "none"))]

@@ -88,6 +88,8 @@ pub struct CreateRequest {
     /// The guest's memory map (`XENMEM_memory_map`).
     pub memory_map: Vec<MemmapEntry>,
     pub lifecycle: Lifecycle,
+    /// Virtual disks (`disk = [...]`), attached by the host before the domain runs.
+    pub disks: Vec<crate::toolstack::config::DiskSpec>,
 }
 
 /// Why the hypervisor refused an operation.
@@ -107,6 +109,9 @@ pub enum HostError {
     NoSuchDomain(DomainId),
     /// Anything else, in words.
     Failed(&'static str),
+    /// A virtual disk could not be attached: the whole reason, e.g. `disk sda: sda is
+    /// in use read-write by domain 3 (linux)`.
+    Disk(String),
 }
 
 impl fmt::Display for HostError {
@@ -119,6 +124,7 @@ impl fmt::Display for HostError {
             }
             HostError::NoSuchDomain(domid) => write!(formatter, "no domain {domid}"),
             HostError::Failed(what) => formatter.write_str(what),
+            HostError::Disk(why) => formatter.write_str(why),
         }
     }
 }
@@ -425,6 +431,7 @@ impl DomainManager {
             affinity: (0..config.max_vcpus()).map(|vcpu| config.cpus.for_vcpu(vcpu, physical_cpus)).collect(),
             memory_map: image.memory_map.clone(),
             lifecycle: config.lifecycle,
+            disks: config.disks.clone(),
         };
         let domid = host.create_domain(&request).map_err(|error| CreateError::Host {
             step: HostStep::CreateDomain,

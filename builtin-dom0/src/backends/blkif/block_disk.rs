@@ -42,7 +42,7 @@ impl<'a> BlockBackendDisk<'a> {
     fn blocks(&self, sector: u64, bytes: u64) -> Option<(u64, u32)> {
         let start = sector.checked_mul(SECTOR_SIZE as u64)?;
         let block = self.block_size();
-        if start % block != 0 || bytes % block != 0 {
+        if !start.is_multiple_of(block) || !bytes.is_multiple_of(block) {
             return None;
         }
         Some((start / block, u32::try_from(bytes / block).ok()?))

@@ -29,13 +29,14 @@
 //! disk is synchronous here; the block layer in `block/` is asynchronous), the xenbus
 //! handshake itself.
 
+pub mod block_disk;
 pub mod claims;
 mod fakes;
 pub mod request;
 pub mod ring;
-pub mod xenbus;
 #[cfg(test)]
 mod tests;
+pub mod xenbus;
 
 #[doc(hidden)]
 pub use fakes::{FakeGrant, MapGrants, RamDisk};

@@ -149,7 +149,8 @@ pub enum BlkifRequest {
 pub struct Decoded {
     /// Echoed in the response; opaque to the back end.
     pub id: u64,
-    /// Echoed in the response (the raw byte).
+    /// Echoed in the response: the raw byte, except `indirect_op` for an indirect
+    /// request.
     pub operation: u8,
     pub request: Result<BlkifRequest, Refusal>,
 }
@@ -221,7 +222,12 @@ fn u64_at(entry: &[u8; ENTRY_SIZE], offset: usize) -> u64 {
 pub fn decode(entry: &[u8; ENTRY_SIZE], features: &Features) -> Decoded {
     let id = u64_at(entry, ID);
     let operation = entry[OPERATION];
-    Decoded { id, operation, request: decode_body(entry, operation, features) }
+    let request = decode_body(entry, operation, features);
+    // An indirect request is answered with its inner operation (`indirect_op`), as
+    // Linux blkback does: blkfront rejects a response carrying BLKIF_OP_INDIRECT and
+    // disables the disk.
+    let answered = if operation == BLKIF_OP_INDIRECT { entry[NR_SEGMENTS] } else { operation };
+    Decoded { id, operation: answered, request }
 }
 
 fn decode_body(entry: &[u8; ENTRY_SIZE], operation: u8, features: &Features) -> Result<BlkifRequest, Refusal> {
