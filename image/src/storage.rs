@@ -264,6 +264,25 @@ impl basalt_shell::storage::StorageControl for crate::appliance::Appliance {
         crate::vbd::detach(domid, vdev, force)
     }
 
+    fn disk_bench(&mut self, disk: &str, mebibytes: u32) -> Result<String, String> {
+        let mut names = related_names(disk);
+        names.push(disk.to_string());
+        if let Some(holder) = names.iter().flat_map(|name| crate::vbd::holders(name)).next() {
+            return Err(alloc::format!("{disk} is in use ({holder}); disk-bench overwrites it"));
+        }
+        let now = || basalt_kernel::cpu::time::uptime_ns();
+        let result =
+            with_disk(disk, |device| basalt_dom0::block::bench::run(device, u64::from(mebibytes) << 20, &now))?
+                .map_err(|error| alloc::format!("{disk}: {error}"))?;
+        Ok(alloc::format!(
+            "disk-bench {disk}: {} MiB sequential write {:.1} MB/s, sequential read {:.1} MB/s, 4 KiB random read {:.0} IOPS",
+            result.bytes >> 20,
+            result.write_mb_per_s(),
+            result.read_mb_per_s(),
+            result.random_iops()
+        ))
+    }
+
     fn block_list(&self, domain: &str) -> Result<Vec<basalt_shell::storage::VbdRow>, String> {
         let domid = crate::domains::resolve_guest(domain, "list the disks of")?;
         Ok(crate::vbd::list(domid)

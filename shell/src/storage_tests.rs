@@ -39,7 +39,7 @@ fn usage_error(message: &str, usage: &str) -> String {
     format!("error: {message}\nusage: {usage}\n")
 }
 
-const STORAGE_COMMAND_NAMES: [&str; 5] = ["block-attach", "block-detach", "block-list", "disks", "pci"];
+const STORAGE_COMMAND_NAMES: [&str; 6] = ["block-attach", "block-detach", "block-list", "disk-bench", "disks", "pci"];
 
 const PCI_TABLE: &str = "\
 ADDRESS       ID         CLASS                           DRIVER      VENDOR
@@ -331,4 +331,17 @@ fn text_from_devices_and_the_implementation_is_printable() {
     assert!(output.contains("attached sda1 to domain 3 (w?eb) as xvdb (rw)\n"), "{output}");
     assert!(output.contains("\nerror: bad disk spec 'x' (expected TARGET,VDEV,ACCESS)\n"), "{output}");
     assert!(output.contains("  sda1  ") && output.contains("  w?eb:xvdb rw\n"), "{output}");
+}
+
+#[test]
+fn disk_bench_reports_or_refuses() {
+    let output = run("disk-bench nvme0n1 8");
+    assert_eq!(
+        output,
+        "disk-bench nvme0n1: 8 MiB sequential write 10.0 MB/s, sequential read 20.0 MB/s, 4 KiB random read 300 IOPS\n"
+    );
+    assert_eq!(run("disk-bench nosuch"), "error: no disk named nosuch\n");
+    assert_eq!(run("disk-bench"), usage_error("missing DISK", "disk-bench DISK [MIB]"));
+    assert_eq!(run("disk-bench sda 0"), usage_error("MIB must be 1..65536, not '0'", "disk-bench DISK [MIB]"));
+    assert_eq!(run("disk-bench sda 1 2"), usage_error("unexpected argument '2'", "disk-bench DISK [MIB]"));
 }

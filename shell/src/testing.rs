@@ -918,6 +918,9 @@ impl StorageControl for FakeStorage {
         let (id, _) = self.resolve(domain)?;
         Ok(self.list(id))
     }
+    fn disk_bench(&mut self, disk: &str, mebibytes: u32) -> Result<String, String> {
+        self.bench(disk, mebibytes)
+    }
 }
 
 /// `FakeSystem`'s storage requests go to its [`FakeSystem::storage`], with
@@ -941,6 +944,24 @@ impl StorageControl for FakeSystem {
     fn block_list(&self, domain: &str) -> Result<Vec<VbdRow>, String> {
         let (id, _) = self.resolve_for_storage(domain)?;
         Ok(self.storage.list(id))
+    }
+    fn disk_bench(&mut self, disk: &str, mebibytes: u32) -> Result<String, String> {
+        self.storage.bench(disk, mebibytes)
+    }
+}
+
+impl FakeStorage {
+    /// `disk-bench` on the fake: refused for an unknown disk or one with holders,
+    /// otherwise fixed figures.
+    fn bench(&self, disk: &str, mebibytes: u32) -> Result<String, String> {
+        let row = self.disks.iter().find(|row| row.name == disk).ok_or_else(|| format!("no disk named {disk}"))?;
+        if let Some(holder) = row.holders.first() {
+            return Err(format!("{disk} is in use ({holder})"));
+        }
+        Ok(format!(
+            "disk-bench {disk}: {mebibytes} MiB sequential write 10.0 MB/s, sequential read 20.0 MB/s, \
+             4 KiB random read 300 IOPS"
+        ))
     }
 }
 

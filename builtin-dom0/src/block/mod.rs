@@ -18,6 +18,7 @@
 //! Buffers: a request owns its `Vec<u8>` for its whole life (no borrowed memory crosses
 //! the asynchronous boundary), and gets it back in the completion.
 
+pub mod bench;
 pub mod names;
 pub mod partition;
 pub mod ramdisk;

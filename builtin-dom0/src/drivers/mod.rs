@@ -25,7 +25,7 @@
 //!   VIRTIO_BLK_T_FLUSH when VIRTIO_BLK_F_FLUSH is offered); a device with a volatile
 //!   write cache that cannot flush reports `supports_flush = false`.
 //!
-//! Completion is polled ([`BlockDevice::poll_completions`]); interrupts only wake the
+//! Completion is polled ([`crate::block::BlockDevice::poll_completions`]); interrupts only wake the
 //! CPU that polls.
 //!
 //! [`BlockDevice`]: crate::block::BlockDevice

@@ -19,15 +19,19 @@
 //! * Bounded work and memory: one [`BlkifBackend::service`] call takes at most one
 //!   ring's worth of requests; a `req_prod` more than a ring ahead of the responses is a
 //!   [`Broken`] ring, after which the back end stops consuming it. Buffers are allocated
-//!   once (one page, plus at most `max_indirect_segments` descriptors) and reused.
+//!   once ([`TRANSFER_BYTES`] of bounce buffer, plus at most `max_indirect_segments`
+//!   descriptors) and reused.
 //! * A frontend that never consumes responses can only have one ring of requests
 //!   outstanding: when every produced request has its response the back end waits; it
 //!   never queues responses in dom0 memory.
 //!
-//! Not yet: persistent grants (`feature-persistent`; every segment is a grant copy),
-//! multi-page rings (`max-ring-page-order`), multi-queue, asynchronous completion (the
-//! disk is synchronous here; the block layer in `block/` is asynchronous), the xenbus
-//! handshake itself.
+//! Around it: [`xenbus`] (the frontend/backend handshake in xenstore), [`claims`] (who
+//! holds which dom0 disk), [`block_disk`] (a block-layer device as the disk). Persistent
+//! grants are a [`GrantAccess`] that keeps grants held (image/src/vbd.rs).
+//!
+//! Not yet: multi-page rings (`max-ring-page-order`), multi-queue, requests of one ring
+//! in flight at once (the disk is synchronous here: one operation completes before the
+//! next starts, which keeps ordering and flush semantics trivially right).
 
 pub mod block_disk;
 pub mod claims;
@@ -97,6 +101,9 @@ pub trait BackendDisk {
     }
 }
 
+/// Bytes of consecutive segments moved to or from the disk in one operation.
+pub const TRANSFER_BYTES: usize = 128 * 1024;
+
 /// `info` bit: the device is read-only (`VDISK_READONLY`).
 pub const VDISK_READONLY: u32 = 4;
 
@@ -147,7 +154,8 @@ pub struct BlkifBackend {
     ring: BackRing,
     features: Features,
     broken: Option<Broken>,
-    /// One page of bounce buffer for data and indirect descriptor pages.
+    /// Bounce buffer for runs of data segments ([`TRANSFER_BYTES`]) and indirect
+    /// descriptor pages.
     bounce: Vec<u8>,
     /// Decoded indirect segments (capacity ≤ max_indirect_segments).
     indirect_segments: Vec<BlkifRequestSegment>,
@@ -172,7 +180,7 @@ impl BlkifBackend {
             ring: BackRing::new(ENTRY_SIZE),
             features,
             broken: None,
-            bounce: vec![0; PAGE_SIZE],
+            bounce: vec![0; TRANSFER_BYTES],
             indirect_segments: Vec::new(),
         }
     }
@@ -348,8 +356,9 @@ fn check_range(sector_number: u64, count: u64, disk: &dyn BackendDisk) -> Result
 }
 
 /// Moves the data of checked `segments` (consecutive on the disk from `sector_number`)
-/// between the granted pages and the disk, one segment at a time through `bounce`.
-/// The whole range and the disk's writability are checked before any I/O.
+/// between the granted pages and the disk. Runs of segments are gathered in `bounce`
+/// (up to its length) so that the disk sees one operation per run rather than one per
+/// 4 KiB page. The whole range and the disk's writability are checked before any I/O.
 fn transfer(
     direction: Direction,
     sector_number: u64,
@@ -365,19 +374,43 @@ fn transfer(
     }
     let grant_refusal = |GrantFault| Refusal::Error(Malformed::GrantFault);
     let mut sector = sector_number;
-    for segment in segments {
-        let buffer = &mut bounce[..segment.length()];
+    let mut rest = segments;
+    while !rest.is_empty() {
+        // The longest run of whole segments that fits the bounce buffer (at least one:
+        // a segment is at most one page, and the buffer is at least one page).
+        let mut run_bytes = 0;
+        let mut run_length = 0;
+        for segment in rest {
+            if run_bytes + segment.length() > bounce.len() {
+                break;
+            }
+            run_bytes += segment.length();
+            run_length += 1;
+        }
+        let (run, after) = rest.split_at(run_length.max(1));
+        let buffer = &mut bounce[..run_bytes];
         match direction {
             Direction::Read => {
                 disk.read(sector, buffer).map_err(disk_refusal)?;
-                grants.copy_to_grant(segment.gref, segment.offset(), buffer).map_err(grant_refusal)?;
+                let mut offset = 0;
+                for segment in run {
+                    let piece = &buffer[offset..offset + segment.length()];
+                    grants.copy_to_grant(segment.gref, segment.offset(), piece).map_err(grant_refusal)?;
+                    offset += segment.length();
+                }
             }
             Direction::Write => {
-                grants.copy_from_grant(segment.gref, segment.offset(), buffer).map_err(grant_refusal)?;
+                let mut offset = 0;
+                for segment in run {
+                    let piece = &mut buffer[offset..offset + segment.length()];
+                    grants.copy_from_grant(segment.gref, segment.offset(), piece).map_err(grant_refusal)?;
+                    offset += segment.length();
+                }
                 disk.write(sector, buffer).map_err(disk_refusal)?;
             }
         }
-        sector += segment.sectors();
+        sector += run.iter().map(BlkifRequestSegment::sectors).sum::<u64>();
+        rest = after;
     }
     Ok(())
 }
