@@ -285,6 +285,9 @@ impl Platform for MachinePlatform {
     fn allocate_dma(&self, bytes: usize) -> Option<Box<dyn DmaRegion>> {
         HeapDma::allocate(bytes).map(|region| Box::new(region) as Box<dyn DmaRegion>)
     }
+    fn interrupt_message(&self) -> Option<(u64, u32)> {
+        basalt_kernel::cpu::dom0_wake::device_message()
+    }
     fn map_bar(&self, bar: &Bar) -> Option<Box<dyn Registers>> {
         if bar.address == 0 || bar.size == 0 {
             return None;

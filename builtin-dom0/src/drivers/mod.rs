@@ -25,8 +25,11 @@
 //!   VIRTIO_BLK_T_FLUSH when VIRTIO_BLK_F_FLUSH is offered); a device with a volatile
 //!   write cache that cannot flush reports `supports_flush = false`.
 //!
-//! Completion is polled ([`crate::block::BlockDevice::poll_completions`]); interrupts only wake the
-//! CPU that polls.
+//! Completion is polled ([`crate::block::BlockDevice::poll_completions`]); interrupts
+//! (MSI-X, else MSI, set up by [`interrupts::enable_message_interrupts`]) only wake the
+//! CPU that polls. Legacy INTx is switched off: a level-triggered line would need the
+//! driver to acknowledge the device inside the interrupt handler, and polling already
+//! covers a device without message interrupts.
 //!
 //! [`BlockDevice`]: crate::block::BlockDevice
 //! [`BlockError::Timeout`]: crate::block::BlockError::Timeout
@@ -34,6 +37,7 @@
 pub mod ahci;
 #[cfg(test)]
 pub mod fake;
+pub mod interrupts;
 pub mod nvme;
 pub mod virtio_blk;
 
@@ -115,6 +119,11 @@ pub trait Platform: Send + Sync {
     /// Maps a BAR (memory: uncached mapping; I/O: the port range). `None` if the BAR
     /// is unassigned or cannot be mapped.
     fn map_bar(&self, bar: &Bar) -> Option<Box<dyn Registers>>;
+    /// The MSI/MSI-X message (address, data) that wakes the CPU polling the drivers,
+    /// or `None` if interrupts are not available (then drivers only poll).
+    fn interrupt_message(&self) -> Option<(u64, u32)> {
+        None
+    }
 }
 
 /// Why a driver did not take a device, or lost it.

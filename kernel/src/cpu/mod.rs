@@ -1,6 +1,8 @@
 //! CPUs: identification, per-CPU data, the local APIC and its timer, the IOAPIC, the
 //! legacy PICs, time (TSC), and starting the application processors.
 pub mod diagnostics;
+#[cfg(target_os = "none")]
+pub mod dom0_wake;
 pub mod identify;
 pub mod ioapic;
 pub mod lapic;

@@ -217,6 +217,7 @@ pub fn deliver(notify: Notify) {
                 pending.push_back(notify.port);
             }
         });
+        crate::cpu::dom0_wake::wake();
         return;
     }
     let Some(domain) = super::get(notify.domain) else { return };
