@@ -39,7 +39,8 @@ GUEST_VMLINUX := $(BUILD)/guests/vmlinux
 
 # Debian packages: building the image, and emulating machines to test it.
 IMAGE_PACKAGES := grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils
-EMULATOR_PACKAGES := qemu-system-x86 ovmf bochs bochsbios seabios
+# e2fsprogs: tests/disks.rs checks the file systems its Linux guests wrote (e2fsck, debugfs).
+EMULATOR_PACKAGES := qemu-system-x86 ovmf bochs bochsbios seabios e2fsprogs
 # `make bench` unpacks the guest kernel's LZ4 payload to boot it under QEMU directly.
 BENCH_PACKAGES := lz4
 
@@ -192,7 +193,7 @@ unit-test: guest-kernel
 # Emulator tests: boot build/basalt.img (and build/basalt-test.img, for the guest
 # tests) and drive the serial shell — QEMU TCG for AMD SVM, Bochs for Intel VMX.
 qemu-test: emulator-deps image test-image
-	$(CARGO) test -p qemu-tests --release --test boot --test guests --test bochs --test linux
+	$(CARGO) test -p qemu-tests --release --test boot --test guests --test bochs --test linux --test disks
 
 test: deps unit-test qemu-test
 

@@ -1,0 +1,932 @@
+//! The disk tests: a stock Debian Linux domU writes a file system through dom0's blkif
+//! back end onto a real (emulated) disk, and what it wrote is checked three ways — by a
+//! second Linux domain that mounts the disk read-only, by the guest-visible checksums,
+//! and on the host after QEMU exits (`e2fsck -fn` and `debugfs -R "cat /<file>"` on the
+//! disk's image file, e2fsprogs).
+//!
+//! One QEMU machine (TCG, AMD SVM + NPT, 2 CPUs, 1.5 GiB, `build/basalt-test.img`) per
+//! disk driver, each booted once with every check on it; each test creates its disk
+//! images (64 MiB, zeroed) in a work directory of its own under the system temporary
+//! directory, kept only if the test fails:
+//! - `linux_disk_integrity_on_virtio_blk` (`vda`, plus `vdb` for the write stream): the
+//!   config route — `create linuxdisk` (`disk = ['phy:vda,xvda,w']`);
+//! - `linux_disk_integrity_on_ahci` (`sda`) and `linux_disk_integrity_on_nvme`
+//!   (`nvme0n1`): the hot-plug route — `create linux1`, then
+//!   `block-attach linux1 phy:<disk>,xvda,w` once its shell is up; Linux's blkfront
+//!   picks the disk up (the test polls /proc/partitions).
+//!
+//! On every machine: `disks` lists the disk with its size and driver and no holder;
+//! while the writer holds it, `disks` names `<domain>:xvda rw`; in the writer
+//! `blockdev --getsize64 /dev/xvda` is 67108864, `mke2fs`, `mount -t ext4`, five files
+//! from /dev/urandom (512 B to 6 MiB: the big ones go out as requests with indirect
+//! segments), their sha256, `sync`, `umount`, `poweroff` (the domain goes away, the
+//! holder with it). A second domain gets the disk read-only (`block-attach ... ,r`):
+//! `/sys/block/xvda/ro` is 1, `mount -o ro`, every file's sha256 matches, and a write to
+//! the device (`dd ... conv=fsync`) fails. After the shell's `poweroff`: `e2fsck -fn` is
+//! clean and each file read by `debugfs` has the guest's size and sha256. `mem`'s
+//! `Free:` after the last domain is gone equals its value before the first `create`.
+//!
+//! The virtio-blk machine also carries:
+//! - disk claims: while linuxdisk holds vda read-write, `block-attach` of vda to a demo
+//!   domain is refused writable and read-only, naming the holder; while the reader
+//!   holds it read-only, a writable attach is refused and a read-only one allowed;
+//! - `destroy` in the middle of writes: the reader domain also gets vdb (xvdb) and
+//!   writes 64 KiB chunks of random data at increasing offsets, each with
+//!   `conv=fsync`, printing `COMMITTED <i> <sha256>` once a chunk's fsync returned;
+//!   after [`COMMITTED_BEFORE_DESTROY`] of them the test leaves the console and
+//!   `destroy`s the domain while it keeps writing. A third Linux domain reads every
+//!   chunk it saw committed back (and the host reads them again from the image): each
+//!   must match;
+//! - a hostile frontend beside a good one: `blkhostile` (configs/blkhostile.cfg, a RAM
+//!   disk) runs while the third Linux domain holds vdb; its console must show
+//!   `blkhostile: <check> ok` for all [`BLKHOSTILE_CHECKS`] checks and `done 20/20`,
+//!   and afterwards the Linux domain's disk still writes and reads back correctly.
+//!   blkhostile is created with `on_poweroff=preserve` so its console can be read after
+//!   it powered off; the test destroys it.
+//!
+//! Reading the Linux shell works as in tests/linux.rs: a command's output is framed by
+//! marker lines the shell prints (busybox ash wraps the echo of long commands), and
+//! each command's exit status is printed after it (`status=<n>`).
+//!
+//! At most [`MAX_MACHINES`] of these machines run at once (the CI box has 2 cores).
+//! Failed checks are collected and reported together at the end; a broken conversation
+//! (timeout, panic, the emulator exiting, a Linux panic, a crashed domain) stops the
+//! test at once. Transcripts are in build/qemu-tests/<test>.serial.log.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use qemu_tests::console_text::{output_lines, regex_escape as escape};
+use qemu_tests::{EmulatorKind, Error, Failures, Machine, MachineConfig, Pattern, Result, COMMAND_TIMEOUT, PROMPT};
+
+/// Ctrl-]: ends `console`.
+const CONSOLE_ESCAPE: &[u8] = b"\x1d";
+/// What the payload's init prints on the console once the system is up.
+const READY_MARKER: &str = "BASALT-LINUX-READY";
+/// The payload shell's prompt (PS1 in guest-payload/rootfs/etc/profile).
+const LINUX_PROMPT: &str = "linux# ";
+/// How long Linux may take from `create` to its shell under QEMU's TCG (≈ 11–17 s on
+/// the idle 2-core build host; minutes on a loaded one).
+const LINUX_BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+/// How long a quick command at the Linux shell may take.
+const LINUX_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a command that moves megabytes (dd from /dev/urandom, sha256sum, sync,
+/// mke2fs) may take: every byte is computed by translated code.
+const LINUX_IO_TIMEOUT: Duration = Duration::from_secs(240);
+/// How long `poweroff` may take until the domain is gone, and how long a small guest
+/// (blkhostile) may take to finish.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long QEMU may take to exit after the shell's `poweroff` (ACPI S5).
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long to wait for the cursor-position query after a prompt before attaching to
+/// a console (it normally follows within microseconds).
+const PROMPT_QUERY_WAIT: Duration = Duration::from_secs(5);
+/// Lines that mean the Linux guest is dead: Linux's panic, and the hypervisor's log line
+/// for a crashed domain (`domain 3 (linux) crashed: ...`).
+const LINUX_FATAL_MARKERS: [&str; 2] = ["Kernel panic - not syncing", ") crashed: "];
+/// Machines of this test binary that may run at once.
+const MAX_MACHINES: usize = 2;
+
+/// Size of every test disk.
+const DISK_BYTES: u64 = 64 << 20;
+/// `disks` prints the size like this.
+const DISK_SIZE_TEXT: &str = "64.0 MiB";
+/// The files the writer creates on the ext2 file system: name, dd block size, count.
+/// From one sector to 6 MiB; the large ones are written back as requests with more
+/// segments than fit a plain blkif request (indirect descriptors).
+const FILES: [(&str, u64, u64); 5] =
+    [("sector", 512, 1), ("odd", 1000, 37), ("quarter", 4096, 64), ("mib", 4096, 300), ("big", 65536, 96)];
+/// Size of one chunk of the write stream of the destroy test.
+const CHUNK_BYTES: u64 = 64 << 10;
+/// Chunks the stream must have committed before the test destroys the domain.
+const COMMITTED_BEFORE_DESTROY: u64 = 8;
+/// Where (in chunks) the final "disk still works" check writes, past any stream chunk
+/// that can be committed before the destroy lands.
+const AFTER_STREAM_CHUNK: u64 = 768;
+/// Checks blkhostile reports (`connect` plus its list).
+const BLKHOSTILE_CHECKS: usize = 20;
+
+// --- the machines --------------------------------------------------------------------
+
+/// The disk controller a test puts its disk on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Driver {
+    VirtioBlk,
+    Ahci,
+    Nvme,
+}
+
+impl Driver {
+    /// The block device's name in dom0.
+    fn disk(self) -> &'static str {
+        match self {
+            Self::VirtioBlk => "vda",
+            Self::Ahci => "sda",
+            Self::Nvme => "nvme0n1",
+        }
+    }
+
+    /// The driver name `disks` prints.
+    fn driver_name(self) -> &'static str {
+        match self {
+            Self::VirtioBlk => "virtio-blk",
+            Self::Ahci => "ahci",
+            Self::Nvme => "nvme",
+        }
+    }
+
+    /// QEMU arguments attaching `image` (raw) as this controller's disk.
+    fn qemu_args(self, image: &Path) -> Vec<String> {
+        let drive = format!("file={},format=raw,if=none,id=d0", image.display());
+        let words: Vec<String> = match self {
+            Self::VirtioBlk => vec!["-drive".into(), drive, "-device".into(), "virtio-blk-pci,drive=d0".into()],
+            Self::Ahci => vec![
+                "-device".into(),
+                "ahci,id=ahci".into(),
+                "-drive".into(),
+                drive,
+                "-device".into(),
+                "ide-hd,drive=d0,bus=ahci.0".into(),
+            ],
+            Self::Nvme => vec!["-drive".into(), drive, "-device".into(), "nvme,serial=basalt0,drive=d0".into()],
+        };
+        words
+    }
+}
+
+/// `$BASALT_TEST_IMAGE`, else `<workspace>/build/basalt-test.img`.
+fn test_image() -> PathBuf {
+    match std::env::var_os("BASALT_TEST_IMAGE") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => qemu_tests::config::workspace_root().join("build").join("basalt-test.img"),
+    }
+}
+
+/// A count of machines running, so no more than [`MAX_MACHINES`] boot at once however
+/// many test threads cargo starts.
+static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// A place among the running machines, given back on drop.
+struct MachineSlot;
+
+impl MachineSlot {
+    fn take() -> Self {
+        let mut running = RUNNING.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while *running >= MAX_MACHINES {
+            running = RUNNING.1.wait(running).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *running += 1;
+        Self
+    }
+}
+
+impl Drop for MachineSlot {
+    fn drop(&mut self) {
+        let mut running = RUNNING.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *running -= 1;
+        RUNNING.1.notify_one();
+    }
+}
+
+/// The test's disk images, in a directory removed on drop unless `keep` is set.
+struct DiskImages {
+    directory: PathBuf,
+    keep: bool,
+}
+
+impl DiskImages {
+    /// A fresh directory for test `name`.
+    fn new(name: &str) -> Result<Self> {
+        let directory = std::env::temp_dir().join(format!("basalt-disks-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory)
+            .map_err(|error| Error::new(format!("creating {}: {error}", directory.display())))?;
+        Ok(Self { directory, keep: false })
+    }
+
+    /// Creates the zeroed (sparse) [`DISK_BYTES`] image `file_name`.
+    fn create(&self, file_name: &str) -> Result<PathBuf> {
+        let path = self.directory.join(file_name);
+        let file = std::fs::File::create(&path)
+            .map_err(|error| Error::new(format!("creating {}: {error}", path.display())))?;
+        file.set_len(DISK_BYTES).map_err(|error| Error::new(format!("sizing {}: {error}", path.display())))?;
+        Ok(path)
+    }
+}
+
+impl Drop for DiskImages {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.directory);
+        }
+    }
+}
+
+/// Boots QEMU with `extra_args`, runs `checks` and reports every failed check at the
+/// end; the disk images are kept (and named in the error) if anything failed.
+fn run_disk_test(
+    name: &str,
+    images: &mut DiskImages,
+    extra_args: Vec<String>,
+    checks: impl FnOnce(&mut Machine, &mut Failures) -> Result<()>,
+) -> Result<()> {
+    let mut config = MachineConfig::standard(EmulatorKind::Qemu).with_cpus(2).with_memory_mib(1536);
+    config = config.with_image(test_image());
+    config.fatal_markers.extend(LINUX_FATAL_MARKERS.iter().map(|marker| (*marker).to_owned()));
+    config.extra_args.extend(extra_args);
+    if !config.image.is_file() {
+        return Err(Error::new(format!(
+            "test image {} does not exist: run `make test-image` first (it needs the Linux payload, `make guest-linux`)",
+            config.image.display()
+        )));
+    }
+    let _slot = MachineSlot::take();
+    let (mut machine, _) = Machine::boot_to_prompt(config, name)?;
+    eprintln!("[{name}] first prompt after {:.1} s", machine.elapsed().as_secs_f64());
+    let mut failures = Failures::new();
+    let outcome = checks(&mut machine, &mut failures);
+    eprintln!(
+        "[{name}] finished after {:.1} s; transcript {}",
+        machine.elapsed().as_secs_f64(),
+        machine.transcript_path().display()
+    );
+    let result = match outcome {
+        Ok(()) => failures.finish(),
+        Err(error) => Err(failures.with_fatal(error)),
+    };
+    result.map_err(|error| {
+        images.keep = true;
+        error.context(format!("disk images kept in {}", images.directory.display()))
+    })
+}
+
+// --- the hypervisor's shell ----------------------------------------------------------
+
+/// `mem`'s exact `Free: <bytes> bytes`, with the whole output (for messages).
+fn free_bytes(machine: &mut Machine) -> Result<(u64, String)> {
+    let output = machine.run_command("mem")?;
+    let free = output_lines(&output)
+        .into_iter()
+        .find_map(|line| line.strip_prefix("Free: ")?.strip_suffix(" bytes")?.parse().ok());
+    match free {
+        Some(free) => Ok((free, output)),
+        None => Err(machine.fail(format!("`mem` printed no \"Free: <bytes> bytes\" line:\n{output}"))),
+    }
+}
+
+/// A committed chunk of the write stream: its index and the sha256 of its data.
+type Chunk = (u64, String);
+
+/// A domain: its id and name.
+type Domain = (u32, &'static str);
+
+/// `create <arguments>`: one `Created domain <id> (<name>)` line; returns the domain.
+fn create(machine: &mut Machine, arguments: &str, name: &'static str) -> Result<Domain> {
+    let output = machine.run_command(&format!("create {arguments}"))?;
+    let suffix = format!(" ({name})");
+    let id = match output_lines(&output)[..] {
+        [line] => line.strip_prefix("Created domain ").and_then(|rest| rest.strip_suffix(&suffix)?.parse().ok()),
+        _ => None,
+    };
+    match id {
+        Some(id) => Ok((id, name)),
+        None => Err(machine.fail(format!(
+            "`create {arguments}` should print one \"Created domain <id> ({name})\", printed:\n{output}"
+        ))),
+    }
+}
+
+/// Waits for the hypervisor's log line `domain <id> (<name>) <event>...`, which may
+/// already be in `seen`; returns the rest of the line after `event`.
+fn await_log(machine: &mut Machine, seen: &str, (id, name): Domain, event: &str) -> Result<String> {
+    let prefix = format!("domain {id} ({name}) {event}");
+    if let Some(rest) = seen.lines().find_map(|line| line.split_once(&prefix).map(|(_, rest)| rest.trim().to_owned())) {
+        return Ok(rest);
+    }
+    let text = machine
+        .expect(Pattern::regex(&format!("{}.*\n", escape(&prefix))), SHUTDOWN_TIMEOUT)
+        .map_err(|error| error.context(format!("waiting for the log line {prefix:?}")))?;
+    let line = text.lines().last().unwrap_or_default();
+    Ok(line.split_once(&prefix).map(|(_, rest)| rest.trim().to_owned()).unwrap_or_default())
+}
+
+/// `destroy <id>`, then its `destroyed` log line.
+fn destroy(machine: &mut Machine, (id, name): Domain) -> Result<()> {
+    let output = machine.run_command(&format!("destroy {id}"))?;
+    await_log(machine, &output, (id, name), "destroyed").map(drop)
+}
+
+/// Types `console <domain>` at the prompt (once the prompt's cursor-position query is
+/// answered, so the answer cannot reach the guest) and waits for the banner. The
+/// domain's kept output (the replay) follows.
+fn attach(machine: &mut Machine, domain: &str) -> Result<()> {
+    machine.wait_prompt_query(PROMPT_QUERY_WAIT);
+    machine.skip_pending_output();
+    machine.send_line(&format!("console {domain}"))?;
+    machine
+        .expect(Pattern::regex(r"Connected to domain \d+ \(.*\)\. Escape character is '\^\]'\.\n"), COMMAND_TIMEOUT)
+        .map_err(|error| error.context(format!("the banner of `console {domain}`")))
+        .map(drop)
+}
+
+/// Ctrl-] and the hypervisor's prompt.
+fn detach(machine: &mut Machine, domain: &str) -> Result<()> {
+    machine.send_bytes(CONSOLE_ESCAPE)?;
+    machine
+        .expect(PROMPT, COMMAND_TIMEOUT)
+        .map_err(|error| error.context(format!("the prompt after Ctrl-] on {domain}")))?;
+    Ok(())
+}
+
+/// `disks`' row of `disk` and the whole table. The row is laid out as
+/// `NAME SIZE MODE MODEL/TYPE DRIVER HOLDERS`, the model may have spaces; the holders
+/// are what follows the driver (`-` for none, else `<domain>:<vdev> <rw|ro>, ...`).
+fn disk_row(machine: &mut Machine, disk: &str) -> Result<(Option<String>, String)> {
+    let table = machine.run_command("disks")?;
+    let row = output_lines(&table).into_iter().find(|line| line.split_whitespace().next() == Some(disk));
+    Ok((row.map(str::to_owned), table))
+}
+
+/// `disks` lists `driver`'s disk with [`DISK_SIZE_TEXT`], its driver, and `holders`
+/// (`-` for none).
+fn check_disk(machine: &mut Machine, driver: Driver, disk: &str, holders: &str, failures: &mut Failures) -> Result<()> {
+    let (row, table) = disk_row(machine, disk)?;
+    let found = row.as_deref().and_then(|row| {
+        // The last match: a virtio disk's model column says `virtio-blk` too.
+        let (before, after) = row.rsplit_once(&format!("  {}  ", driver.driver_name()))?;
+        Some((before.contains(&format!(" {DISK_SIZE_TEXT} ")), after.trim()))
+    });
+    failures.soft(machine.check(found == Some((true, holders)), || {
+        format!(
+            "`disks` should list {disk} as {DISK_SIZE_TEXT}, driver {}, holders {holders:?}:\n{table}",
+            driver.driver_name()
+        )
+    }))
+}
+
+/// `block-attach <domain> <spec>` must print `attached <disk> to domain <id> (<name>)
+/// as <vdev> (<rw|ro>)` (the line shell/src/storage.rs documents). A refusal (an
+/// `error:` line) stops the test: nothing after it works without the disk.
+fn block_attach(machine: &mut Machine, (id, name): Domain, spec: &str, failures: &mut Failures) -> Result<()> {
+    let command = format!("block-attach {name} {spec}");
+    let output = machine.run_command(&command)?;
+    let mut words = spec.trim_start_matches("phy:").split(',');
+    let (disk, vdev, mode) = (words.next().unwrap_or_default(), words.next().unwrap_or_default(), words.next());
+    let mode = if mode == Some("r") { "ro" } else { "rw" };
+    let expected = format!("attached {disk} to domain {id} ({name}) as {vdev} ({mode})");
+    let lines = output_lines(&output);
+    if !matches!(&lines[..], [line] if line.starts_with("attached ")) {
+        return Err(machine.fail(format!("`{command}` should print {expected:?}, printed:\n{output}")));
+    }
+    failures.soft(
+        machine.check(lines == [expected.as_str()], || {
+            format!("`{command}` should print {expected:?}, printed:\n{output}")
+        }),
+    )
+}
+
+/// `block-attach <domain> <spec>` must be refused with `error: <disk> is in use
+/// <how> by domain <id> (<name>)`.
+fn check_attach_refused(
+    machine: &mut Machine,
+    (domain, spec): (&str, &str),
+    (disk, how, (holder_id, holder)): (&str, &str, Domain),
+    failures: &mut Failures,
+) -> Result<()> {
+    let command = format!("block-attach {domain} {spec}");
+    let output = machine.run_command(&command)?;
+    let expected = format!("error: {disk} is in use {how} by domain {holder_id} ({holder})");
+    failures.soft(machine.check(output_lines(&output) == [expected.as_str()], || {
+        format!("`{command}` should be refused with {expected:?}, printed:\n{output}")
+    }))
+}
+
+// --- the Linux shell -----------------------------------------------------------------
+
+/// On an attached console: waits for the ready marker and then the shell's prompt.
+fn await_ready(machine: &mut Machine, domain: &str) -> Result<Duration> {
+    let started = Instant::now();
+    machine
+        .expect(READY_MARKER, LINUX_BOOT_TIMEOUT)
+        .map_err(|error| error.context(format!("Linux domain {domain} booting to {READY_MARKER}")))?;
+    machine.expect(LINUX_PROMPT, LINUX_COMMAND_TIMEOUT).map_err(|error| {
+        error.context(format!("the shell prompt {LINUX_PROMPT:?} of {domain} after {READY_MARKER}"))
+    })?;
+    Ok(started.elapsed())
+}
+
+/// `create <arguments>`, the console, Linux up to its shell; stays attached.
+fn boot_linux(machine: &mut Machine, arguments: &str, name: &'static str) -> Result<Domain> {
+    let domain = create(machine, arguments, name)?;
+    attach(machine, name)?;
+    let took = await_ready(machine, name)?;
+    eprintln!("[{}] {name} (domain {}): create to shell {:.1} s", machine.name(), domain.0, took.as_secs_f64());
+    Ok(domain)
+}
+
+/// Numbers the marker lines of [`linux_command`], so no two commands share one.
+static COMMAND_NUMBER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// Runs `command` at the Linux shell of the attached console and returns its exit
+/// status and output lines (without Linux's log lines). The output is framed by lines
+/// the shell prints: `echo "<""<7"` prints `<<7`, which its own echo does not contain;
+/// the status line `status=<n>` is printed just before the closing marker.
+fn linux_command(machine: &mut Machine, command: &str, timeout: Duration) -> Result<(i32, Vec<String>)> {
+    let number = COMMAND_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (begin, end) = (format!("<<{number}"), format!("{number}>>"));
+    machine.send_line(&format!("echo \"<\"\"<{number}\"; {command}; echo \"status=$?\"; echo \"{number}>\"\">\""))?;
+    let context = |error: Error| error.context(format!("the Linux command {command:?}"));
+    machine.expect(begin.as_str(), LINUX_COMMAND_TIMEOUT).map_err(context)?;
+    let output = machine.expect(end.as_str(), timeout).map_err(context)?;
+    machine.expect(LINUX_PROMPT, LINUX_COMMAND_TIMEOUT).map_err(context)?;
+    let mut lines: Vec<String> =
+        output_lines(&output[..output.len() - end.len()]).into_iter().map(str::to_owned).collect();
+    let status = lines.pop().and_then(|last| last.strip_prefix("status=")?.parse().ok());
+    match status {
+        Some(status) => Ok((status, lines)),
+        None => Err(machine.fail(format!("the Linux command {command:?} printed no status line:\n{output}"))),
+    }
+}
+
+/// [`linux_command`] for a step the rest of the test builds on: a non-zero status
+/// stops the test.
+fn linux_must(machine: &mut Machine, command: &str, timeout: Duration) -> Result<Vec<String>> {
+    let (status, lines) = linux_command(machine, command, timeout)?;
+    if status != 0 {
+        return Err(machine.fail(format!("`{command}` in Linux failed with status {status}:\n{}", lines.join("\n"))));
+    }
+    Ok(lines)
+}
+
+/// Polls /proc/partitions (up to a minute) until `vdev` is there — blkfront connects
+/// to a hot-plugged disk in the background — and checks its size (1 KiB blocks).
+fn await_partition(machine: &mut Machine, vdev: &str, failures: &mut Failures) -> Result<()> {
+    let poll = format!(
+        "i=0; while ! grep -q ' {vdev}$' /proc/partitions && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done; grep ' {vdev}$' /proc/partitions"
+    );
+    let lines = linux_must(machine, &poll, Duration::from_secs(120))?;
+    let blocks = (DISK_BYTES / 1024).to_string();
+    failures.soft(
+        machine.check(matches!(&lines[..], [line] if line.split_whitespace().nth(2) == Some(blocks.as_str())), || {
+            format!("/proc/partitions should list {vdev} with {blocks} blocks, has {lines:?}")
+        }),
+    )
+}
+
+/// The sha256 of each path in `lines` of `sha256sum`'s output, in the order of `paths`.
+fn parse_sha256sums(lines: &[String], paths: &[String]) -> Option<Vec<String>> {
+    paths
+        .iter()
+        .map(|path| {
+            lines.iter().find_map(|line| {
+                let (sum, name) = line.split_once("  ")?;
+                (name == path && sum.len() == 64 && sum.bytes().all(|byte| byte.is_ascii_hexdigit()))
+                    .then(|| sum.to_owned())
+            })
+        })
+        .collect()
+}
+
+/// `sha256sum` of [`FILES`] under /mnt, in their order.
+fn guest_file_sums(machine: &mut Machine) -> Result<Vec<String>> {
+    let paths: Vec<String> = FILES.iter().map(|(name, _, _)| format!("/mnt/{name}")).collect();
+    let lines = linux_must(machine, &format!("sha256sum {}", paths.join(" ")), LINUX_IO_TIMEOUT)?;
+    parse_sha256sums(&lines, &paths)
+        .ok_or_else(|| machine.fail(format!("sha256sum printed no sum for one of {paths:?}:\n{}", lines.join("\n"))))
+}
+
+/// Types `poweroff` at the attached shell of `domain`; waits for the console to end
+/// because the domain is gone, and for its `destroyed` log line.
+fn poweroff_linux(machine: &mut Machine, (id, name): Domain) -> Result<()> {
+    machine.send_line("poweroff")?;
+    let gone = format!("[domain {id} is gone]");
+    let mut text = machine.expect(gone.as_str(), SHUTDOWN_TIMEOUT).map_err(|error| {
+        error.context(format!("`poweroff` typed in Linux domain {name} ({id}): the domain should end"))
+    })?;
+    text += &machine.expect(PROMPT, COMMAND_TIMEOUT)?;
+    await_log(machine, &text, (id, name), "destroyed").map(drop)
+}
+
+// --- the host side -------------------------------------------------------------------
+
+/// An e2fsprogs tool: /usr/sbin's copy (not on every user's PATH), else by name.
+fn e2fsprogs_tool(name: &str) -> PathBuf {
+    let sbin = Path::new("/usr/sbin").join(name);
+    if sbin.is_file() {
+        sbin
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+/// The lower-case hex sha256 of `bytes`, by coreutils' `sha256sum`.
+fn host_sha256(bytes: &[u8]) -> Result<String> {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| Error::new(format!("cannot run sha256sum: {error}")))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| Error::new("sha256sum has no stdin"))?;
+    let data = bytes.to_vec();
+    // Fed from a thread: sha256sum's output is tiny, but the pipe must not fill up.
+    let feeder = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data));
+    let output = child.wait_with_output().map_err(|error| Error::new(format!("sha256sum: {error}")))?;
+    let fed = feeder.join().map_err(|_| Error::new("feeding sha256sum panicked"))?;
+    fed.map_err(|error| Error::new(format!("writing to sha256sum: {error}")))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    match text.split_whitespace().next() {
+        Some(sum) if output.status.success() && sum.len() == 64 => Ok(sum.to_owned()),
+        _ => Err(Error::new(format!("sha256sum printed {text:?} ({})", output.status))),
+    }
+}
+
+/// After QEMU exited: `e2fsck -fn` finds the file system clean and each of [`FILES`],
+/// read with `debugfs -R "cat /<file>"`, has its size and the guest's sha256.
+fn check_image_on_host(image: &Path, sums: &[String], failures: &mut Failures) -> Result<()> {
+    let fsck = Command::new(e2fsprogs_tool("e2fsck"))
+        .arg("-fn")
+        .arg(image)
+        .output()
+        .map_err(|error| Error::new(format!("cannot run e2fsck (install e2fsprogs): {error}")))?;
+    failures.soft(qemu_tests::ensure(fsck.status.success(), || {
+        format!(
+            "`e2fsck -fn {}` should find the file system clean, exited with {}:\n{}{}",
+            image.display(),
+            fsck.status,
+            String::from_utf8_lossy(&fsck.stdout),
+            String::from_utf8_lossy(&fsck.stderr)
+        )
+    }))?;
+    for ((name, block, count), guest_sum) in FILES.iter().zip(sums) {
+        let cat = Command::new(e2fsprogs_tool("debugfs"))
+            .arg("-R")
+            .arg(format!("cat /{name}"))
+            .arg(image)
+            .output()
+            .map_err(|error| Error::new(format!("cannot run debugfs (install e2fsprogs): {error}")))?;
+        let host_sum = host_sha256(&cat.stdout)?;
+        failures.soft(qemu_tests::ensure(
+            cat.status.success() && cat.stdout.len() as u64 == block * count && host_sum == *guest_sum,
+            || {
+                format!(
+                    "debugfs read /{name} from {} as {} bytes with sha256 {host_sum}; the guest wrote {} bytes with sha256 {guest_sum} ({}; {})",
+                    image.display(),
+                    cat.stdout.len(),
+                    block * count,
+                    cat.status,
+                    String::from_utf8_lossy(&cat.stderr).trim()
+                )
+            },
+        ))?;
+    }
+    Ok(())
+}
+
+/// After QEMU exited: each committed chunk of the write stream is in `image` as the
+/// guest wrote it.
+fn check_stream_on_host(image: &Path, committed: &[Chunk], failures: &mut Failures) -> Result<()> {
+    if committed.is_empty() {
+        return Ok(());
+    }
+    let data = std::fs::read(image).map_err(|error| Error::new(format!("reading {}: {error}", image.display())))?;
+    for (index, guest_sum) in committed {
+        let start = (index * CHUNK_BYTES) as usize;
+        let chunk = data.get(start..start + CHUNK_BYTES as usize).unwrap_or_default();
+        let host_sum = host_sha256(chunk)?;
+        failures.soft(qemu_tests::ensure(host_sum == *guest_sum, || {
+            format!(
+                "chunk {index} of {} has sha256 {host_sum} on the host; the guest committed {guest_sum}",
+                image.display()
+            )
+        }))?;
+    }
+    Ok(())
+}
+
+/// The shell's `poweroff`: QEMU must exit cleanly (ACPI S5), so the disk images are
+/// complete.
+fn power_off_machine(machine: &mut Machine) -> Result<()> {
+    machine.wait_prompt_query(PROMPT_QUERY_WAIT);
+    machine.skip_pending_output();
+    machine.send_line("poweroff")?;
+    let status = machine.wait_exit(POWEROFF_TIMEOUT)?;
+    if machine.is_clean_exit(status) {
+        Ok(())
+    } else {
+        Err(machine.fail(format!("`poweroff` did not power off cleanly: {}", machine.explain_exit(status))))
+    }
+}
+
+// --- the checks ----------------------------------------------------------------------
+
+/// Attached to the writer's shell with the disk as xvda: size, file system, files,
+/// their sums, sync and umount. Returns the sums in [`FILES`]' order.
+fn write_files(machine: &mut Machine, failures: &mut Failures) -> Result<Vec<String>> {
+    let (_, lines) = linux_command(machine, "blockdev --getsize64 /dev/xvda", LINUX_COMMAND_TIMEOUT)?;
+    failures.soft(machine.check(lines == [DISK_BYTES.to_string()], || {
+        format!("`blockdev --getsize64 /dev/xvda` should print {DISK_BYTES}, printed {lines:?}")
+    }))?;
+    linux_must(machine, "mke2fs /dev/xvda >/dev/null", LINUX_IO_TIMEOUT)?;
+    linux_must(machine, "mkdir -p /mnt && mount -t ext4 /dev/xvda /mnt", LINUX_COMMAND_TIMEOUT)?;
+    let writes: Vec<String> = FILES
+        .iter()
+        .map(|(name, block, count)| format!("dd if=/dev/urandom of=/mnt/{name} bs={block} count={count} 2>/dev/null"))
+        .collect();
+    linux_must(machine, &writes.join(" && "), LINUX_IO_TIMEOUT)?;
+    let sums = guest_file_sums(machine)?;
+    linux_must(machine, "sync && umount /mnt", LINUX_IO_TIMEOUT)?;
+    Ok(sums)
+}
+
+/// Attached to the reader's shell with the disk read-only as xvda: the files read back
+/// with `sums`, and writing to the device fails.
+fn verify_files(machine: &mut Machine, sums: &[String], failures: &mut Failures) -> Result<()> {
+    let (_, lines) = linux_command(machine, "cat /sys/block/xvda/ro", LINUX_COMMAND_TIMEOUT)?;
+    failures.soft(machine.check(lines == ["1"], || format!("/sys/block/xvda/ro should be 1, is {lines:?}")))?;
+    linux_must(machine, "mkdir -p /mnt && mount -o ro -t ext4 /dev/xvda /mnt", LINUX_COMMAND_TIMEOUT)?;
+    let read = guest_file_sums(machine)?;
+    for (((name, _, _), written), read) in FILES.iter().zip(sums).zip(&read) {
+        failures.soft(machine.check(written == read, || {
+            format!("/mnt/{name} read back read-only with sha256 {read}, written with {written}")
+        }))?;
+    }
+    linux_must(machine, "umount /mnt", LINUX_COMMAND_TIMEOUT)?;
+    let (status, lines) =
+        linux_command(machine, "dd if=/dev/zero of=/dev/xvda bs=512 count=1 conv=fsync", LINUX_COMMAND_TIMEOUT)?;
+    failures.soft(machine.check(status != 0, || {
+        format!(
+            "writing to the read-only /dev/xvda (dd ... conv=fsync) should fail, exited with 0:\n{}",
+            lines.join("\n")
+        )
+    }))
+}
+
+/// The reader, attached, has the stream disk as xvdb: starts the chunk stream, waits
+/// for [`COMMITTED_BEFORE_DESTROY`] chunks, leaves the console and destroys the domain
+/// while it writes. Returns the chunks seen committed (index, sha256).
+fn destroy_mid_stream(machine: &mut Machine, domain: Domain, failures: &mut Failures) -> Result<Vec<Chunk>> {
+    let chunks = DISK_BYTES / CHUNK_BYTES;
+    let stream = format!(
+        "i=0; while [ $i -lt {chunks} ]; do dd if=/dev/urandom of=/tmp/chunk bs={CHUNK_BYTES} count=1 2>/dev/null && dd if=/tmp/chunk of=/dev/xvdb bs={CHUNK_BYTES} seek=$i count=1 conv=fsync 2>/dev/null || break; echo \"COMMITTED $i $(sha256sum < /tmp/chunk)\"; i=$((i+1)); done; echo STREAM-\"ENDED $i\""
+    );
+    machine.skip_pending_output();
+    machine.send_line(&stream)?;
+    let last = COMMITTED_BEFORE_DESTROY - 1;
+    let text = machine
+        .expect(Pattern::regex(&format!(r"COMMITTED {last} [0-9a-f]+  -\n")), LINUX_IO_TIMEOUT)
+        .map_err(|error| error.context("the write stream's committed chunks"))?;
+    let committed: Vec<Chunk> = output_lines(&text)
+        .into_iter()
+        .filter_map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["COMMITTED", index, sum, "-"] if sum.len() == 64 => Some((index.parse().ok()?, sum.to_owned())),
+            _ => None,
+        })
+        .collect();
+    let indices: Vec<u64> = committed.iter().map(|(index, _)| *index).collect();
+    failures.soft(machine.check(indices == (0..COMMITTED_BEFORE_DESTROY).collect::<Vec<_>>(), || {
+        format!("the stream should have printed COMMITTED 0..{last} in order, printed:\n{text}")
+    }))?;
+    detach(machine, domain.1)?;
+    let started = Instant::now();
+    destroy(machine, domain)?;
+    eprintln!("[{}] destroyed {} mid-stream in {:.1} s", machine.name(), domain.1, started.elapsed().as_secs_f64());
+    let ended = machine.transcript_text().contains("STREAM-ENDED");
+    failures.soft(machine.check(!ended, || {
+        "the write stream ended before the domain was destroyed: the destroy did not land mid-write".to_owned()
+    }))?;
+    Ok(committed)
+}
+
+/// Attached to a domain with the stream disk as xvda: every committed chunk reads back
+/// with its sha256.
+fn verify_chunks(machine: &mut Machine, committed: &[Chunk], failures: &mut Failures) -> Result<()> {
+    let indices: Vec<String> = committed.iter().map(|(index, _)| index.to_string()).collect();
+    let read = format!(
+        "for i in {}; do echo \"CHUNK $i $(dd if=/dev/xvda bs={CHUNK_BYTES} skip=$i count=1 2>/dev/null | sha256sum)\"; done",
+        indices.join(" ")
+    );
+    let lines = linux_must(machine, &read, LINUX_IO_TIMEOUT)?;
+    for (index, written) in committed {
+        let prefix = format!("CHUNK {index} ");
+        let read = lines.iter().find_map(|line| line.strip_prefix(&prefix)?.split_whitespace().next());
+        failures.soft(machine.check(read == Some(written.as_str()), || {
+            format!("committed chunk {index} (sha256 {written}) read back as {read:?} after the writer was destroyed")
+        }))?;
+    }
+    Ok(())
+}
+
+/// Attached to a Linux domain with a writable xvda: 1 MiB written past the stream's
+/// chunks reads back (after dropping the caches) with the same sha256.
+fn check_disk_still_works(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    let write = format!(
+        "dd if=/dev/urandom of=/tmp/probe bs={CHUNK_BYTES} count=16 2>/dev/null && dd if=/tmp/probe of=/dev/xvda bs={CHUNK_BYTES} seek={AFTER_STREAM_CHUNK} conv=fsync 2>/dev/null && sha256sum < /tmp/probe"
+    );
+    let written = linux_must(machine, &write, LINUX_IO_TIMEOUT)?;
+    let read = format!(
+        "blockdev --flushbufs /dev/xvda && echo 3 > /proc/sys/vm/drop_caches && dd if=/dev/xvda bs={CHUNK_BYTES} skip={AFTER_STREAM_CHUNK} count=16 2>/dev/null | sha256sum"
+    );
+    let read = linux_must(machine, &read, LINUX_IO_TIMEOUT)?;
+    let sum = |lines: &[String]| lines.first().and_then(|line| line.split_whitespace().next().map(str::to_owned));
+    let (written, read) = (sum(&written), sum(&read));
+    failures.soft(machine.check(written.is_some() && written == read, || {
+        format!("after blkhostile, 1 MiB written to xvda had sha256 {written:?} and read back as {read:?}")
+    }))
+}
+
+/// `create blkhostile` (kept after it powers off: `on_poweroff=preserve`), beside the
+/// running Linux domain: every check ok, `done 20/20`; then destroyed.
+fn check_blkhostile(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    let hostile = create(machine, "blkhostile on_poweroff=preserve", "blkhostile")?;
+    let reason = await_log(machine, "", hostile, "shut down:")?;
+    failures.soft(
+        machine.check(reason == "poweroff", || format!("blkhostile should power off, shut down with {reason:?}")),
+    )?;
+    attach(machine, "blkhostile")?;
+    let console = machine
+        .expect(Pattern::regex(r"blkhostile: done \d+/\d+\n"), COMMAND_TIMEOUT)
+        .map_err(|error| error.context("blkhostile's console replay"))?;
+    detach(machine, "blkhostile")?;
+    let lines: Vec<&str> = console.lines().filter(|line| line.starts_with("blkhostile: ")).collect();
+    let passed = lines.iter().filter(|line| line.ends_with(" ok")).count();
+    let failed: Vec<&&str> = lines.iter().filter(|line| line.contains(" FAILED")).collect();
+    let done = format!("blkhostile: done {BLKHOSTILE_CHECKS}/{BLKHOSTILE_CHECKS}");
+    failures.soft(
+        machine.check(passed == BLKHOSTILE_CHECKS && failed.is_empty() && lines.last() == Some(&done.as_str()), || {
+            format!("blkhostile should pass all {BLKHOSTILE_CHECKS} checks and print {done:?}; its console:\n{console}")
+        }),
+    )?;
+    destroy(machine, hostile)
+}
+
+/// `mem`'s `Free:` readings at the moments no domain was running, so a mismatch at
+/// the end says after which phase memory went missing.
+type FreeTrace = Vec<(&'static str, u64)>;
+
+/// Reads `mem`'s `Free:` into `trace` after `phase`.
+fn trace_free(machine: &mut Machine, trace: &mut FreeTrace, phase: &'static str) -> Result<()> {
+    let (free, _) = free_bytes(machine)?;
+    trace.push((phase, free));
+    Ok(())
+}
+
+/// `mem`'s `Free:` must be exactly `initial` again. A mismatch is reported with the
+/// readings of `trace` and dom0's xenstore directory (nodes left behind cost memory).
+fn check_free(
+    machine: &mut Machine,
+    (initial, initial_output): (u64, &str),
+    trace: &FreeTrace,
+    failures: &mut Failures,
+) -> Result<()> {
+    let (free, output) = free_bytes(machine)?;
+    if free == initial {
+        return Ok(());
+    }
+    let phases: String = trace
+        .iter()
+        .map(|(phase, free)| format!("\n  {phase}: Free {free} ({:+})", *free as i128 - initial as i128))
+        .collect();
+    let store = machine.run_command("xenstore-ls /local/domain/0")?;
+    failures.soft(machine.check(false, || {
+        format!(
+            "after destroying every domain `mem` says Free: {free} bytes, expected exactly {initial} (difference {}); readings with no domain running:{phases}\nbefore the first create:\n{initial_output}\nnow:\n{output}\nxenstore-ls /local/domain/0:\n{store}",
+            free as i128 - initial as i128
+        )
+    }))
+}
+
+/// One machine: the disk integrity checks on `driver`'s disk (see the module doc);
+/// the virtio-blk machine also runs the claims, destroy-mid-write and blkhostile checks.
+/// After the guests, the shell's `poweroff` and the checks of the images on the host.
+fn disk_integrity(driver: Driver, name: &str) -> Result<()> {
+    let mut images = DiskImages::new(name)?;
+    let disk_image = images.create("disk.img")?;
+    let stream_image = images.create("stream.img")?;
+    let mut extra_args = driver.qemu_args(&disk_image);
+    if driver == Driver::VirtioBlk {
+        let drive = format!("file={},format=raw,if=none,id=d1", stream_image.display());
+        extra_args.extend(["-drive".into(), drive, "-device".into(), "virtio-blk-pci,drive=d1".into()]);
+    }
+    run_disk_test(name, &mut images, extra_args, |machine, failures| {
+        let (initial, initial_output) = free_bytes(machine)?;
+        let mut trace = FreeTrace::new();
+        let (sums, committed) = guest_checks(machine, driver, &mut trace, failures)?;
+        check_free(machine, (initial, &initial_output), &trace, failures)?;
+        power_off_machine(machine)?;
+        check_image_on_host(&disk_image, &sums, failures)?;
+        check_stream_on_host(&stream_image, &committed, failures)
+    })
+}
+
+/// Everything done through the guests; returns the files' sums and the stream's
+/// committed chunks (none but on virtio-blk). Leaves no domain behind.
+fn guest_checks(
+    machine: &mut Machine,
+    driver: Driver,
+    trace: &mut FreeTrace,
+    failures: &mut Failures,
+) -> Result<(Vec<String>, Vec<Chunk>)> {
+    let disk = driver.disk();
+    let virtio = driver == Driver::VirtioBlk;
+    check_disk(machine, driver, disk, "-", failures)?;
+    if virtio {
+        check_disk(machine, driver, "vdb", "-", failures)?;
+    }
+
+    // The writer: the config route on virtio-blk, hot-plug on the others.
+    let writer = if virtio {
+        let writer = boot_linux(machine, "linuxdisk", "linuxdisk")?;
+        await_partition(machine, "xvda", failures)?;
+        detach(machine, writer.1)?;
+        writer
+    } else {
+        let writer = boot_linux(machine, "linux1", "linux1")?;
+        detach(machine, writer.1)?;
+        block_attach(machine, writer, &format!("phy:{disk},xvda,w"), failures)?;
+        writer
+    };
+    check_disk(machine, driver, disk, &format!("{}:xvda rw", writer.1), failures)?;
+    if virtio {
+        let demo = create(machine, "demo", "demo")?;
+        for mode in ["w", "r"] {
+            let spec = format!("phy:{disk},xvda,{mode}");
+            check_attach_refused(machine, ("demo", &spec), (disk, "read-write", writer), failures)?;
+        }
+        destroy(machine, demo)?;
+    }
+    attach(machine, writer.1)?;
+    if !virtio {
+        await_partition(machine, "xvda", failures)?;
+    }
+    let started = Instant::now();
+    let sums = write_files(machine, failures)?;
+    eprintln!("[{}] file system written in {:.1} s", machine.name(), started.elapsed().as_secs_f64());
+    poweroff_linux(machine, writer)?;
+    check_disk(machine, driver, disk, "-", failures)?;
+    trace_free(machine, trace, "after the writer's poweroff")?;
+
+    // The reader: read-only, by hot-plug.
+    let reader = boot_linux(machine, "linux1", "linux1")?;
+    detach(machine, reader.1)?;
+    block_attach(machine, reader, &format!("phy:{disk},xvda,r"), failures)?;
+    check_disk(machine, driver, disk, "linux1:xvda ro", failures)?;
+    if virtio {
+        let demo = create(machine, "demo", "demo")?;
+        let writable = format!("phy:{disk},xvda,w");
+        check_attach_refused(machine, ("demo", &writable), (disk, "read-only", reader), failures)?;
+        block_attach(machine, demo, &format!("phy:{disk},xvda,r"), failures)?;
+        check_disk(machine, driver, disk, "linux1:xvda ro, demo:xvda ro", failures)?;
+        destroy(machine, demo)?;
+        check_disk(machine, driver, disk, "linux1:xvda ro", failures)?;
+    }
+    attach(machine, reader.1)?;
+    await_partition(machine, "xvda", failures)?;
+    verify_files(machine, &sums, failures)?;
+    if !virtio {
+        poweroff_linux(machine, reader)?;
+        check_disk(machine, driver, disk, "-", failures)?;
+        return Ok((sums, Vec::new()));
+    }
+
+    // Destroy in the middle of a write stream, on vdb.
+    detach(machine, reader.1)?;
+    block_attach(machine, reader, "phy:vdb,xvdb,w", failures)?;
+    attach(machine, reader.1)?;
+    await_partition(machine, "xvdb", failures)?;
+    let committed = destroy_mid_stream(machine, reader, failures)?;
+    check_disk(machine, driver, disk, "-", failures)?;
+    check_disk(machine, driver, "vdb", "-", failures)?;
+    trace_free(machine, trace, "after the reader's destroy mid-stream")?;
+
+    // A third domain reads the chunks back, then serves beside blkhostile.
+    let checker = boot_linux(machine, "linux1", "linux1")?;
+    detach(machine, checker.1)?;
+    block_attach(machine, checker, "phy:vdb,xvda,w", failures)?;
+    attach(machine, checker.1)?;
+    await_partition(machine, "xvda", failures)?;
+    verify_chunks(machine, &committed, failures)?;
+    detach(machine, checker.1)?;
+    check_blkhostile(machine, failures)?;
+    attach(machine, checker.1)?;
+    check_disk_still_works(machine, failures)?;
+    poweroff_linux(machine, checker)?;
+    check_disk(machine, driver, "vdb", "-", failures)?;
+    Ok((sums, committed))
+}
+
+#[test]
+fn linux_disk_integrity_on_virtio_blk() -> Result<()> {
+    disk_integrity(Driver::VirtioBlk, "linux_disk_integrity_on_virtio_blk")
+}
+
+#[test]
+fn linux_disk_integrity_on_ahci() -> Result<()> {
+    disk_integrity(Driver::Ahci, "linux_disk_integrity_on_ahci")
+}
+
+#[test]
+fn linux_disk_integrity_on_nvme() -> Result<()> {
+    disk_integrity(Driver::Nvme, "linux_disk_integrity_on_nvme")
+}
