@@ -7,7 +7,8 @@
 #   make guests  the no_std test guests, build/guests/<name>.elf
 #   make guest-linux  the Linux guest: Debian's cloud kernel and a busybox initramfs
 #   make test-image  build/basalt-test.img: the image plus every test guest and config
-#   make bench   image/binary sizes, boot-to-prompt times, guest and Linux boot figures
+#   make bench   image/binary sizes, boot-to-prompt times, guest and Linux boot figures,
+#                disk throughput (dom0, a Linux domU, Linux without Basalt)
 #
 # Both `run` and `test` install what they need (Debian packages, the Rust target).
 
@@ -41,8 +42,9 @@ GUEST_VMLINUX := $(BUILD)/guests/vmlinux
 IMAGE_PACKAGES := grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools binutils
 # e2fsprogs: tests/disks.rs checks the file systems its Linux guests wrote (e2fsck, debugfs).
 EMULATOR_PACKAGES := qemu-system-x86 ovmf bochs bochsbios seabios e2fsprogs
-# `make bench` unpacks the guest kernel's LZ4 payload to boot it under QEMU directly.
-BENCH_PACKAGES := lz4
+# `make bench` unpacks the guest kernel's LZ4 payload to boot it under QEMU directly,
+# and builds the disk benchmark's guest program statically (gcc, glibc's libc.a).
+BENCH_PACKAGES := lz4 gcc libc6-dev
 
 # QEMU for `make run`: AMD SVM + nested paging under TCG (no KVM here), two CPUs.
 # 2 GiB: room for two 256 MiB Linux domUs beside the hypervisor's heap (1/16 of RAM),
@@ -51,7 +53,7 @@ QEMU_RUN_FLAGS ?= -accel tcg -cpu qemu64,+svm,+npt -smp 2 -m 2048 -machine pc \
 	-drive file=$(IMG),format=raw,if=ide,snapshot=on \
 	-serial mon:stdio -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04
 
-.PHONY: all image hypervisor hypervisor-elf guests test-image run test unit-test qemu-test bench fuzz clean deps image-deps emulator-deps bench-deps rust-target fmt-check guest-kernel guest-linux
+.PHONY: all image hypervisor hypervisor-elf guests test-image run test unit-test qemu-test bench bench-image fuzz clean deps image-deps emulator-deps bench-deps rust-target fmt-check guest-kernel guest-linux
 
 all: image
 
@@ -197,10 +199,51 @@ qemu-test: emulator-deps image test-image
 
 test: deps unit-test qemu-test
 
-bench: emulator-deps bench-deps image test-image $(GUEST_VMLINUX)
+bench: emulator-deps bench-deps image test-image bench-image $(GUEST_VMLINUX)
 	$(CARGO) run -p qemu-tests --release --bin boot-bench
 	$(CARGO) run -p qemu-tests --release --bin guest-bench
 	$(CARGO) run -p qemu-tests --release --bin linux-bench
+	$(CARGO) run -p qemu-tests --release --bin disk-bench
+
+# --- the disk benchmark's guest payload (bench only; the tests never use it) ---------
+
+# qemu-tests/src/bin/disk-bench.rs runs guest-payload/blkbench.c (the workload of dom0's
+# `disk-bench`, O_DIRECT) inside Linux, on Basalt and directly under QEMU. Its image,
+# build/basalt-bench.img, is the hypervisor with the same kernel, an initramfs that is
+# the payload's plus /usr/bin/blkbench and virtio-blk's modules (for the QEMU-direct
+# run; under Basalt virtio_pci finds no device and stays idle), named `initramfs` like
+# the payload's, and configs/linuxdisk.cfg. rcS, init and the tests' initramfs are
+# unchanged. Without a static C toolchain blkbench is left out and disk-bench falls
+# back to busybox dd (it says so).
+BENCH_DIR := $(BUILD)/bench
+BENCH_IMG := $(BUILD)/basalt-bench.img
+BENCH_HELPER := $(BENCH_DIR)/blkbench
+BENCH_MODULES := $(BENCH_DIR)/modules
+BENCH_MODULES_ORDER := $(BENCH_MODULES)/load-order
+BENCH_INITRAMFS := $(BENCH_DIR)/initramfs-bench.cpio.gz
+
+bench-image: image-deps hypervisor-elf guest-linux $(BENCH_INITRAMFS)
+	image/mkimage.sh $(ELF) $(BENCH_IMG) $(GUEST_KERNEL):vmlinuz $(BENCH_INITRAMFS):initramfs \
+		qemu-tests/guests/configs/linuxdisk.cfg:linuxdisk.cfg
+
+$(BENCH_HELPER): guest-payload/blkbench.c
+	@mkdir -p $(@D)
+	@if gcc -O2 -static -s -Wall -Wextra -o $@.tmp $< 2>$(BENCH_DIR)/blkbench.log; then mv $@.tmp $@; \
+	else rm -f $@ $@.tmp; echo "bench: no static build of blkbench (gcc -static, see $(BENCH_DIR)/blkbench.log): disk-bench's guests fall back to busybox dd"; fi
+
+# The payload's modules plus virtio-blk's, from the same package as the kernel (the
+# newest one fetched: the one $(GUEST_KERNEL) was copied from).
+$(BENCH_MODULES_ORDER): $(GUEST_MODULES_ORDER) guest-payload/extract-modules.sh
+	@mkdir -p $(BENCH_DIR)
+	@deb=$$(ls -t $(BUILD)/guests/linux-image/linux-image-*.deb | head -n 1) && \
+	rm -rf $(BENCH_DIR)/unpacked && dpkg-deb -x $$deb $(BENCH_DIR)/unpacked && \
+	guest-payload/extract-modules.sh $(BENCH_DIR)/unpacked $(BENCH_MODULES) $(GUEST_MODULE_NAMES) virtio_blk virtio_pci; \
+	status=$$?; rm -rf $(BENCH_DIR)/unpacked; exit $$status
+
+$(BENCH_INITRAMFS): $(GUEST_BUSYBOX) $(BENCH_MODULES_ORDER) $(BENCH_HELPER) $(GUEST_PAYLOAD_FILES)
+	rm -rf $(BENCH_DIR)/rootfs && cp -r guest-payload/rootfs $(BENCH_DIR)/rootfs
+	if [ -f $(BENCH_HELPER) ]; then mkdir -p $(BENCH_DIR)/rootfs/usr/bin && cp $(BENCH_HELPER) $(BENCH_DIR)/rootfs/usr/bin/blkbench; fi
+	guest-payload/mkinitramfs.sh $(GUEST_BUSYBOX) $(BENCH_DIR)/rootfs $@ $(BENCH_MODULES)
 
 # Coverage-guided fuzzing of every parser of outside input (not part of `test`: it needs
 # a nightly toolchain and cargo-fuzz, and runs for FUZZ_SECONDS per target).
