@@ -774,3 +774,86 @@ impl VbdHandshake {
         }
     }
 }
+
+/// The fuzz target's body (builtin-dom0/fuzz/fuzz_targets/blkif_handshake.rs), shared
+/// with a host test: the frontend directory of a vbd gets whatever `data` says (each
+/// record: a key selector, a length, that many value bytes; some selectors remove a
+/// node or start a detach), with a handshake step after each record and the caller's
+/// answer to every action. Nothing may panic, and the backend's `state` node always
+/// matches the handshake's phase. Panics (by `assert!`) only when that breaks.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    const KEYS: [&str; 8] = [
+        "state",
+        "ring-ref",
+        "event-channel",
+        "protocol",
+        "feature-persistent",
+        "ring-page-order",
+        "ring-ref0",
+        "multi-queue-num-queues",
+    ];
+    const DOMID: u16 = 3;
+    const DEVID: u32 = 51712;
+    let mut store = Xenstore::new();
+    if store.introduce(DOMID).is_err() {
+        return;
+    }
+    let config = BlkifConfig::default();
+    let params = VbdParams {
+        vdev: "xvda",
+        target: "ram:16M",
+        writable: true,
+        sectors: 32768,
+        sector_size: 512,
+        physical_sector_size: 512,
+        config: &config,
+        persistent: data.first().is_some_and(|byte| byte & 1 != 0),
+    };
+    let Ok(mut vbd) = VbdHandshake::create(&mut store, DOMID, DEVID, &params) else { return };
+    let frontend = frontend_path(DOMID, DEVID);
+    let backend_state = |store: &Xenstore| match store.read(&format!("{}/state", backend_path(DOMID, DEVID))) {
+        Ok(value) => XenbusState::from_node(&value),
+        Err(_) => XenbusState::Unknown,
+    };
+    let mut rest = data.get(1..).unwrap_or(&[]);
+    let mut connects = 0u32;
+    while let [selector, length, tail @ ..] = rest {
+        let length = usize::from(*length % 24).min(tail.len());
+        let (value, after) = tail.split_at(length);
+        rest = after;
+        let key = KEYS[usize::from(selector % 8)];
+        match selector >> 3 {
+            0 => {
+                let _ = store.rm(&format!("{frontend}/{key}"));
+            }
+            1 => {
+                let _ = vbd.detach(&mut store);
+            }
+            _ => {
+                let _ = store.write(&format!("{frontend}/{key}"), value);
+            }
+        }
+        let Ok(action) = vbd.step(&mut store) else { continue };
+        match action {
+            HandshakeAction::Connect { .. } => {
+                connects += 1;
+                let answer =
+                    if connects % 3 == 0 { vbd.failed(&mut store, "refused") } else { vbd.connected(&mut store) };
+                assert!(answer.is_ok());
+            }
+            HandshakeAction::Disconnect => assert!(vbd.closed(&mut store).is_ok()),
+            HandshakeAction::Refused(_) | HandshakeAction::ReadyToRemove | HandshakeAction::Wait => {}
+        }
+        let expected = match vbd.phase() {
+            VbdPhase::WaitingForFrontend => XenbusState::InitWait,
+            VbdPhase::Connected if vbd.detaching() => XenbusState::Closing,
+            VbdPhase::Connected => XenbusState::Connected,
+            VbdPhase::Closing => XenbusState::Closing,
+            VbdPhase::Closed => XenbusState::Closed,
+            VbdPhase::Connecting | VbdPhase::Disconnecting => panic!("an action was left unanswered"),
+        };
+        assert_eq!(backend_state(&store), expected);
+    }
+    assert!(vbd.remove(&mut store).is_ok());
+}

@@ -757,3 +757,21 @@ fn whatever_the_guest_writes_nothing_panics_and_the_states_stay_consistent() {
     }
     assert!(seen.iter().all(|&count| count > 0), "every outcome is exercised: {seen:?}");
 }
+
+#[test]
+fn the_fuzz_body_survives_sample_inputs() {
+    let mut random = Random(0x5eed);
+    for length in [0usize, 1, 2, 7, 64, 600, 4096] {
+        for _ in 0..20 {
+            let data: Vec<u8> = (0..length).map(|_| random.next() as u8).collect();
+            fuzz_one(&data);
+        }
+    }
+    // A frontend that connects properly, then closes.
+    let mut script = alloc::vec![0u8];
+    for (key, value) in [(1u8, &b"8"[..]), (2, b"5"), (3, b"x86_64-abi"), (0, b"3"), (0, b"4"), (0, b"6")] {
+        script.extend_from_slice(&[(2 << 3) | key, value.len() as u8]);
+        script.extend_from_slice(value);
+    }
+    fuzz_one(&script);
+}
