@@ -22,9 +22,12 @@
 //! segments), their sha256, `sync`, `umount`, `poweroff` (the domain goes away, the
 //! holder with it). A second domain gets the disk read-only (`block-attach ... ,r`):
 //! `/sys/block/xvda/ro` is 1, `mount -o ro`, every file's sha256 matches, and a write to
-//! the device (`dd ... conv=fsync`) fails. After the shell's `poweroff`: `e2fsck -fn` is
-//! clean and each file read by `debugfs` has the guest's size and sha256. `mem`'s
-//! `Free:` after the last domain is gone equals its value before the first `create`.
+//! the device (`dd ... conv=fsync`) fails (Linux refuses it itself — blkfront marks the
+//! disk read-only from the back end's `mode` = `r` — so this does not reach the back
+//! end's own refusal). After the shell's `poweroff`: `e2fsck -fn` is clean and each file
+//! read by `debugfs` has the guest's size and sha256. `mem`'s `Free:` after the last
+//! domain is gone equals its value before the first `create`; a mismatch is reported
+//! with the readings taken whenever no domain ran and dom0's xenstore directory.
 //!
 //! The virtio-blk machine also carries:
 //! - disk claims: while linuxdisk holds vda read-write, `block-attach` of vda to a demo
