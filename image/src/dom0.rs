@@ -81,6 +81,7 @@ pub fn init() {
     xen::prepare_dom0();
     if xen::add_domain(REHEARSAL_DOMID, 1).is_ok() {
         let _ = connect_domain(REHEARSAL_DOMID, "rehearsal", 1 << 20, 1);
+        crate::vbd::rehearse(REHEARSAL_DOMID);
         xen::remove_domain(REHEARSAL_DOMID);
         forget(REHEARSAL_DOMID);
     }

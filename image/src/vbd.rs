@@ -164,9 +164,12 @@ pub fn attach(domid: u16, name: &str, spec: &DiskSpec) -> Result<String, String>
                 return Err(format!("{}: xenstore: {error}", spec.vdev));
             }
         };
+        let shown = match &source {
+            Source::Phy(disk) => disk.clone(),
+            Source::Ram { .. } => source.describe(),
+        };
         let message = format!(
-            "attached {} to domain {domid} ({name}) as {} ({})",
-            source.describe(),
+            "attached {shown} to domain {domid} ({name}) as {} ({})",
             spec.vdev,
             if spec.writable { "rw" } else { "ro" }
         );
@@ -185,6 +188,23 @@ pub fn attach(domid: u16, name: &str, spec: &DiskSpec) -> Result<String, String>
         });
         Ok(message)
     })
+}
+
+/// Part of dom0's boot rehearsal (`dom0::init`): gives the rehearsal domain a small RAM
+/// disk and a claim, which its `forget` then takes away, so the tables that keep
+/// their room after first use (the device list, the claims, the `backend/vbd`
+/// directories in xenstore) are allocated at boot and `mem` agrees to the byte before
+/// and after a guest with disks.
+pub fn rehearse(domid: u16) {
+    let spec = DiskSpec { source: DiskSource::Ram(4096), vdev: "xvda".to_string(), writable: true };
+    if let Err(error) = attach(domid, "rehearsal", &spec) {
+        warn!("dom0: disk rehearsal: {error}");
+    }
+    with_vbds(|vbds| {
+        if let Ok(claim) = vbds.claims.claim("rehearsal", &[], domid, "rehearsal", true) {
+            vbds.claims.release(claim);
+        }
+    });
 }
 
 /// `block-detach`: asks the frontend to close the device (it is removed once the
