@@ -38,6 +38,8 @@ pub mod ahci;
 #[cfg(test)]
 pub mod fake;
 pub mod interrupts;
+#[cfg(test)]
+mod interrupts_tests;
 pub mod nvme;
 pub mod virtio_blk;
 

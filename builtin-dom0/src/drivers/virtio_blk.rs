@@ -22,9 +22,17 @@
 //!   sequence of chunks, the next chunk posted when the previous one completes, and it
 //!   completes once, after its last chunk or its first failed one. Discards are split
 //!   the same way by `max_discard_sectors`.
-//! * Completion is polled. `poll_completions` acknowledges the ISR (so a level-
-//!   triggered INTx line that only wakes the poller drops), reaps the used ring, then
-//!   checks for `DEVICE_NEEDS_RESET` and for timeouts.
+//! * Completion is polled. `poll_completions` acknowledges the ISR (harmless with
+//!   MSI-X, and what a device left signalling through the ISR needs), reaps the used
+//!   ring, then checks for `DEVICE_NEEDS_RESET` and for timeouts.
+//! * Interrupts only wake the polling CPU (drivers module). With MSI-X set up by
+//!   [`enable_message_interrupts`], `config_msix_vector` and queue 0's
+//!   `queue_msix_vector` are set to vector 0 (every table entry carries the same
+//!   message) during every initialisation, before DRIVER_OK, and read back: a device
+//!   that answers VIRTIO_MSI_NO_VECTOR refused it (§4.1.5.1.2) and the driver polls
+//!   without interrupts. With plain MSI, which virtio-pci does not use (without MSI-X
+//!   the device signals through the ISR and INTx, switched off here), the vectors stay
+//!   VIRTIO_MSI_NO_VECTOR. [`VirtioBlk::interrupt_mode`] says what is in effect.
 //! * Nothing the device writes is trusted: a used index that claims more than a ring's
 //!   worth of new entries resets the device; a used id that is not the head of an
 //!   in-flight slot's chain is ignored and counted; a used length larger than what the
@@ -46,11 +54,13 @@
 //!   still write to it).
 //! * The model string is "virtio-blk", followed by the serial number when the device
 //!   answers VIRTIO_BLK_T_GET_ID at probe.
-//! * Dropping the driver resets the device before its DMA memory is freed.
+//! * Dropping the driver sets both vectors back to VIRTIO_MSI_NO_VECTOR, then resets
+//!   the device before its DMA memory is freed.
 
 #[cfg(test)]
 mod tests;
 
+use super::interrupts::{enable_message_interrupts, InterruptMode};
 use super::{DmaRegion, DriverError, Platform, ProbeContext, Registers};
 use crate::block::{check_request, BlockDevice, BlockError, Completion, DeviceInfo, Op, Request, RequestId};
 use crate::pci::{
@@ -114,6 +124,8 @@ const VIRTIO_PCI_COMMON_Q_USEDLO: u64 = 0x30;
 const VIRTIO_PCI_COMMON_CFG_LENGTH: u64 = 0x38;
 /// "No MSI-X vector" for `VIRTIO_PCI_COMMON_MSIX` / `_Q_MSIX`.
 const VIRTIO_MSI_NO_VECTOR: u16 = 0xFFFF;
+/// The MSI-X vector used for configuration changes and queue 0 alike.
+const VIRTIO_COMPLETION_VECTOR: u16 = 0;
 
 // ---- Device status (Virtio 1.1 §2.1) ----
 
@@ -758,6 +770,11 @@ pub struct VirtioBlk {
     /// Reset or re-initialisation failed: nothing is accepted any more.
     dead: bool,
     stats: VirtioBlkStats,
+    /// What the PCI function was set up for at probe.
+    pci_interrupts: InterruptMode,
+    /// What is in effect since the last initialisation: `pci_interrupts` if the device
+    /// took its MSI-X vectors, else `Polled`.
+    interrupt_mode: InterruptMode,
 }
 
 /// Claims a virtio-blk function: finds its structures, negotiates features, sets up
@@ -782,12 +799,17 @@ pub fn probe(context: ProbeContext<'_>) -> Result<VirtioBlk, DriverError> {
     // before it may master the bus.
     transport.reset(platform.as_ref())?;
     enable_bus_mastering(context.config, function.address);
-    VirtioBlk::bring_up(transport, platform)
+    let pci_interrupts = enable_message_interrupts(function, context.config, platform.as_ref());
+    VirtioBlk::bring_up(transport, platform, pci_interrupts)
 }
 
 impl VirtioBlk {
     /// Initialisation (§3.1.1) up to DRIVER_OK, allocating the queue and slots.
-    fn bring_up(transport: Transport, platform: Arc<dyn Platform>) -> Result<VirtioBlk, DriverError> {
+    fn bring_up(
+        transport: Transport,
+        platform: Arc<dyn Platform>,
+        pci_interrupts: InterruptMode,
+    ) -> Result<VirtioBlk, DriverError> {
         let result = Self::negotiate(&transport, platform.as_ref(), None).and_then(|features| {
             let config = BlkConfig::read(&transport, features)?;
             let geometry = Geometry::from_config(&config)?;
@@ -853,6 +875,8 @@ impl VirtioBlk {
             next_request_id: 1,
             dead: false,
             stats: VirtioBlkStats::default(),
+            pci_interrupts,
+            interrupt_mode: InterruptMode::Polled,
         };
         // On failure `device` is dropped, which resets the device before freeing.
         device.start_queue()?;
@@ -961,18 +985,35 @@ impl VirtioBlk {
         transport.set_status(VIRTIO_CONFIG_S_FAILED);
     }
 
-    /// Programs queue 0 (after negotiation), enables it and sets DRIVER_OK.
+    /// Programs queue 0 (after negotiation) and its interrupt vectors, enables it and
+    /// sets DRIVER_OK.
     fn start_queue(&mut self) -> Result<(), DriverError> {
+        let vector = match self.pci_interrupts {
+            InterruptMode::MsiX { .. } => VIRTIO_COMPLETION_VECTOR,
+            InterruptMode::Msi | InterruptMode::Polled => VIRTIO_MSI_NO_VECTOR,
+        };
         let transport = &self.transport;
         let common = transport.common;
-        transport.write16(common, VIRTIO_PCI_COMMON_MSIX, VIRTIO_MSI_NO_VECTOR);
+        transport.write16(common, VIRTIO_PCI_COMMON_MSIX, vector);
+        let config_vector_taken = transport.read16(common, VIRTIO_PCI_COMMON_MSIX) == Some(vector);
         transport.write16(common, VIRTIO_PCI_COMMON_Q_SELECT, 0);
         let maximum = transport.read16(common, VIRTIO_PCI_COMMON_Q_SIZE).unwrap_or(0);
         if maximum < self.queue.size {
             return Err(DriverError::Device(format!("queue 0 shrank to {maximum} entries")));
         }
         transport.write16(common, VIRTIO_PCI_COMMON_Q_SIZE, self.queue.size);
-        transport.write16(common, VIRTIO_PCI_COMMON_Q_MSIX, VIRTIO_MSI_NO_VECTOR);
+        transport.write16(common, VIRTIO_PCI_COMMON_Q_MSIX, vector);
+        let queue_vector_taken = transport.read16(common, VIRTIO_PCI_COMMON_Q_MSIX) == Some(vector);
+        self.interrupt_mode = if vector != VIRTIO_MSI_NO_VECTOR && config_vector_taken && queue_vector_taken {
+            self.pci_interrupts
+        } else {
+            if vector != VIRTIO_MSI_NO_VECTOR {
+                // Refused (out of vectors): no half set-up, both stay quiet.
+                transport.write16(common, VIRTIO_PCI_COMMON_MSIX, VIRTIO_MSI_NO_VECTOR);
+                transport.write16(common, VIRTIO_PCI_COMMON_Q_MSIX, VIRTIO_MSI_NO_VECTOR);
+            }
+            InterruptMode::Polled
+        };
         transport.write64(common, VIRTIO_PCI_COMMON_Q_DESCLO, self.queue.physical(0));
         transport.write64(common, VIRTIO_PCI_COMMON_Q_AVAILLO, self.queue.physical(self.queue.available_offset));
         transport.write64(common, VIRTIO_PCI_COMMON_Q_USEDLO, self.queue.physical(self.queue.used_offset));
@@ -989,6 +1030,11 @@ impl VirtioBlk {
             return Err(DriverError::Device(String::from("device failed at DRIVER_OK")));
         }
         Ok(())
+    }
+
+    /// How the device signals completions now (MSI-X only if it took its vectors).
+    pub fn interrupt_mode(&self) -> InterruptMode {
+        self.interrupt_mode
     }
 
     /// Counters of device misbehaviour and recoveries.
@@ -1191,6 +1237,7 @@ impl VirtioBlk {
         if !quiet {
             // Its memory is never reused; Drop tries the reset once more.
             self.dead = true;
+            self.interrupt_mode = InterruptMode::Polled;
             return;
         }
         self.queue.clear();
@@ -1199,6 +1246,7 @@ impl VirtioBlk {
         if restarted.is_err() {
             Self::give_up(&self.transport, self.platform.as_ref());
             self.dead = true;
+            self.interrupt_mode = InterruptMode::Polled;
         }
     }
 }
@@ -1259,6 +1307,11 @@ impl BlockDevice for VirtioBlk {
 
 impl Drop for VirtioBlk {
     fn drop(&mut self) {
+        // Quiet first: a device that ignores the reset below still stops signalling.
+        let common = self.transport.common;
+        self.transport.write16(common, VIRTIO_PCI_COMMON_MSIX, VIRTIO_MSI_NO_VECTOR);
+        self.transport.write16(common, VIRTIO_PCI_COMMON_Q_SELECT, 0);
+        self.transport.write16(common, VIRTIO_PCI_COMMON_Q_MSIX, VIRTIO_MSI_NO_VECTOR);
         if self.transport.reset(self.platform.as_ref()).is_ok() {
             return; // The device is quiet: the DMA regions are freed with the fields.
         }

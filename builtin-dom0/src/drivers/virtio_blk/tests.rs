@@ -6,7 +6,8 @@
 extern crate std;
 
 use super::*;
-use crate::drivers::fake::{FakeMemory, FakePlatform};
+use crate::drivers::fake::{FakeMemory, FakeMsixTable, FakePlatform, TEST_MESSAGE};
+use crate::pci::{read_command, PCI_COMMAND_INTX_DISABLE, PCI_MSIX_ENTRY_CTRL_MASKBIT};
 use crate::pci::{
     Bar, ByteConfigSpace, ClassCode, HeaderType, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, VIRTIO_BLK_MODERN_DEVICE_ID,
 };
@@ -22,6 +23,9 @@ const NOTIFY_MULTIPLIER: u32 = 4;
 /// The fake's queue_notify_off for queue 0: the doorbell is at NOTIFY + 2 × 4.
 const QUEUE_NOTIFY_OFF: u16 = 2;
 const BAR_LENGTH: u64 = 0x4000;
+/// BAR 1 holds the MSI-X table (two entries).
+const MSIX_TABLE_BAR: u32 = 1;
+const MSIX_BAR_LENGTH: u64 = 0x1000;
 const SECTOR: usize = 512;
 
 /// `struct virtio_blk_config` values the fake reports.
@@ -67,6 +71,12 @@ struct DeviceModel {
     ignore_reset: bool,
     /// GET_ID requests are swallowed (never completed).
     swallow_get_id: bool,
+    /// MSI-X vectors are refused (read back VIRTIO_MSI_NO_VECTOR), as a device out of
+    /// vectors does.
+    refuse_vectors: bool,
+    /// `config_msix_vector` and queue 0's `queue_msix_vector`.
+    config_vector: u16,
+    queue_vector: u16,
     /// What GET_ID answers (QEMU's `serial=` property; empty by default).
     serial: Vec<u8>,
     // Observations.
@@ -124,6 +134,9 @@ impl DeviceModel {
             refuse_features: false,
             ignore_reset: false,
             swallow_get_id: false,
+            refuse_vectors: false,
+            config_vector: VIRTIO_MSI_NO_VECTOR,
+            queue_vector: VIRTIO_MSI_NO_VECTOR,
             serial: Vec::new(),
             resets: 0,
             flushes: 0,
@@ -144,6 +157,8 @@ impl DeviceModel {
         self.used = 0;
         self.last_avail = 0;
         self.used_index = 0;
+        self.config_vector = VIRTIO_MSI_NO_VECTOR;
+        self.queue_vector = VIRTIO_MSI_NO_VECTOR;
     }
 
     fn config_bytes(&self) -> [u8; 0x40] {
@@ -168,13 +183,14 @@ impl DeviceModel {
                     0x04 => selected_half(self.offered, self.device_feature_select),
                     0x08 => u64::from(self.driver_feature_select),
                     0x0C => selected_half(self.driver_features, self.driver_feature_select),
-                    0x10 => 0xFFFF,
+                    0x10 => u64::from(self.config_vector),
                     0x12 => 1,
                     0x14 => u64::from(self.status),
                     0x15 => 0,
                     0x16 => u64::from(self.queue_select),
                     0x18 if self.queue_select == 0 => u64::from(self.queue_size),
-                    0x1A => 0xFFFF,
+                    0x1A if self.queue_select == 0 => u64::from(self.queue_vector),
+                    0x1A => u64::from(VIRTIO_MSI_NO_VECTOR),
                     0x1C => u64::from(self.queue_enable),
                     0x1E => u64::from(QUEUE_NOTIFY_OFF),
                     0x20 => self.desc,
@@ -212,7 +228,9 @@ impl DeviceModel {
                 1 => self.driver_features = (self.driver_features & 0xFFFF_FFFF) | value << 32,
                 _ => {}
             },
+            0x10 => self.config_vector = self.vector_answer(value as u16),
             0x14 => self.write_status(value as u8),
+            0x1A if self.queue_select == 0 => self.queue_vector = self.vector_answer(value as u16),
             0x16 => self.queue_select = value as u16,
             0x18 if self.queue_select == 0 => self.queue_size = value as u16,
             0x1C if self.queue_select == 0 => self.queue_enable = value as u16,
@@ -229,6 +247,16 @@ impl DeviceModel {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// What a vector register holds after the driver writes `vector` (QEMU keeps
+    /// VIRTIO_MSI_NO_VECTOR for a vector it cannot use).
+    fn vector_answer(&self, vector: u16) -> u16 {
+        if self.refuse_vectors {
+            VIRTIO_MSI_NO_VECTOR
+        } else {
+            vector
         }
     }
 
@@ -412,7 +440,10 @@ fn config_space(device_id: u16) -> Vec<u8> {
         }
     };
     // QEMU's order: an MSI-X capability first, then common, ISR, device, notify.
+    // Two entries, the table at 0 in BAR 1 and the pending bits at 0x800 (QEMU's).
     bytes[0x40..0x44].copy_from_slice(&[0x11, 0x50, 0x01, 0x00]);
+    bytes[0x44..0x48].copy_from_slice(&MSIX_TABLE_BAR.to_le_bytes());
+    bytes[0x48..0x4C].copy_from_slice(&(0x800 | MSIX_TABLE_BAR).to_le_bytes());
     capability(&mut bytes, 0x50, 0x60, VIRTIO_PCI_CAP_COMMON_CFG, COMMON, None);
     capability(&mut bytes, 0x60, 0x70, VIRTIO_PCI_CAP_ISR_CFG, ISR, None);
     capability(&mut bytes, 0x70, 0x80, VIRTIO_PCI_CAP_DEVICE_CFG, DEVICE, None);
@@ -478,6 +509,30 @@ impl Machine {
 
     fn probe(&mut self) -> Result<VirtioBlk, DriverError> {
         probe(ProbeContext { function: &self.function, config: &mut self.config, platform: &self.platform })
+    }
+
+    /// Gives the machine an interrupt message and the function its capabilities as
+    /// enumeration decodes them, with the MSI-X table in BAR 1; returns the table.
+    fn with_message_interrupts(&mut self) -> FakeMsixTable {
+        self.fake_platform.set_interrupt_message(Some(TEST_MESSAGE));
+        self.function.capabilities = crate::pci::read_capabilities(&mut self.config, self.function.address);
+        self.function.bars.push(Bar {
+            index: MSIX_TABLE_BAR as u8,
+            kind: BarKind::Memory32,
+            address: 0xFEB0_0000,
+            size: MSIX_BAR_LENGTH,
+            prefetchable: false,
+        });
+        let table = FakeMsixTable::new(0, 2, MSIX_BAR_LENGTH);
+        let handle = table.clone();
+        self.fake_platform.set_bar(MSIX_TABLE_BAR as u8, move || Box::new(handle.clone()));
+        table
+    }
+
+    /// (config_msix_vector, queue 0's queue_msix_vector) as the device holds them.
+    fn vectors(&self) -> (u16, u16) {
+        let model = self.model();
+        (model.config_vector, model.queue_vector)
     }
 
     fn model(&self) -> std::sync::MutexGuard<'_, DeviceModel> {
@@ -964,4 +1019,70 @@ fn queue_layout_keeps_the_rings_aligned_and_apart() {
     assert!(used >= available + 4 + 256 + 2 && used % 4 == 0);
     assert!(control >= used + 4 + 8 * 128 + 2 && control % CONTROL_STRIDE == 0);
     assert_eq!(length, control + 32 * CONTROL_STRIDE);
+}
+
+// ---- Interrupts ----
+
+#[test]
+fn with_msix_both_vectors_are_set_and_survive_a_reset() {
+    let mut machine = Machine::new(1 << 16);
+    let table = machine.with_message_interrupts();
+    let mut device = machine.probe().unwrap();
+    assert_eq!(device.interrupt_mode(), InterruptMode::MsiX { entries: 2 });
+    assert_eq!(machine.vectors(), (0, 0));
+    assert_eq!(table.entry(0)[2], TEST_MESSAGE.1);
+    assert_eq!(table.entry(0)[3] & PCI_MSIX_ENTRY_CTRL_MASKBIT, 0);
+    assert_ne!(machine.command() & PCI_COMMAND_INTX_DISABLE, 0);
+
+    // A reset clears the device's vectors; re-initialisation sets them again.
+    machine.model().hold = true;
+    device.submit(Request::read(0, 1, 512).unwrap()).unwrap();
+    machine.model().status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+    assert_eq!(poll(&mut device).len(), 1);
+    assert_eq!(device.stats().resets, 1);
+    assert_eq!(machine.vectors(), (0, 0));
+    assert_eq!(device.interrupt_mode(), InterruptMode::MsiX { entries: 2 });
+    machine.model().hold = false;
+    assert_eq!(run(&mut device, Request::read(0, 1, 512).unwrap()).result, Ok(()), "the ISR read still polls");
+}
+
+#[test]
+fn vectors_are_cleared_before_the_device_is_let_go() {
+    let mut machine = Machine::new(1 << 16);
+    machine.with_message_interrupts();
+    let device = machine.probe().unwrap();
+    assert_eq!(machine.vectors(), (0, 0));
+    // A device that ignores the reset must still stop signalling.
+    machine.model().ignore_reset = true;
+    drop(device);
+    assert_eq!(machine.vectors(), (VIRTIO_MSI_NO_VECTOR, VIRTIO_MSI_NO_VECTOR));
+}
+
+#[test]
+fn refused_vectors_leave_the_device_polled() {
+    let mut machine = Machine::with(1 << 16, |model| model.refuse_vectors = true);
+    machine.with_message_interrupts();
+    let mut device = machine.probe().unwrap();
+    assert_eq!(device.interrupt_mode(), InterruptMode::Polled);
+    assert_eq!(machine.vectors(), (VIRTIO_MSI_NO_VECTOR, VIRTIO_MSI_NO_VECTOR));
+    assert_eq!(run(&mut device, Request::read(0, 1, 512).unwrap()).result, Ok(()));
+}
+
+#[test]
+fn without_a_message_or_with_msi_only_no_vector_is_set() {
+    let mut machine = Machine::new(1 << 16);
+    let device = machine.probe().unwrap();
+    assert_eq!(device.interrupt_mode(), InterruptMode::Polled);
+    assert_eq!(machine.vectors(), (VIRTIO_MSI_NO_VECTOR, VIRTIO_MSI_NO_VECTOR));
+    assert_ne!(read_command(&mut machine.config, machine.function.address) & PCI_COMMAND_INTX_DISABLE, 0);
+    drop(device);
+
+    // MSI instead of MSI-X: virtio-pci has no use for it (no vectors without MSI-X).
+    let mut machine = Machine::new(1 << 16);
+    machine.config.functions[0].1[0x40..0x44].copy_from_slice(&[crate::pci::PCI_CAP_ID_MSI, 0x50, 0x00, 0x00]);
+    machine.with_message_interrupts();
+    assert!(matches!(machine.function.capabilities[0].kind, crate::pci::CapabilityKind::Msi(_)));
+    let device = machine.probe().unwrap();
+    assert_eq!(device.interrupt_mode(), InterruptMode::Polled);
+    assert_eq!(machine.vectors(), (VIRTIO_MSI_NO_VECTOR, VIRTIO_MSI_NO_VECTOR));
 }
