@@ -138,6 +138,8 @@ extern "C" fn basalt_image_main(magic: u32, info_address: u32) -> ! {
         usable_bytes: memory.usable_bytes,
         cpus_found,
     });
+    // After the machine description is recorded: the PCI walk reads the ACPI MCFG.
+    crate::storage::init();
     // Interrupts on for good: the timer ticks and serial input arrives.
     x86_64::instructions::interrupts::enable();
     info!("boot complete in {} ms", time::uptime_ns() / 1_000_000);
@@ -466,7 +468,6 @@ fn set_up_virtualization(identity: &CpuIdentity, cpus: u32) {
     basalt_kernel::virt::decode::prepare();
     crate::domains::init();
     crate::dom0::init();
-    crate::storage::init();
     // SVM on AMD, VMX on Intel; the vendor string decides when a CPU model claims
     // both (emulators can).
     let intel = identity.vendor == "GenuineIntel";

@@ -12,8 +12,9 @@
 //! - `hostile_guests`: triplefault, badmem, hcflood and spinner are each contained while
 //!   the demo guest keeps echoing console input beside them: crashed states and crash
 //!   reasons, spinner and hcflood still running (their CPU time grows), hcflood's
-//!   `unexpected` count stays 0, the shell keeps answering, and destroying them and demo
-//!   returns `Free:` exactly to its value before demo was created.
+//!   `unexpected` count stays 0, the shell keeps answering; blkhostile's good and
+//!   malformed blkif requests on a RAM disk all get the right answers; and destroying
+//!   them and demo returns `Free:` exactly to its value before demo was created.
 //! - `lifecycle`: demo's `poweroff` with `on_poweroff = "destroy"`, `create` overrides,
 //!   `pause`/`unpause`, `vcpu-pin`/`vcpu-list`, `sched-credit`, `shutdown`,
 //!   `reboot DOMAIN` (`on_reboot = "restart"`), and the one-line errors of bad
@@ -621,6 +622,7 @@ fn hostile_guests_on(kind: EmulatorKind, name: &str) -> Result<()> {
         }))?;
         let (hcflood, _) = contain(machine, "hcflood", false, failures)?;
         let (spinner, _) = contain(machine, "spinner", false, failures)?;
+        check_blkhostile(machine, failures)?;
 
         // The crash reasons are in dmesg too.
         let dmesg = machine.run_command("dmesg")?;
@@ -665,6 +667,31 @@ fn hostile_guests_on(kind: EmulatorKind, name: &str) -> Result<()> {
         check_free(machine, (before.0, &before.1), "after destroying the hostile guests and demo", failures)?;
         check_version(machine, failures)
     })
+}
+
+/// blkhostile (a minimal blkfront on a RAM disk, configs/blkhostile.cfg) sends good
+/// and malformed blkif requests: every check it prints says `ok`, its last line is
+/// `blkhostile: done N/N`, and it powers off by itself; demo keeps echoing beside it.
+/// Created with `on_poweroff=preserve` so its console replay can be read afterwards.
+/// tests/disks.rs runs it beside a Linux guest with a real disk; here it covers the
+/// back end on both vendors (grant copies, event channels, the xenbus handshake).
+fn check_blkhostile(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    let (id, output) = create(machine, "blkhostile on_poweroff=preserve", "blkhostile")?;
+    let reason = await_log(machine, &output, id, "blkhostile", "shut down:")?;
+    failures
+        .soft(machine.check(reason == "poweroff", || format!("blkhostile should power off, shut down: {reason:?}")))?;
+    let console = console_until(machine, &id.to_string(), &Pattern::regex(r"blkhostile: done \d+/\d+\n"))?;
+    let checks: Vec<&str> = console.lines().filter_map(|line| line.trim().strip_prefix("blkhostile: ")).collect();
+    let done = checks.iter().find_map(|line| line.strip_prefix("done ")).and_then(|count| count.split_once('/'));
+    failures.soft(machine.check(
+        matches!(done, Some((passed, total)) if passed == total && total.parse::<u32>().is_ok_and(|total| total >= 20)),
+        || format!("blkhostile should pass every check (done N/N, N ≥ 20):\n{console}"),
+    ))?;
+    failures.soft(machine.check(!checks.iter().any(|line| line.contains("FAILED")), || {
+        format!("blkhostile reported a failed check:\n{console}")
+    }))?;
+    demo_echo(machine, "demo", "after blkhostile")?;
+    destroy(machine, id, "blkhostile", failures)
 }
 
 /// Debian's cloud kernel, exactly as shipped (a 14 MB bzImage with an LZ4 payload that

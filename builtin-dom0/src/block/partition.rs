@@ -16,8 +16,12 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-/// At most this many GPT entries are read (the spec's minimum array is 128).
-pub const MAX_GPT_ENTRIES: u32 = 128;
+/// At most this many GPT entries are read. The spec's minimum array is 128 entries;
+/// tools write more (xorriso's hybrid images: 176, some 256), so this is generous but
+/// bounded, together with [`MAX_GPT_ARRAY_BYTES`].
+pub const MAX_GPT_ENTRIES: u32 = 1024;
+/// At most this many bytes of GPT entry array are read.
+pub const MAX_GPT_ARRAY_BYTES: u32 = 256 * 1024;
 /// GPT entry sizes accepted: 128 × 2^n, up to this.
 pub const MAX_GPT_ENTRY_SIZE: u32 = 4096;
 /// At most this many logical partitions are followed in an extended partition chain.
@@ -134,7 +138,8 @@ pub enum PartitionError {
     GptMyLba(u64),
     /// The usable range is empty, inverted, or outside the disk.
     GptUsableRange,
-    /// Entry count of 0 or above [`MAX_GPT_ENTRIES`].
+    /// Entry count of 0 or above [`MAX_GPT_ENTRIES`], or an entry array above
+    /// [`MAX_GPT_ARRAY_BYTES`].
     GptEntryCount(u32),
     /// Entry size not 128 × 2^n up to [`MAX_GPT_ENTRY_SIZE`].
     GptEntrySize(u32),
@@ -325,8 +330,11 @@ fn read_gpt(disk: &mut dyn BlockReader, header_lba: u64) -> Result<(Guid, Vec<Pa
     if !(128..=MAX_GPT_ENTRY_SIZE).contains(&entry_size) || !entry_size.is_power_of_two() {
         return Err(PartitionError::GptEntrySize(entry_size));
     }
-    // Bounded: ≤ 128 × 4096 bytes.
+    // Cannot overflow: ≤ 1024 × 4096.
     let array_bytes = entry_count * entry_size;
+    if array_bytes > MAX_GPT_ARRAY_BYTES {
+        return Err(PartitionError::GptEntryCount(entry_count));
+    }
     let array_blocks = array_bytes.div_ceil(block_size);
     let array_end = array_lba.checked_add(u64::from(array_blocks));
     let array_inside = array_lba >= 1
@@ -486,7 +494,7 @@ fn check_extent(first_lba: u64, blocks: u64, low: u64, high: u64, number: u32) -
     Ok(())
 }
 
-/// No two partitions share a block (sorts a copy of the extents: at most 128 + 64).
+/// No two partitions share a block (sorts a copy of the extents: at most 1024 + 64).
 fn check_no_overlap(partitions: &[PartitionEntry]) -> Result<(), PartitionError> {
     let mut extents: Vec<(u64, u64, u32)> =
         partitions.iter().map(|p| (p.first_lba, p.first_lba.saturating_add(p.blocks), p.number)).collect();

@@ -452,6 +452,15 @@ fn gpt_header_refusals() {
     };
     check(&|h| put_u32(h, 80, 100_000), PartitionError::GptEntryCount(100_000));
     check(&|h| put_u32(h, 80, 0), PartitionError::GptEntryCount(0));
+    check(&|h| put_u32(h, 80, 1025), PartitionError::GptEntryCount(1025));
+    // 1024 entries of 4 KiB: a 4 MiB array, beyond MAX_GPT_ARRAY_BYTES.
+    check(
+        &|h| {
+            put_u32(h, 80, 1024);
+            put_u32(h, 84, 4096);
+        },
+        PartitionError::GptEntryCount(1024),
+    );
     check(&|h| put_u32(h, 84, 64), PartitionError::GptEntrySize(64));
     check(&|h| put_u32(h, 84, 8192), PartitionError::GptEntrySize(8192));
     check(&|h| put_u32(h, 84, 200), PartitionError::GptEntrySize(200));
