@@ -29,7 +29,8 @@
 //!
 //! Each figure is the median of N runs (default 3) on one boot. All of it is TCG on the
 //! host, so absolute numbers depend on the host and its load; the ratios are the figures
-//! to compare. `--direct-only` skips Basalt, `--runs N` changes N.
+//! to compare. `--direct-only` skips Basalt, `--runs N` changes N, `--dd` forces the
+//! busybox dd workload; `BASALT_BENCH_IMAGE` names another image to boot.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -84,8 +85,13 @@ enum Method {
     BusyboxDd,
 }
 
+/// `$BASALT_BENCH_IMAGE`, else `<workspace>/build/basalt-bench.img` (the override
+/// compares two hypervisor builds on the same workload).
 fn bench_image() -> PathBuf {
-    workspace_root().join("build").join("basalt-bench.img")
+    match std::env::var_os("BASALT_BENCH_IMAGE") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => workspace_root().join("build").join("basalt-bench.img"),
+    }
 }
 
 fn bench_initramfs() -> PathBuf {
