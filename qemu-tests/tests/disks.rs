@@ -11,9 +11,10 @@
 //! - `linux_disk_integrity_on_virtio_blk` (`vda`, plus `vdb` for the write stream): the
 //!   config route — `create linuxdisk` (`disk = ['phy:vda,xvda,w']`);
 //! - `linux_disk_integrity_on_ahci` (`sda`) and `linux_disk_integrity_on_nvme`
-//!   (`nvme0n1`): the hot-plug route — `create linux1`, then
-//!   `block-attach linux1 phy:<disk>,xvda,w` once its shell is up; Linux's blkfront
-//!   picks the disk up (the test polls /proc/partitions).
+//!   (`nvme0n1`, plus `nvme1n1` on a second controller for the partitions): the
+//!   hot-plug route — `create linux1`, then `block-attach linux1 phy:<disk>,xvda,w`
+//!   once its shell is up; Linux's blkfront picks the disk up (the test polls
+//!   /proc/partitions).
 //!
 //! On every machine: `disks` lists the disk with its size and driver and no holder;
 //! while the writer holds it, `disks` names `<domain>:xvda rw`; in the writer
@@ -45,7 +46,30 @@
 //!   `blkhostile: <check> ok` for all [`BLKHOSTILE_CHECKS`] checks and `done 20/20`,
 //!   and afterwards the Linux domain's disk still writes and reads back correctly.
 //!   blkhostile is created with `on_poweroff=preserve` so its console can be read after
-//!   it powered off; the test destroys it.
+//!   it powered off; the test destroys it. Its config also gives it a read-only RAM
+//!   disk (xvdb): a write there must be answered `BLKIF_RSP_ERROR` by the back end
+//!   itself (Linux never sends one), a read must succeed.
+//!
+//! The AHCI machine also carries `block-list` and `block-detach`:
+//! - after the writer's file system, `block-list linux1` shows xvda's row
+//!   ([`check_connected_row`]: `xvda  51712  phy:sda  w  4 (connected)  4 (connected)
+//!   <event channel>  <ring-ref>  <requests>  0`, more than 0 requests);
+//! - on the reader, xvda unmounted, `block-detach linux1 xvda` asks the guest to
+//!   release it; within [`RELEASE_TIMEOUT`] (before the appliance gives up waiting and
+//!   removes it anyway, which is checked not to have happened) `block-list` says `no
+//!   virtual block devices`, `disks` shows no holder and xvda leaves the guest's
+//!   /proc/partitions; `block-attach` gives it back and the files read back again;
+//! - a RAM disk attached as xvdc, once connected, goes at once with `block-detach -f`.
+//!
+//! The NVMe machine also carries partitions: the test writes an MBR
+//! ([`partition_table`]: two type 0x83 partitions, see [`PARTITIONS`]) into the second
+//! disk's image before boot. `disks -l` must list `nvme1n1p1` and `nvme1n1p2` right
+//! under `nvme1n1` with their sizes and first LBAs; the writer also gets
+//! `phy:nvme1n1p2,xvdb,w`, which makes it the partition's holder, refuses the whole
+//! disk to another domain even read-only (overlap) and leaves the first partition free
+//! for one; in the guest /dev/xvdb has the partition's size, and chunks written at its
+//! start and end read back; on the host they are at the partition's offsets, the MBR
+//! is unchanged and every other byte, the first partition's included, is still zero.
 //!
 //! Reading the Linux shell works as in tests/linux.rs: a command's output is framed by
 //! marker lines the shell prints (busybox ash wraps the echo of long commands), and
@@ -108,8 +132,34 @@ const COMMITTED_BEFORE_DESTROY: u64 = 8;
 /// Where (in chunks) the final "disk still works" check writes, past any stream chunk
 /// that can be committed before the destroy lands.
 const AFTER_STREAM_CHUNK: u64 = 768;
-/// Checks blkhostile reports (`connect` plus its list).
-const BLKHOSTILE_CHECKS: usize = 20;
+/// Checks blkhostile reports: `connect` and its 18 checks of xvda, `connect xvdb` and
+/// its 3 checks of the read-only xvdb, `grants released`.
+const BLKHOSTILE_CHECKS: usize = 24;
+/// `block-list`'s header (shell/src/storage.rs), split into words.
+const BLOCK_LIST_HEADER: [&str; 10] =
+    ["VDEV", "DEVID", "SOURCE", "MODE", "BE-STATE", "FE-STATE", "EVT-CH", "RING-REF", "REQUESTS", "ERRORS"];
+/// xvda's virtual device number (202 << 8).
+const XVDA_DEVID: &str = "51712";
+/// How long a guest may take to release a disk after `block-detach` asked it to; well
+/// below the appliance's own 30 s, after which it removes the device anyway.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often the host polls the hypervisor's shell while it waits for a device.
+const SHELL_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One MiB.
+const MIB: u64 = 1 << 20;
+/// The NVMe machine's second disk (its second controller), which carries an MBR
+/// partition table the test writes before boot.
+const PARTITIONED_DISK: &str = "nvme1n1";
+/// That table's two primary partitions (type 0x83), as (first MiB, end MiB): of
+/// different sizes, so a swapped extent shows; the last MiB stays outside both.
+const PARTITIONS: [(u64, u64); 2] = [(1, 24), (24, 63)];
+/// The MBR's disk signature (bytes 440..444).
+const MBR_DISK_SIGNATURE: u32 = 0xB5A1_7D15;
+/// The partition the writer gets as xvdb, and the chunks it writes there: 16 chunks
+/// at the partition's start and one as its last chunk.
+const WRITTEN_PARTITION: usize = 1;
+const PARTITION_HEAD_CHUNKS: u64 = 16;
 
 // --- the machines --------------------------------------------------------------------
 
@@ -217,6 +267,46 @@ impl DiskImages {
         file.set_len(DISK_BYTES).map_err(|error| Error::new(format!("sizing {}: {error}", path.display())))?;
         Ok(path)
     }
+
+    /// [`DiskImages::create`], then [`partition_table`] written into its first sector.
+    fn create_partitioned(&self, file_name: &str) -> Result<PathBuf> {
+        let path = self.create(file_name)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|error| Error::new(format!("opening {}: {error}", path.display())))?;
+        std::io::Write::write_all(&mut file, &partition_table())
+            .map_err(|error| Error::new(format!("writing the MBR of {}: {error}", path.display())))?;
+        Ok(path)
+    }
+}
+
+/// The 512-byte MBR of [`PARTITIONS`] (UEFI 2.10 §5.2.1, "Legacy MBR"): four 16-byte
+/// entries at 446 — status, CHS start, type, CHS end, first LBA (u32), sectors (u32) —
+/// and 0x55 0xAA at 510. The CHS fields say "beyond CHS" (0xFE 0xFF 0xFF), as for any
+/// disk addressed by LBA only.
+fn partition_table() -> [u8; 512] {
+    const LINUX: u8 = 0x83;
+    const BEYOND_CHS: [u8; 3] = [0xFE, 0xFF, 0xFF];
+    let mut sector = [0u8; 512];
+    sector[440..444].copy_from_slice(&MBR_DISK_SIGNATURE.to_le_bytes());
+    for (index, (first, end)) in PARTITIONS.iter().enumerate() {
+        let entry = &mut sector[446 + 16 * index..446 + 16 * (index + 1)];
+        entry[1..4].copy_from_slice(&BEYOND_CHS);
+        entry[4] = LINUX;
+        entry[5..8].copy_from_slice(&BEYOND_CHS);
+        let (first_lba, sectors) = (first * MIB / 512, (end - first) * MIB / 512);
+        entry[8..12].copy_from_slice(&(first_lba as u32).to_le_bytes());
+        entry[12..16].copy_from_slice(&(sectors as u32).to_le_bytes());
+    }
+    sector[510] = 0x55;
+    sector[511] = 0xAA;
+    sector
+}
+
+/// `disks`' size text of `bytes` (binary units, one decimal) for sizes in MiB.
+fn mib_text(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB as f64)
 }
 
 impl Drop for DiskImages {
@@ -406,6 +496,243 @@ fn check_attach_refused(
     }))
 }
 
+// --- block-list, block-detach and partitions -----------------------------------------
+
+/// `block-list <domain>` must show its header and `vdev` connected:
+/// `<vdev>  <devid>  <source>  <mode>  4 (connected)  4 (connected)  <event channel>
+/// <ring-ref>  <requests>  0` with more than 0 requests served.
+fn check_connected_row(
+    machine: &mut Machine,
+    (_, name): Domain,
+    (vdev, devid, source, mode): (&str, &str, &str, &str),
+    failures: &mut Failures,
+) -> Result<()> {
+    let command = format!("block-list {name}");
+    let output = machine.run_command(&command)?;
+    let lines = output_lines(&output);
+    let header = lines.first().is_some_and(|header| header.split_whitespace().eq(BLOCK_LIST_HEADER));
+    let row = lines.iter().skip(1).find(|line| line.split_whitespace().next() == Some(vdev));
+    let connected = row.is_some_and(|row| match row.split_whitespace().collect::<Vec<_>>()[..] {
+        [_, row_devid, row_source, row_mode, "4", "(connected)", "4", "(connected)", event_channel, ring_ref, requests, "0"] => {
+            (row_devid, row_source, row_mode) == (devid, source, mode)
+                && event_channel.parse::<u32>().is_ok()
+                && ring_ref.parse::<u32>().is_ok()
+                && requests.parse::<u64>().is_ok_and(|requests| requests > 0)
+        }
+        _ => false,
+    });
+    failures.soft(machine.check(header && connected, || {
+        format!(
+            "`{command}` should list {vdev} as \"{vdev}  {devid}  {source}  {mode}  4 (connected)  4 (connected)  <event channel>  <ring-ref>  <requests, more than 0>  0\" under its header, printed:\n{output}"
+        )
+    }))
+}
+
+/// Polls `block-list <domain>` until `done` accepts its output lines or `timeout`
+/// passed; returns whether it did, how long it took and the last output.
+fn await_block_list(
+    machine: &mut Machine,
+    (_, name): Domain,
+    timeout: Duration,
+    done: impl Fn(&[&str]) -> bool,
+) -> Result<(bool, Duration, String)> {
+    let started = Instant::now();
+    loop {
+        let output = machine.run_command(&format!("block-list {name}"))?;
+        if done(&output_lines(&output)) {
+            return Ok((true, started.elapsed(), output));
+        }
+        if started.elapsed() >= timeout {
+            return Ok((false, started.elapsed(), output));
+        }
+        std::thread::sleep(SHELL_POLL_INTERVAL);
+    }
+}
+
+/// Attached to the reader's shell, its read-only xvda unmounted: `block-detach` asks
+/// the guest to release the disk, which it does (Linux's blkfront lets an unused disk
+/// go when the back end goes Closing) well before the appliance's own timeout —
+/// `block-list` empty, no holder in `disks`, xvda gone from /proc/partitions; then
+/// `block-attach` gives it back and the files read back again. Ends attached.
+fn check_detach_and_reattach(
+    machine: &mut Machine,
+    reader: Domain,
+    driver: Driver,
+    sums: &[String],
+    failures: &mut Failures,
+) -> Result<()> {
+    let (id, name) = reader;
+    let disk = driver.disk();
+    detach(machine, name)?;
+    let command = format!("block-detach {name} xvda");
+    let output = machine.run_command(&command)?;
+    let expected = format!("detaching xvda from domain {id}: asked the guest to release it");
+    failures.soft(machine.check(output_lines(&output) == [expected.as_str()], || {
+        format!("`{command}` should print {expected:?}, printed:\n{output}")
+    }))?;
+    let (released, took, last) =
+        await_block_list(machine, reader, RELEASE_TIMEOUT, |lines| lines == ["no virtual block devices"])?;
+    eprintln!("[{}] {name} released xvda {:.1} s after block-detach", machine.name(), took.as_secs_f64());
+    failures.soft(machine.check(released, || {
+        format!(
+            "after `{command}`, `block-list {name}` should print \"no virtual block devices\" within {} s, printed:\n{last}",
+            RELEASE_TIMEOUT.as_secs()
+        )
+    }))?;
+    let timed_out = machine.transcript_text().contains("xvda detached (the guest did not release it in time)");
+    failures
+        .soft(machine.check(!timed_out, || {
+            "the appliance removed xvda because the guest did not release it in time".to_owned()
+        }))?;
+    check_disk(machine, driver, disk, "-", failures)?;
+    attach(machine, name)?;
+    let poll = "i=0; while grep -q ' xvda$' /proc/partitions && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done; grep -c ' xvda$' /proc/partitions";
+    let (_, lines) = linux_command(machine, poll, Duration::from_secs(90))?;
+    failures.soft(machine.check(lines == ["0"], || {
+        format!("after `{command}` xvda should leave the guest's /proc/partitions; `grep -c` printed {lines:?}")
+    }))?;
+    detach(machine, name)?;
+    block_attach(machine, reader, &format!("phy:{disk},xvda,r"), failures)?;
+    check_disk(machine, driver, disk, &format!("{name}:xvda ro"), failures)?;
+    attach(machine, name)?;
+    await_partition(machine, "xvda", DISK_BYTES, failures)?;
+    compare_files(machine, sums, "after block-detach and block-attach", failures)
+}
+
+/// Attached to a domain's shell: a RAM disk attached as xvdc, once connected, is taken
+/// away at once by `block-detach -f` (whatever the guest does) and is gone from
+/// `block-list`. Ends attached.
+fn check_forced_detach(machine: &mut Machine, domain: Domain, failures: &mut Failures) -> Result<()> {
+    let (id, name) = domain;
+    detach(machine, name)?;
+    let command = format!("block-attach {name} ram:1M,xvdc,w");
+    let output = machine.run_command(&command)?;
+    let suffix = format!(" to domain {id} ({name}) as xvdc (rw)");
+    if !matches!(&output_lines(&output)[..], [line] if line.starts_with("attached ram:") && line.ends_with(&suffix)) {
+        return Err(
+            machine.fail(format!("`{command}` should print \"attached ram:<size>{suffix}\", printed:\n{output}"))
+        );
+    }
+    // The source column of a RAM disk has a space in it (`ram:1.0 MiB`): match the states.
+    let xvdc_connected = |lines: &[&str]| {
+        lines.iter().any(|line| line.starts_with("xvdc ") && line.matches("4 (connected)").count() == 2)
+    };
+    let (connected, _, last) = await_block_list(machine, domain, RELEASE_TIMEOUT, xvdc_connected)?;
+    failures.soft(machine.check(connected, || {
+        format!("after `{command}`, `block-list {name}` should show xvdc connected, printed:\n{last}")
+    }))?;
+    let command = format!("block-detach -f {name} xvdc");
+    let output = machine.run_command(&command)?;
+    let expected = format!("detached xvdc from domain {id}");
+    failures.soft(machine.check(output_lines(&output) == [expected.as_str()], || {
+        format!("`{command}` should print {expected:?}, printed:\n{output}")
+    }))?;
+    let list = machine.run_command(&format!("block-list {name}"))?;
+    let listed = output_lines(&list).iter().any(|line| line.split_whitespace().next() == Some("xvdc"));
+    failures.soft(
+        machine.check(!listed, || {
+            format!("after `{command}`, `block-list {name}` should not list xvdc, printed:\n{list}")
+        }),
+    )?;
+    attach(machine, name)
+}
+
+/// Bytes of partition `index` of [`PARTITIONS`].
+fn partition_bytes(index: usize) -> u64 {
+    PARTITIONS.get(index).map_or(0, |(first, end)| (end - first) * MIB)
+}
+
+/// `disks -l` must list [`PARTITIONED_DISK`] and right under it each of
+/// [`PARTITIONS`]: `<disk>p<n>  <size>  rw  <first LBA>  type 0x83  <holders>`.
+fn check_partitions(machine: &mut Machine, holders: [&str; 2], failures: &mut Failures) -> Result<()> {
+    let table = machine.run_command("disks -l")?;
+    let lines = output_lines(&table);
+    let disk_at = lines.iter().position(|line| line.split_whitespace().next() == Some(PARTITIONED_DISK));
+    let expected: Vec<String> = PARTITIONS
+        .iter()
+        .zip(holders)
+        .enumerate()
+        .map(|(index, ((first, _), holders))| {
+            let name = format!("{PARTITIONED_DISK}p{}", index + 1);
+            format!("{name}  {}  rw  {}  type 0x83  {holders}", mib_text(partition_bytes(index)), first * MIB / 512)
+        })
+        .collect();
+    let listed = disk_at.is_some_and(|at| {
+        expected.iter().enumerate().all(|(index, row)| {
+            lines.get(at + 1 + index).is_some_and(|line| line.split_whitespace().eq(row.split_whitespace()))
+        })
+    });
+    failures.soft(machine.check(listed, || {
+        format!("`disks -l` should list right under {PARTITIONED_DISK}:\n{}\nprinted:\n{table}", expected.join("\n"))
+    }))
+}
+
+/// The writer, detached, gets the second partition as xvdb (writable): `disks -l`
+/// names it as the holder; the whole disk is then refused even read-only (it
+/// overlaps), while the first partition may go to another domain.
+fn check_partition_claims(machine: &mut Machine, writer: Domain, failures: &mut Failures) -> Result<()> {
+    let partition = format!("{PARTITIONED_DISK}p{}", WRITTEN_PARTITION + 1);
+    block_attach(machine, writer, &format!("phy:{partition},xvdb,w"), failures)?;
+    let holder = format!("{}:xvdb rw", writer.1);
+    check_partitions(machine, ["-", &holder], failures)?;
+    check_disk(machine, Driver::Nvme, PARTITIONED_DISK, "-", failures)?;
+    let demo = create(machine, "demo", "demo")?;
+    let whole = format!("phy:{PARTITIONED_DISK},xvdc,r");
+    check_attach_refused(machine, ("demo", &whole), (&partition, "read-write", writer), failures)?;
+    block_attach(machine, demo, &format!("phy:{PARTITIONED_DISK}p1,xvdc,w"), failures)?;
+    check_partitions(machine, ["demo:xvdc rw", &holder], failures)?;
+    destroy(machine, demo)?;
+    check_partitions(machine, ["-", &holder], failures)
+}
+
+/// The sha256 of what the writer wrote to the partition: its first
+/// [`PARTITION_HEAD_CHUNKS`] chunks, and its last chunk.
+struct PartitionWrites {
+    head: String,
+    tail: String,
+}
+
+/// Attached to the writer's shell with the partition as xvdb: its size is the
+/// partition's; random chunks written at its start and as its last chunk (`fsync`ed)
+/// read back with the same sha256 after the caches are dropped.
+fn write_partition(machine: &mut Machine, failures: &mut Failures) -> Result<PartitionWrites> {
+    let bytes = partition_bytes(WRITTEN_PARTITION);
+    await_partition(machine, "xvdb", bytes, failures)?;
+    let (_, lines) = linux_command(machine, "blockdev --getsize64 /dev/xvdb", LINUX_COMMAND_TIMEOUT)?;
+    failures.soft(machine.check(lines == [bytes.to_string()], || {
+        format!("`blockdev --getsize64 /dev/xvdb` (a partition) should print {bytes}, printed {lines:?}")
+    }))?;
+    let tail_chunk = bytes / CHUNK_BYTES - 1;
+    let write = format!(
+        "dd if=/dev/urandom of=/tmp/head bs={CHUNK_BYTES} count={PARTITION_HEAD_CHUNKS} 2>/dev/null && dd if=/dev/urandom of=/tmp/tail bs={CHUNK_BYTES} count=1 2>/dev/null && dd if=/tmp/head of=/dev/xvdb bs={CHUNK_BYTES} conv=fsync 2>/dev/null && dd if=/tmp/tail of=/dev/xvdb bs={CHUNK_BYTES} seek={tail_chunk} conv=fsync 2>/dev/null && sha256sum /tmp/head /tmp/tail"
+    );
+    let lines = linux_must(machine, &write, LINUX_IO_TIMEOUT)?;
+    let paths = ["/tmp/head".to_owned(), "/tmp/tail".to_owned()];
+    let written = match parse_sha256sums(&lines, &paths).as_deref() {
+        Some([head, tail]) => PartitionWrites { head: head.clone(), tail: tail.clone() },
+        _ => return Err(machine.fail(format!("sha256sum printed no sum for one of {paths:?}:\n{}", lines.join("\n")))),
+    };
+    let read = format!(
+        "blockdev --flushbufs /dev/xvdb && echo 3 > /proc/sys/vm/drop_caches && echo \"HEAD $(dd if=/dev/xvdb bs={CHUNK_BYTES} count={PARTITION_HEAD_CHUNKS} 2>/dev/null | sha256sum)\" && echo \"TAIL $(dd if=/dev/xvdb bs={CHUNK_BYTES} skip={tail_chunk} count=1 2>/dev/null | sha256sum)\""
+    );
+    let lines = linux_must(machine, &read, LINUX_IO_TIMEOUT)?;
+    let sum = |label: &str| {
+        let prefix = format!("{label} ");
+        lines.iter().find_map(|line| Some(line.strip_prefix(&prefix)?.split_whitespace().next()?.to_owned()))
+    };
+    let (head, tail) = (sum("HEAD"), sum("TAIL"));
+    failures.soft(machine.check(
+        head.as_ref() == Some(&written.head) && tail.as_ref() == Some(&written.tail),
+        || {
+            format!(
+                "the partition (xvdb) read back as head {head:?}, tail {tail:?}; written head {}, tail {}",
+                written.head, written.tail
+            )
+        },
+    ))?;
+    Ok(written)
+}
+
 // --- the Linux shell -----------------------------------------------------------------
 
 /// On an attached console: waits for the ready marker and then the shell's prompt.
@@ -464,13 +791,14 @@ fn linux_must(machine: &mut Machine, command: &str, timeout: Duration) -> Result
 }
 
 /// Polls /proc/partitions (up to a minute) until `vdev` is there — blkfront connects
-/// to a hot-plugged disk in the background — and checks its size (1 KiB blocks).
-fn await_partition(machine: &mut Machine, vdev: &str, failures: &mut Failures) -> Result<()> {
+/// to a hot-plugged disk in the background — and checks its size, `bytes` (in 1 KiB
+/// blocks there).
+fn await_partition(machine: &mut Machine, vdev: &str, bytes: u64, failures: &mut Failures) -> Result<()> {
     let poll = format!(
         "i=0; while ! grep -q ' {vdev}$' /proc/partitions && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done; grep ' {vdev}$' /proc/partitions"
     );
     let lines = linux_must(machine, &poll, Duration::from_secs(120))?;
-    let blocks = (DISK_BYTES / 1024).to_string();
+    let blocks = (bytes / 1024).to_string();
     failures.soft(
         machine.check(matches!(&lines[..], [line] if line.split_whitespace().nth(2) == Some(blocks.as_str())), || {
             format!("/proc/partitions should list {vdev} with {blocks} blocks, has {lines:?}")
@@ -608,6 +936,43 @@ fn check_stream_on_host(image: &Path, committed: &[Chunk], failures: &mut Failur
     Ok(())
 }
 
+/// After QEMU exited: the partitioned disk's image still starts with the MBR the test
+/// wrote; the writer's chunks are at the partition's offsets with the guest's sha256;
+/// every other byte is still zero (the first partition untouched).
+fn check_partitions_on_host(image: &Path, written: &PartitionWrites, failures: &mut Failures) -> Result<()> {
+    let data = std::fs::read(image).map_err(|error| Error::new(format!("reading {}: {error}", image.display())))?;
+    let table = partition_table();
+    failures.soft(qemu_tests::ensure(data.get(..table.len()) == Some(&table[..]), || {
+        format!("{}: the MBR the test wrote changed", image.display())
+    }))?;
+    let start = PARTITIONS[WRITTEN_PARTITION].0 * MIB;
+    let end = start + partition_bytes(WRITTEN_PARTITION);
+    let head = start..start + PARTITION_HEAD_CHUNKS * CHUNK_BYTES;
+    let tail = end - CHUNK_BYTES..end;
+    for (what, range, guest_sum) in [("head", &head, &written.head), ("tail", &tail, &written.tail)] {
+        let bytes = data.get(range.start as usize..range.end as usize).unwrap_or_default();
+        let host_sum = host_sha256(bytes)?;
+        failures.soft(qemu_tests::ensure(host_sum == *guest_sum, || {
+            format!(
+                "{}: the partition's {what} (bytes {range:?}) has sha256 {host_sum} on the host; the guest wrote {guest_sum}",
+                image.display()
+            )
+        }))?;
+    }
+    for range in [table.len() as u64..head.start, head.end..tail.start, tail.end..DISK_BYTES] {
+        let bytes = data.get(range.start as usize..range.end as usize).unwrap_or_default();
+        let written_at = bytes.iter().position(|&byte| byte != 0).map(|at| range.start + at as u64);
+        failures.soft(qemu_tests::ensure(written_at.is_none() && bytes.len() as u64 == range.end - range.start, || {
+            format!(
+                "{}: bytes {range:?} should still be zero (nothing wrote there; the first partition is {:?} MiB), byte {written_at:?} is not",
+                image.display(),
+                PARTITIONS[0]
+            )
+        }))?;
+    }
+    Ok(())
+}
+
 /// The shell's `poweroff`: QEMU must exit cleanly (ACPI S5), so the disk images are
 /// complete.
 fn power_off_machine(machine: &mut Machine) -> Result<()> {
@@ -648,14 +1013,7 @@ fn write_files(machine: &mut Machine, failures: &mut Failures) -> Result<Vec<Str
 fn verify_files(machine: &mut Machine, sums: &[String], failures: &mut Failures) -> Result<()> {
     let (_, lines) = linux_command(machine, "cat /sys/block/xvda/ro", LINUX_COMMAND_TIMEOUT)?;
     failures.soft(machine.check(lines == ["1"], || format!("/sys/block/xvda/ro should be 1, is {lines:?}")))?;
-    linux_must(machine, "mkdir -p /mnt && mount -o ro -t ext4 /dev/xvda /mnt", LINUX_COMMAND_TIMEOUT)?;
-    let read = guest_file_sums(machine)?;
-    for (((name, _, _), written), read) in FILES.iter().zip(sums).zip(&read) {
-        failures.soft(machine.check(written == read, || {
-            format!("/mnt/{name} read back read-only with sha256 {read}, written with {written}")
-        }))?;
-    }
-    linux_must(machine, "umount /mnt", LINUX_COMMAND_TIMEOUT)?;
+    compare_files(machine, sums, "read-only", failures)?;
     let (status, lines) =
         linux_command(machine, "dd if=/dev/zero of=/dev/xvda bs=512 count=1 conv=fsync", LINUX_COMMAND_TIMEOUT)?;
     failures.soft(machine.check(status != 0, || {
@@ -664,6 +1022,19 @@ fn verify_files(machine: &mut Machine, sums: &[String], failures: &mut Failures)
             lines.join("\n")
         )
     }))
+}
+
+/// Attached to a shell with the disk as xvda: mounted read-only, every file has the
+/// sha256 of `sums`; unmounted again. `when` says which reading it was in messages.
+fn compare_files(machine: &mut Machine, sums: &[String], when: &str, failures: &mut Failures) -> Result<()> {
+    linux_must(machine, "mkdir -p /mnt && mount -o ro -t ext4 /dev/xvda /mnt", LINUX_COMMAND_TIMEOUT)?;
+    let read = guest_file_sums(machine)?;
+    for (((name, _, _), written), read) in FILES.iter().zip(sums).zip(&read) {
+        failures.soft(machine.check(written == read, || {
+            format!("/mnt/{name} read back ({when}) with sha256 {read}, written with {written}")
+        }))?;
+    }
+    linux_must(machine, "umount /mnt", LINUX_COMMAND_TIMEOUT).map(drop)
 }
 
 /// The reader, attached, has the stream disk as xvdb: starts the chunk stream, waits
@@ -806,48 +1177,82 @@ fn check_free(
 fn disk_integrity(driver: Driver, name: &str) -> Result<()> {
     let mut images = DiskImages::new(name)?;
     let disk_image = images.create("disk.img")?;
-    let stream_image = images.create("stream.img")?;
     let mut extra_args = driver.qemu_args(&disk_image);
-    if driver == Driver::VirtioBlk {
-        let drive = format!("file={},format=raw,if=none,id=d1", stream_image.display());
-        extra_args.extend(["-drive".into(), drive, "-device".into(), "virtio-blk-pci,drive=d1".into()]);
-    }
+    let second_image = match driver {
+        Driver::VirtioBlk => {
+            let stream_image = images.create("stream.img")?;
+            let drive = format!("file={},format=raw,if=none,id=d1", stream_image.display());
+            extra_args.extend(["-drive".into(), drive, "-device".into(), "virtio-blk-pci,drive=d1".into()]);
+            Some(stream_image)
+        }
+        Driver::Nvme => {
+            // After the first controller on the command line, so it is nvme1n1.
+            let partitioned_image = images.create_partitioned("partitioned.img")?;
+            let drive = format!("file={},format=raw,if=none,id=d1", partitioned_image.display());
+            extra_args.extend(["-drive".into(), drive, "-device".into(), "nvme,serial=basalt1,drive=d1".into()]);
+            Some(partitioned_image)
+        }
+        Driver::Ahci => None,
+    };
     run_disk_test(name, &mut images, extra_args, |machine, failures| {
         let (initial, initial_output) = free_bytes(machine)?;
         let mut trace = FreeTrace::new();
-        let (sums, committed) = guest_checks(machine, driver, &mut trace, failures)?;
+        let results = guest_checks(machine, driver, &mut trace, failures)?;
         check_free(machine, (initial, &initial_output), &trace, failures)?;
         power_off_machine(machine)?;
-        check_image_on_host(&disk_image, &sums, failures)?;
-        check_stream_on_host(&stream_image, &committed, failures)
+        check_image_on_host(&disk_image, &results.sums, failures)?;
+        if let Some(image) = &second_image {
+            check_stream_on_host(image, &results.committed, failures)?;
+            if let Some(written) = &results.partition {
+                check_partitions_on_host(image, written, failures)?;
+            }
+        }
+        Ok(())
     })
 }
 
-/// Everything done through the guests; returns the files' sums and the stream's
-/// committed chunks (none but on virtio-blk). Leaves no domain behind.
+/// What the guests wrote, for the checks on the host.
+struct GuestResults {
+    /// The sha256 of each of [`FILES`].
+    sums: Vec<String>,
+    /// The stream's committed chunks (virtio-blk only).
+    committed: Vec<Chunk>,
+    /// What the writer wrote to the partition (NVMe only).
+    partition: Option<PartitionWrites>,
+}
+
+/// Everything done through the guests. Leaves no domain behind.
 fn guest_checks(
     machine: &mut Machine,
     driver: Driver,
     trace: &mut FreeTrace,
     failures: &mut Failures,
-) -> Result<(Vec<String>, Vec<Chunk>)> {
+) -> Result<GuestResults> {
     let disk = driver.disk();
     let virtio = driver == Driver::VirtioBlk;
     check_disk(machine, driver, disk, "-", failures)?;
-    if virtio {
-        check_disk(machine, driver, "vdb", "-", failures)?;
+    match driver {
+        Driver::VirtioBlk => check_disk(machine, driver, "vdb", "-", failures)?,
+        Driver::Nvme => {
+            check_disk(machine, driver, PARTITIONED_DISK, "-", failures)?;
+            check_partitions(machine, ["-", "-"], failures)?;
+        }
+        Driver::Ahci => {}
     }
 
     // The writer: the config route on virtio-blk, hot-plug on the others.
     let writer = if virtio {
         let writer = boot_linux(machine, "linuxdisk", "linuxdisk")?;
-        await_partition(machine, "xvda", failures)?;
+        await_partition(machine, "xvda", DISK_BYTES, failures)?;
         detach(machine, writer.1)?;
         writer
     } else {
         let writer = boot_linux(machine, "linux1", "linux1")?;
         detach(machine, writer.1)?;
         block_attach(machine, writer, &format!("phy:{disk},xvda,w"), failures)?;
+        if driver == Driver::Nvme {
+            check_partition_claims(machine, writer, failures)?;
+        }
         writer
     };
     check_disk(machine, driver, disk, &format!("{}:xvda rw", writer.1), failures)?;
@@ -861,13 +1266,25 @@ fn guest_checks(
     }
     attach(machine, writer.1)?;
     if !virtio {
-        await_partition(machine, "xvda", failures)?;
+        await_partition(machine, "xvda", DISK_BYTES, failures)?;
     }
+    let partition = match driver {
+        Driver::Nvme => Some(write_partition(machine, failures)?),
+        _ => None,
+    };
     let started = Instant::now();
     let sums = write_files(machine, failures)?;
     eprintln!("[{}] file system written in {:.1} s", machine.name(), started.elapsed().as_secs_f64());
+    if driver == Driver::Ahci {
+        detach(machine, writer.1)?;
+        check_connected_row(machine, writer, ("xvda", XVDA_DEVID, &format!("phy:{disk}"), "w"), failures)?;
+        attach(machine, writer.1)?;
+    }
     poweroff_linux(machine, writer)?;
     check_disk(machine, driver, disk, "-", failures)?;
+    if driver == Driver::Nvme {
+        check_partitions(machine, ["-", "-"], failures)?;
+    }
     trace_free(machine, trace, "after the writer's poweroff")?;
 
     // The reader: read-only, by hot-plug.
@@ -885,19 +1302,23 @@ fn guest_checks(
         check_disk(machine, driver, disk, "linux1:xvda ro", failures)?;
     }
     attach(machine, reader.1)?;
-    await_partition(machine, "xvda", failures)?;
+    await_partition(machine, "xvda", DISK_BYTES, failures)?;
     verify_files(machine, &sums, failures)?;
+    if driver == Driver::Ahci {
+        check_detach_and_reattach(machine, reader, driver, &sums, failures)?;
+        check_forced_detach(machine, reader, failures)?;
+    }
     if !virtio {
         poweroff_linux(machine, reader)?;
         check_disk(machine, driver, disk, "-", failures)?;
-        return Ok((sums, Vec::new()));
+        return Ok(GuestResults { sums, committed: Vec::new(), partition });
     }
 
     // Destroy in the middle of a write stream, on vdb.
     detach(machine, reader.1)?;
     block_attach(machine, reader, "phy:vdb,xvdb,w", failures)?;
     attach(machine, reader.1)?;
-    await_partition(machine, "xvdb", failures)?;
+    await_partition(machine, "xvdb", DISK_BYTES, failures)?;
     let committed = destroy_mid_stream(machine, reader, failures)?;
     check_disk(machine, driver, disk, "-", failures)?;
     check_disk(machine, driver, "vdb", "-", failures)?;
@@ -908,7 +1329,7 @@ fn guest_checks(
     detach(machine, checker.1)?;
     block_attach(machine, checker, "phy:vdb,xvda,w", failures)?;
     attach(machine, checker.1)?;
-    await_partition(machine, "xvda", failures)?;
+    await_partition(machine, "xvda", DISK_BYTES, failures)?;
     verify_chunks(machine, &committed, failures)?;
     detach(machine, checker.1)?;
     check_blkhostile(machine, failures)?;
@@ -916,7 +1337,7 @@ fn guest_checks(
     check_disk_still_works(machine, failures)?;
     poweroff_linux(machine, checker)?;
     check_disk(machine, driver, "vdb", "-", failures)?;
-    Ok((sums, committed))
+    Ok(GuestResults { sums, committed, partition })
 }
 
 #[test]

@@ -11,7 +11,14 @@
 //! 4. `earlier data intact`: sectors 0..12 still hold round trip 1's data (no malformed
 //!    write reached the disk, not even by wrapping the sector number).
 //! 5. `read-only page untouched`: the refused read did not write the read-only page.
-//! 6. `grants released`: no grant entry is left marked `GTF_reading`/`GTF_writing`.
+//! 6. On xvdb, the read-only disk ([`READ_ONLY_CHECKS`], after `connect xvdb`):
+//!    `xvdb advertised read-only` (B/info has `VDISK_READONLY` = 4, B/mode is `r`);
+//!    `xvdb write refused` (a well-formed write of one page at sector 0 must be
+//!    answered `BLKIF_RSP_ERROR`: the back end's own refusal, as a Linux frontend
+//!    refuses such writes before they reach the ring); `xvdb read` (12 sectors at
+//!    sector 0 read back as zeroes: the disk starts zeroed and the refused write did
+//!    not land).
+//! 7. `grants released`: no grant entry is left marked `GTF_reading`/`GTF_writing`.
 //!
 //! A request that gets no answer leaves the ring stuck (the request stays outstanding),
 //! so every later ring check reports FAILED without sending anything.
@@ -26,14 +33,20 @@ use basalt_guest_blkhostile_protocol::pattern::{fill, sectors_checksum, Checksum
 use basalt_guest_blkhostile_protocol::{Deadline, SharedPage, PAGE_SIZE};
 use basalt_guest_rt::println;
 
-use crate::frontend::{Frontend, Grants, GRANTS, HANDLE};
+use basalt_guest_blkhostile_protocol::grant_table::GrantTable;
+
+use crate::frontend::{Connection, Frontend, Grants, GRANTS};
 use crate::hypercalls::GuestEnvironment;
-use crate::memory::{shared_page, Role};
+use crate::memory::{shared_page, PhysPage, Role};
 
 /// Per blkif request.
 const REQUEST_TIMEOUT_NS: u64 = 10_000_000_000;
-/// Ids are this plus a running number: recognisable in dom0's logs.
-const ID_BASE: u64 = 0xB10C_0000_0000_0000;
+/// xvda's request ids are this plus a running number: recognisable in dom0's logs.
+pub const ID_BASE: u64 = 0xB10C_0000_0000_0000;
+/// xvdb's request ids start here.
+pub const ID_BASE_XVDB: u64 = 0xB10C_0000_0001_0000;
+/// `VDISK_READONLY`, B/info's read-only bit (io/blkif.h).
+const VDISK_READONLY: u64 = 4;
 /// A grant reference far beyond any table (and near u32 overflow when scaled).
 const BAD_GREF: u32 = 0xFFFF_FFF0;
 /// An operation code blkif does not define.
@@ -113,6 +126,7 @@ impl Report {
 /// What a malformed request is built from.
 pub struct Context {
     pub sectors: u64,
+    pub handle: u16,
     pub grants: Grants,
 }
 
@@ -126,94 +140,100 @@ pub struct Hostile {
 pub const HOSTILE: &[Hostile] = &[
     Hostile {
         name: "bad grant reference",
-        build: |_, id| request(BLKIF_OP_WRITE, HANDLE, id, 0, &[Segment::page(BAD_GREF)]),
+        build: |context, id| request(BLKIF_OP_WRITE, context.handle, id, 0, &[Segment::page(BAD_GREF)]),
     },
     Hostile {
         name: "never-granted entry",
-        build: |context, id| request(BLKIF_OP_WRITE, HANDLE, id, 0, &[Segment::page(context.grants.never_granted)]),
+        build: |context, id| {
+            request(BLKIF_OP_WRITE, context.handle, id, 0, &[Segment::page(context.grants.never_granted)])
+        },
     },
     Hostile {
         name: "grant to another domain",
-        build: |context, id| request(BLKIF_OP_WRITE, HANDLE, id, 0, &[Segment::page(context.grants.other_domain)]),
+        build: |context, id| {
+            request(BLKIF_OP_WRITE, context.handle, id, 0, &[Segment::page(context.grants.other_domain)])
+        },
     },
     Hostile {
         name: "read into read-only grant",
-        build: |context, id| request(BLKIF_OP_READ, HANDLE, id, 0, &[Segment::page(context.grants.read_only)]),
+        build: |context, id| request(BLKIF_OP_READ, context.handle, id, 0, &[Segment::page(context.grants.read_only)]),
     },
     Hostile {
         name: "sector past the end",
         build: |context, id| {
             let segment = Segment { gref: context.grants.read_first, first_sect: 0, last_sect: 0 };
-            request(BLKIF_OP_READ, HANDLE, id, context.sectors, &[segment])
+            request(BLKIF_OP_READ, context.handle, id, context.sectors, &[segment])
         },
     },
     Hostile {
         name: "request straddling the end",
         build: |context, id| {
             let sector = context.sectors.saturating_sub(4);
-            request(BLKIF_OP_READ, HANDLE, id, sector, &[Segment::page(context.grants.read_first)])
+            request(BLKIF_OP_READ, context.handle, id, sector, &[Segment::page(context.grants.read_first)])
         },
     },
     Hostile {
         name: "sector number wraps",
         build: |context, id| {
-            request(BLKIF_OP_WRITE, HANDLE, id, u64::MAX - 3, &[Segment::page(context.grants.hostile)])
+            request(BLKIF_OP_WRITE, context.handle, id, u64::MAX - 3, &[Segment::page(context.grants.hostile)])
         },
     },
     Hostile {
         name: "zero segments",
         build: |context, id| {
-            read_write_request(BLKIF_OP_WRITE, 0, HANDLE, id, 0, &[Segment::page(context.grants.hostile)])
+            read_write_request(BLKIF_OP_WRITE, 0, context.handle, id, 0, &[Segment::page(context.grants.hostile)])
         },
     },
     Hostile {
         name: "12 segments",
         build: |context, id| {
-            read_write_request(BLKIF_OP_WRITE, 12, HANDLE, id, 0, &[Segment::page(context.grants.hostile); 11])
+            read_write_request(BLKIF_OP_WRITE, 12, context.handle, id, 0, &[Segment::page(context.grants.hostile); 11])
         },
     },
     Hostile {
         name: "255 segments",
         build: |context, id| {
-            read_write_request(BLKIF_OP_WRITE, 255, HANDLE, id, 0, &[Segment::page(context.grants.hostile); 11])
+            read_write_request(BLKIF_OP_WRITE, 255, context.handle, id, 0, &[Segment::page(context.grants.hostile); 11])
         },
     },
     Hostile {
         name: "first_sect > last_sect",
         build: |context, id| {
             let segment = Segment { gref: context.grants.hostile, first_sect: 5, last_sect: 2 };
-            request(BLKIF_OP_WRITE, HANDLE, id, 0, &[segment])
+            request(BLKIF_OP_WRITE, context.handle, id, 0, &[segment])
         },
     },
     Hostile {
         name: "last_sect 8",
         build: |context, id| {
             let segment = Segment { gref: context.grants.hostile, first_sect: 0, last_sect: 8 };
-            request(BLKIF_OP_WRITE, HANDLE, id, 0, &[segment])
+            request(BLKIF_OP_WRITE, context.handle, id, 0, &[segment])
         },
     },
     Hostile {
         name: "unknown operation",
         build: |context, id| {
-            read_write_request(UNKNOWN_OPERATION, 1, HANDLE, id, 0, &[Segment::page(context.grants.hostile)])
+            read_write_request(UNKNOWN_OPERATION, 1, context.handle, id, 0, &[Segment::page(context.grants.hostile)])
         },
     },
     Hostile {
         name: "indirect with bad indirect gref",
-        build: |_, id| indirect_request(BLKIF_OP_WRITE, 1, HANDLE, id, 0, &[BAD_GREF]),
+        build: |context, id| indirect_request(BLKIF_OP_WRITE, 1, context.handle, id, 0, &[BAD_GREF]),
     },
 ];
 
-/// Names of every check after `connect`, in order (printed as not run when the
-/// connection fails).
+/// Names of every check on xvda after `connect`, in order (printed as not run when
+/// the connection fails).
 pub fn check_names() -> impl Iterator<Item = &'static str> {
     ["round trip 1"].into_iter().chain(HOSTILE.iter().map(|hostile| hostile.name)).chain([
         "round trip 2",
         "earlier data intact",
         "read-only page untouched",
-        "grants released",
     ])
 }
+
+/// The checks on xvdb after `connect xvdb`, in order.
+pub const READ_ONLY_CHECKS: [&str; 3] = ["xvdb advertised read-only", "xvdb write refused", "xvdb read"];
 
 /// Fills the pages whose contents later checks compare against.
 pub fn prepare_pages() {
@@ -234,7 +254,7 @@ fn add_segment(checksum: &mut Checksum, role: Role, segment: Segment) {
     }
 }
 
-/// Runs everything after the connection.
+/// Runs the checks of one connected disk.
 pub struct Tester<'a> {
     frontend: &'a mut Frontend,
     env: &'a mut GuestEnvironment,
@@ -244,13 +264,15 @@ pub struct Tester<'a> {
 }
 
 impl<'a> Tester<'a> {
-    pub fn new(frontend: &'a mut Frontend, env: &'a mut GuestEnvironment) -> Self {
-        Self { frontend, env, next_id: ID_BASE, stuck: None }
+    /// Its requests' ids count up from `first_id`.
+    pub fn new(frontend: &'a mut Frontend, env: &'a mut GuestEnvironment, first_id: u64) -> Self {
+        Self { frontend, env, next_id: first_id, stuck: None }
     }
 
+    /// The checks of xvda ([`check_names`]).
     pub fn run(&mut self, report: &mut Report) {
         report.record("round trip 1", self.round_trip(SEED_ROUND_TRIP_1, 0));
-        let context = Context { sectors: self.frontend.sectors, grants: GRANTS };
+        let context = Context { sectors: self.frontend.sectors, handle: self.frontend.handle, grants: GRANTS };
         for hostile in HOSTILE {
             let outcome = self.exchange(|id| (hostile.build)(&context, id), Expectation::Refused);
             report.record(hostile.name, outcome);
@@ -259,7 +281,31 @@ impl<'a> Tester<'a> {
         report.record("round trip 2", self.round_trip(SEED_ROUND_TRIP_2, last));
         report.record("earlier data intact", self.read_back(SEED_ROUND_TRIP_1, 0));
         report.record("read-only page untouched", read_only_page_untouched());
-        report.record("grants released", self.grants_released());
+    }
+
+    /// The checks of xvdb ([`READ_ONLY_CHECKS`]), connected as `connection` says.
+    pub fn run_read_only(&mut self, connection: &Connection, report: &mut Report) {
+        let [advertised, write_refused, read] = READ_ONLY_CHECKS;
+        let read_only = connection.info.is_some_and(|info| info & VDISK_READONLY != 0) && connection.mode() == "r";
+        report.record(
+            advertised,
+            if read_only {
+                Ok(())
+            } else {
+                Err(detail!(
+                    "info {:?}, mode {:?}; expected bit {VDISK_READONLY} and \"r\"",
+                    connection.info,
+                    connection.mode()
+                ))
+            },
+        );
+        let handle = self.frontend.handle;
+        let source = Segment::page(GRANTS.hostile);
+        report.record(
+            write_refused,
+            self.exchange(|id| request(BLKIF_OP_WRITE, handle, id, 0, &[source]), Expectation::Error),
+        );
+        report.record(read, self.read_zeroes(0));
     }
 
     /// Sends the request `build(id)` and judges the answer.
@@ -295,23 +341,15 @@ impl<'a> Tester<'a> {
         buffer.fill(0x5A);
         fill(&mut buffer[2 * SECTOR_SIZE..6 * SECTOR_SIZE], seed, (sector + 8) * SECTOR_SIZE as u64);
         shared_page(Role::WriteSecond).write_bytes(0, &buffer);
-        self.exchange(|id| request(BLKIF_OP_WRITE, HANDLE, id, sector, &[whole, middle]), Expectation::Okay)
+        let handle = self.frontend.handle;
+        self.exchange(|id| request(BLKIF_OP_WRITE, handle, id, sector, &[whole, middle]), Expectation::Okay)
             .map_err(|failure| detail!("write: {}", failure.as_str()))?;
         self.read_back(seed, sector)
     }
 
     /// Reads 12 sectors at `sector` and compares them with `seed`'s pattern.
     fn read_back(&mut self, seed: u64, sector: u64) -> Result<(), Detail> {
-        let tail = Segment { gref: GRANTS.read_first, first_sect: 4, last_sect: 7 };
-        let whole = Segment::page(GRANTS.read_second);
-        let stale = [0xEEu8; PAGE_SIZE];
-        shared_page(Role::ReadFirst).write_bytes(0, &stale);
-        shared_page(Role::ReadSecond).write_bytes(0, &stale);
-        self.exchange(|id| request(BLKIF_OP_READ, HANDLE, id, sector, &[tail, whole]), Expectation::Okay)
-            .map_err(|failure| detail!("read: {}", failure.as_str()))?;
-        let mut read = Checksum::new();
-        add_segment(&mut read, Role::ReadFirst, tail);
-        add_segment(&mut read, Role::ReadSecond, whole);
+        let read = self.read_sectors(sector)?;
         let expected = sectors_checksum(seed, sector, ROUND_TRIP_SECTORS);
         if read == expected {
             Ok(())
@@ -320,26 +358,53 @@ impl<'a> Tester<'a> {
         }
     }
 
-    fn grants_released(&self) -> Result<(), Detail> {
-        let granted = [
-            GRANTS.ring,
-            GRANTS.write_first,
-            GRANTS.write_second,
-            GRANTS.read_first,
-            GRANTS.read_second,
-            GRANTS.read_only,
-            GRANTS.hostile,
-            GRANTS.other_domain,
-        ];
-        // The ring stays in use while connected; a stuck request may hold data pages.
-        let still_held = granted.into_iter().skip(1).find(|&gref| self.frontend.grants.in_use(gref).unwrap_or(true));
-        match still_held {
-            None => Ok(()),
-            Some(gref) => Err(detail!(
-                "grant {gref} still marked in use (flags {:#x})",
-                self.frontend.grants.flags(gref).unwrap_or(0)
-            )),
+    /// Reads 12 sectors at `sector`, which must all be zero.
+    fn read_zeroes(&mut self, sector: u64) -> Result<(), Detail> {
+        let read = self.read_sectors(sector)?;
+        let mut expected = Checksum::new();
+        for _ in 0..ROUND_TRIP_SECTORS {
+            expected.add(&[0; SECTOR_SIZE]);
         }
+        if read == expected {
+            Ok(())
+        } else {
+            Err(detail!("checksum {:#x} read, {:#x} for zeroes", read.value(), expected.value()))
+        }
+    }
+
+    /// Reads 12 sectors at `sector` into the read pages (filled with 0xEE first, so
+    /// a read that moved nothing shows) and returns their checksum.
+    fn read_sectors(&mut self, sector: u64) -> Result<Checksum, Detail> {
+        let tail = Segment { gref: GRANTS.read_first, first_sect: 4, last_sect: 7 };
+        let whole = Segment::page(GRANTS.read_second);
+        let stale = [0xEEu8; PAGE_SIZE];
+        shared_page(Role::ReadFirst).write_bytes(0, &stale);
+        shared_page(Role::ReadSecond).write_bytes(0, &stale);
+        let handle = self.frontend.handle;
+        self.exchange(|id| request(BLKIF_OP_READ, handle, id, sector, &[tail, whole]), Expectation::Okay)
+            .map_err(|failure| detail!("read: {}", failure.as_str()))?;
+        let mut read = Checksum::new();
+        add_segment(&mut read, Role::ReadFirst, tail);
+        add_segment(&mut read, Role::ReadSecond, whole);
+        Ok(read)
+    }
+}
+
+/// `grants released`: no data page's grant is left marked in use (the rings stay in
+/// use while connected; a stuck request may hold data pages).
+pub fn grants_released(grants: &GrantTable<PhysPage>) -> Result<(), Detail> {
+    let granted = [
+        GRANTS.write_first,
+        GRANTS.write_second,
+        GRANTS.read_first,
+        GRANTS.read_second,
+        GRANTS.read_only,
+        GRANTS.hostile,
+        GRANTS.other_domain,
+    ];
+    match granted.into_iter().find(|&gref| grants.in_use(gref).unwrap_or(true)) {
+        None => Ok(()),
+        Some(gref) => Err(detail!("grant {gref} still marked in use (flags {:#x})", grants.flags(gref).unwrap_or(0))),
     }
 }
 

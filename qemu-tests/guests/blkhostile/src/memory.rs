@@ -16,7 +16,7 @@ use basalt_guest_blkhostile_protocol::{SharedPage, PAGE_SIZE};
 /// The guest's shared pages, by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The blkif shared ring.
+    /// The blkif shared ring of xvda.
     Ring = 0,
     /// Sources of the good writes (granted read-only: dom0 only reads them).
     WriteFirst = 1,
@@ -28,9 +28,11 @@ pub enum Role {
     ReadOnly = 5,
     /// Source of the malformed writes: data that must never reach the disk.
     Hostile = 6,
+    /// The blkif shared ring of xvdb, the read-only disk.
+    RingXvdb = 7,
 }
 
-const SHARED_PAGE_COUNT: usize = 7;
+const SHARED_PAGE_COUNT: usize = 8;
 
 #[repr(C, align(4096))]
 struct SharedPages(UnsafeCell<[[u8; PAGE_SIZE]; SHARED_PAGE_COUNT]>);

@@ -311,6 +311,9 @@ pub enum Expectation {
     Okay,
     /// `BLKIF_RSP_ERROR` or `BLKIF_RSP_EOPNOTSUPP`.
     Refused,
+    /// `BLKIF_RSP_ERROR` only: a request the back end understands and must refuse
+    /// (a write to a read-only disk), so "not supported" would be the wrong answer.
+    Error,
 }
 
 /// Why an answer did not meet its [`Expectation`].
@@ -330,6 +333,7 @@ impl fmt::Display for Mismatch {
             Self::Status { expected: Expectation::Refused, got } => {
                 write!(formatter, "status {got}, expected -1 or -2")
             }
+            Self::Status { expected: Expectation::Error, got } => write!(formatter, "status {got}, expected -1"),
         }
     }
 }
@@ -342,6 +346,7 @@ pub fn judge(id: u64, expectation: Expectation, response: &Response) -> Result<(
     let allowed = match expectation {
         Expectation::Okay => response.status == BLKIF_RSP_OKAY,
         Expectation::Refused => matches!(response.status, BLKIF_RSP_ERROR | BLKIF_RSP_EOPNOTSUPP),
+        Expectation::Error => response.status == BLKIF_RSP_ERROR,
     };
     if allowed {
         Ok(())

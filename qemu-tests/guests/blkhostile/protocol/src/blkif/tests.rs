@@ -88,6 +88,17 @@ fn judge_checks_id_then_status() {
         assert_eq!(judge(5, Expectation::Refused, &Response { status, ..okay }), Ok(()));
     }
     assert!(judge(5, Expectation::Refused, &Response { status: -3, ..okay }).is_err());
+    assert_eq!(judge(5, Expectation::Error, &Response { status: BLKIF_RSP_ERROR, ..okay }), Ok(()));
+    for status in [BLKIF_RSP_OKAY, BLKIF_RSP_EOPNOTSUPP] {
+        assert_eq!(
+            judge(5, Expectation::Error, &Response { status, ..okay }),
+            Err(Mismatch::Status { expected: Expectation::Error, got: status })
+        );
+    }
+    assert_eq!(
+        format!("{}", judge(5, Expectation::Error, &Response { status: -2, ..okay }).unwrap_err()),
+        "status -2, expected -1"
+    );
     assert_eq!(
         format!("{}", judge(5, Expectation::Okay, &Response { status: -1, ..okay }).unwrap_err()),
         "status -1, expected 0"
