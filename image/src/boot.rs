@@ -402,6 +402,7 @@ fn set_up_interrupts(acpi: Option<&AcpiTables>, cpu_has_x2apic: bool) {
     let bsp_apic = lapic::id();
     percpu::current().apic_id.store(bsp_apic, core::sync::atomic::Ordering::Relaxed);
     cpu::dom0_wake::init_on_dom0_cpu();
+    cpu::kick::init();
     lapic::calibrate_timer();
     lapic::start_timer_this_cpu();
     match acpi

@@ -49,7 +49,7 @@ impl Source {
     fn describe(&self) -> String {
         match self {
             Source::Phy(name) => format!("phy:{name}"),
-            Source::Ram { bytes, .. } => format!("ram:{}", basalt_dom0::block::names::human_size(*bytes)),
+            Source::Ram { bytes, .. } => DiskSource::Ram(*bytes).to_string(),
         }
     }
 }
@@ -426,15 +426,17 @@ fn serve_ring(guest: &Domain, vbd: &mut Vbd) -> bool {
     let mut ring = HeldPage { domain: guest, gfn: *ring_gfn };
     let mut grants = DomainGrants { domain: guest, persistent: *persistent, held };
     let now = || time::uptime_ns();
+    // The attachment's mode binds whatever the frontend does with the `info` flag.
+    let read_only = !vbd.writable;
     let result = match &mut vbd.source {
         Source::Ram { disk, .. } => {
-            let mut disk = BlockBackendDisk::new(disk, &now, DEFAULT_TIMEOUT_NS);
+            let mut disk = BlockBackendDisk::new(disk, &now, DEFAULT_TIMEOUT_NS).read_only_if(read_only);
             backend.service(&mut ring, &mut grants, &mut disk)
         }
         Source::Phy(name) => {
             let name = name.clone();
             crate::storage::with_disk(&name, |device: &mut dyn BlockDevice| {
-                let mut disk = BlockBackendDisk::new(device, &now, DEFAULT_TIMEOUT_NS);
+                let mut disk = BlockBackendDisk::new(device, &now, DEFAULT_TIMEOUT_NS).read_only_if(read_only);
                 backend.service(&mut ring, &mut grants, &mut disk as &mut dyn BackendDisk)
             })
             .unwrap_or_else(|error| {

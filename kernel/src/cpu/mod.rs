@@ -5,6 +5,8 @@ pub mod diagnostics;
 pub mod dom0_wake;
 pub mod identify;
 pub mod ioapic;
+#[cfg(target_os = "none")]
+pub mod kick;
 pub mod lapic;
 pub mod percpu;
 pub mod pic;

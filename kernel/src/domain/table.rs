@@ -479,7 +479,14 @@ pub fn console_input(id: u16, bytes: &[u8]) -> Result<(), DomainError> {
 
 /// Wakes a vCPU if it is blocked (or about to block).
 pub fn wake(domain: &Domain, vcpu: &Vcpu) {
-    super::run::with_scheduler(|scheduler| scheduler.wake(VcpuKey { domain: domain.id, vcpu: vcpu.id }));
+    let kicks =
+        super::run::with_scheduler(|scheduler| scheduler.wake_with_kicks(VcpuKey { domain: domain.id, vcpu: vcpu.id }));
+    // Outside the scheduler's lock: an IPI to each CPU that must notice, so a halted
+    // CPU picks the vCPU up and a running one exits to inject, at once rather than at
+    // its next timer tick.
+    if let Some(kicks) = kicks {
+        crate::cpu::kick::kick_cpus(&kicks);
+    }
 }
 
 /// Sets the domain's name (rename on restart).

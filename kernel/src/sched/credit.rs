@@ -324,6 +324,25 @@ impl CreditScheduler {
         true
     }
 
+    /// [`Self::wake`], and the CPUs that must notice it: the CPU running the vCPU (it
+    /// has to leave the guest for an interrupt to be injected), or, when the vCPU just
+    /// became runnable, the idle CPUs of its affinity (one of them will pick it).
+    pub fn wake_with_kicks(&mut self, key: VcpuKey) -> CpuSet {
+        let became_runnable = self.wake(key);
+        let mut kicks = CpuSet::empty();
+        let Some(vcpu) = self.vcpus.get(&key) else { return kicks };
+        if let Some(cpu) = vcpu.running_on {
+            kicks.insert(cpu);
+        } else if became_runnable {
+            for cpu in vcpu.affinity.iter() {
+                if self.current.get(cpu as usize).is_some_and(Option::is_none) {
+                    kicks.insert(cpu);
+                }
+            }
+        }
+        kicks
+    }
+
     /// Runnable → Blocked for a vCPU that is not running (a running one blocks through
     /// `put_back`). True if it changed.
     pub fn block(&mut self, key: VcpuKey) -> bool {

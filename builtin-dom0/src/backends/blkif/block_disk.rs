@@ -33,6 +33,14 @@ impl<'a> BlockBackendDisk<'a> {
         BlockBackendDisk { device, info, now_ns, timeout_ns, completions: Vec::new() }
     }
 
+    /// Refuses writes and discards whatever the device allows: a disk attached
+    /// read-only (`mode = r`) must stay unwritten even by a frontend that ignores the
+    /// `info` flag it was given.
+    pub fn read_only_if(mut self, read_only: bool) -> Self {
+        self.info.read_only |= read_only;
+        self
+    }
+
     fn block_size(&self) -> u64 {
         u64::from(self.info.logical_block_size.max(1))
     }
@@ -88,6 +96,9 @@ impl BackendDisk for BlockBackendDisk<'_> {
     }
 
     fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), DiskError> {
+        if self.info.read_only {
+            return Err(DiskError);
+        }
         let (lba, blocks) = self.blocks(sector, data.len() as u64).ok_or(DiskError)?;
         let mut buffer = Vec::new();
         buffer.try_reserve_exact(data.len()).map_err(|_| DiskError)?;
@@ -104,6 +115,9 @@ impl BackendDisk for BlockBackendDisk<'_> {
     }
 
     fn discard(&mut self, sector: u64, count: u64) -> Result<(), DiskError> {
+        if self.info.read_only {
+            return Err(DiskError);
+        }
         if !self.info.supports_discard {
             // Discard is advisory: contents of a discarded range are unspecified.
             return Ok(());
@@ -145,6 +159,17 @@ mod tests {
         assert_eq!(back, data);
         disk.flush().unwrap();
         assert_eq!(disk.read(63, &mut [0; 1024]), Err(DiskError), "past the end");
+    }
+
+    #[test]
+    fn a_read_only_attachment_refuses_writes_on_a_writable_device() {
+        let mut ram = RamDisk::new(64, 512).unwrap();
+        let now = clock();
+        let mut disk = BlockBackendDisk::new(&mut ram, &now, 1_000).read_only_if(true);
+        assert!(disk.read_only());
+        assert_eq!(disk.write(0, &[1; 512]), Err(DiskError));
+        assert!(disk.read(0, &mut [0; 512]).is_ok());
+        assert!(ram.bytes().iter().all(|&byte| byte == 0), "nothing was written");
     }
 
     #[test]

@@ -336,3 +336,20 @@ fn random_operations_keep_the_invariants() {
         assert_eq!(running, occupied);
     }
 }
+
+#[test]
+fn wake_ups_name_the_cpus_to_kick() {
+    let mut sched = CreditScheduler::new(3);
+    add(&mut sched, 1, 256, 0, 2);
+    sched.set_affinity(key(1, 1), CpuSet::first(2)).unwrap();
+    let cpus = |set: CpuSet| set.iter().collect::<Vec<u32>>();
+    // vCPU 0 runs on CPU 0: waking it kicks CPU 0 (to exit and inject).
+    assert_eq!(sched.pick_next(0, 0), Some((key(1, 0), TIMESLICE_NS)));
+    assert_eq!(cpus(sched.wake_with_kicks(key(1, 0))), [0]);
+    // vCPU 1 is blocked; CPU 0 is busy, so of its affinity {0, 1} only idle CPU 1.
+    assert!(sched.block(key(1, 1)));
+    assert_eq!(cpus(sched.wake_with_kicks(key(1, 1))), [1]);
+    // Already runnable: nobody to kick.
+    assert!(cpus(sched.wake_with_kicks(key(1, 1))).is_empty());
+    assert!(cpus(sched.wake_with_kicks(key(9, 0))).is_empty(), "unknown vCPU");
+}
