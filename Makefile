@@ -191,6 +191,7 @@ $(GUEST_VMLINUX): $(GUEST_KERNEL) guest-payload/extract-vmlinux.sh
 unit-test: guest-kernel
 	$(CARGO) test --workspace --exclude basalt-image --exclude qemu-tests
 	$(CARGO) test -p qemu-tests --lib --bins
+	cd qemu-tests/guests && $(CARGO) test -p basalt-guest-blkhostile-protocol
 
 # Emulator tests: boot build/basalt.img (and build/basalt-test.img, for the guest
 # tests) and drive the serial shell — QEMU TCG for AMD SVM, Bochs for Intel VMX.
@@ -252,7 +253,7 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd shell && for t in shell_input tokenize; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 	cd kernel && for t in cmdline acpi_tables elf_symbols hypercall_dispatch guest_paging exit_decode mmio_decode event_channel_ops grant_table_ops; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
-	cd builtin-dom0 && for t in pvh_elf bzimage xl_config xenstore_wire pci_enumerate partition_table blkif_ring; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	cd builtin-dom0 && for t in pvh_elf bzimage xl_config xenstore_wire pci_enumerate partition_table blkif_ring blkif_handshake; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
