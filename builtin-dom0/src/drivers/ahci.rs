@@ -5,8 +5,28 @@
 //! GHC.AE, CAP, PI) and touches them only once; after that every disk owns its port —
 //! its own mapping of the ABAR, its own command list, received-FIS area, command
 //! tables and bounce regions — so ports are independent and one disk's recovery never
-//! disturbs another. Interrupts stay off (PxIE = 0, GHC.IE untouched): completion is
-//! polled, as the drivers module says.
+//! disturbs another.
+//!
+//! Interrupts (AHCI 1.3.1 §5.6.2, §10.7) only wake the CPU that polls, as the drivers
+//! module says; completion is polled either way. Probe sets up MSI-X or MSI with
+//! [`enable_message_interrupts`], masks every implemented port (PxIE = 0), clears IS
+//! and sets GHC.IE only when a message interrupt is available (clears it otherwise).
+//! Each disk then enables its own port once it is up: PxIE = [`PORT_INTERRUPTS`] (D2H
+//! Register FIS, PIO Setup FIS, Set Device Bits FIS, descriptor processed, and the
+//! error bits the recovery below handles). `poll_completions` reads PxCI, then PxIS
+//! once, and uses that one value twice: its error bits decide recovery exactly as
+//! without interrupts, and its other bits are written back (write 1 to clear), then
+//! the port's IS.IPS bit. Error bits are not cleared there: the restart that every
+//! error leads to clears all of PxIS, and a port taken out of service gets PxIE = 0
+//! first, so no error bit stays pending and enabled (QEMU's HBA sends a new message
+//! on every register write while any is). Because the completion bits are
+//! acknowledged after PxCI was read, a command that finished between the two reads
+//! would have lost its wake-up: after each pass PxCI is read again and, if such a
+//! slot exists, the pass is repeated (a bounded number of times). Every successful
+//! restart enables PxIE again, in case its COMRESET reset the port's registers (QEMU
+//! before 2011 cleared PxIE there). Dropping a disk clears its PxIE and acknowledges
+//! what is pending before the port is stopped; GHC.IE is shared by the ports and
+//! stays as probe set it.
 //!
 //! Commands are non-queued: READ DMA EXT (0x25), WRITE DMA EXT (0x35), FLUSH CACHE
 //! EXT (0xEA) and, for discards on disks that report TRIM, DATA SET MANAGEMENT (0x06)
@@ -53,6 +73,7 @@ mod fake_hba;
 #[cfg(test)]
 mod tests;
 
+use super::interrupts::{enable_message_interrupts, InterruptMode};
 use super::{DmaRegion, DriverError, Platform, ProbeContext, Registers};
 use crate::block::{check_request, BlockDevice, BlockError, Completion, DeviceInfo, Op, Request, RequestId};
 use crate::pci::{enable_bus_mastering, enable_memory_decoding, Bar, PciFunction};
@@ -72,6 +93,8 @@ pub const ABAR_INDEX: u8 = 5;
 // Generic host control registers (AHCI 1.3.1 §3.1).
 const HBA_CAP: u64 = 0x00;
 const HBA_GHC: u64 = 0x04;
+/// Interrupt status: bit n is port n's IPS (write 1 to clear).
+const HBA_IS: u64 = 0x08;
 const HBA_PI: u64 = 0x0C;
 const HBA_CAP2: u64 = 0x24;
 const HBA_BOHC: u64 = 0x28;
@@ -84,6 +107,8 @@ const CAP_SSS: u32 = 1 << 27;
 /// 64-bit addressing of command lists, FIS areas and data.
 const CAP_S64A: u32 = 1 << 31;
 const GHC_AE: u32 = 1 << 31;
+/// Interrupt enable for the whole HBA.
+const GHC_IE: u32 = 1 << 1;
 const CAP2_BOH: u32 = 1 << 0;
 const BOHC_BOS: u32 = 1 << 0;
 const BOHC_OOS: u32 = 1 << 1;
@@ -115,6 +140,12 @@ const PXCMD_CCS_MASK: u32 = 0x1F;
 const PXCMD_FR: u32 = 1 << 14;
 const PXCMD_CR: u32 = 1 << 15;
 
+/// Device to Host Register FIS, PIO Setup FIS, Set Device Bits FIS and Descriptor
+/// Processed interrupts: the ways a command's end is signalled.
+const PXIS_DHRS: u32 = 1 << 0;
+const PXIS_PSS: u32 = 1 << 1;
+const PXIS_SDBS: u32 = 1 << 3;
+const PXIS_DPS: u32 = 1 << 5;
 const PXIS_OFS: u32 = 1 << 24;
 const PXIS_IFS: u32 = 1 << 27;
 const PXIS_HBDS: u32 = 1 << 28;
@@ -123,6 +154,10 @@ const PXIS_TFES: u32 = 1 << 30;
 /// The interrupt status bits after which the HBA stops processing the port's command
 /// list until software restarts it.
 const PXIS_ERRORS: u32 = PXIS_TFES | PXIS_HBFS | PXIS_HBDS | PXIS_IFS | PXIS_OFS;
+/// PxIE of a disk's port when message interrupts are set up: command ends and errors.
+pub const PORT_INTERRUPTS: u32 = PXIS_DHRS | PXIS_PSS | PXIS_SDBS | PXIS_DPS | PXIS_ERRORS;
+/// Passes of `poll_completions` at most (see the module documentation).
+const MAX_POLL_PASSES: u32 = 4;
 
 const PXSSTS_DET_MASK: u32 = 0xF;
 /// Device present and Phy communication established.
@@ -249,6 +284,7 @@ pub fn probe_ports(context: ProbeContext<'_>) -> Result<AhciProbe, DriverError> 
     }
     enable_memory_decoding(context.config, context.function.address);
     enable_bus_mastering(context.config, context.function.address);
+    let interrupt_mode = enable_message_interrupts(context.function, context.config, &**platform);
 
     take_from_bios(&*host, &**platform);
     // AHCI mode first: with GHC.AE clear, the other AHCI registers may not respond.
@@ -267,7 +303,19 @@ pub fn probe_ports(context: ProbeContext<'_>) -> Result<AhciProbe, DriverError> 
         // Firmware that forgot PI: the first CAP.NP ports are implemented.
         implemented = u32::MAX >> (MAX_PORTS - port_count);
     }
-    let port_setup = PortSetup { bar, capabilities, slot_count };
+    // No port signals until its disk is up (firmware may have left PxIE set, and
+    // ports without a disk are never looked at again); then the HBA as a whole.
+    for port_number in (0..MAX_PORTS).filter(|port| implemented & (1 << port) != 0) {
+        let base = PORT_BASE + u64::from(port_number) * PORT_STRIDE;
+        if base + PORT_STRIDE <= host.len() {
+            host.write32(base + PXIE, 0);
+        }
+    }
+    host.write32(HBA_IS, u32::MAX);
+    let control = host.read32(HBA_GHC);
+    let control = if interrupt_mode.signals() { control | GHC_IE } else { control & !GHC_IE };
+    host.write32(HBA_GHC, control);
+    let port_setup = PortSetup { bar, capabilities, slot_count, interrupt_mode };
 
     let mut probe = AhciProbe { disks: Vec::new(), port_errors: Vec::new() };
     for port_number in (0..MAX_PORTS).filter(|port| implemented & (1 << port) != 0) {
@@ -330,12 +378,15 @@ struct PortSetup<'a> {
     bar: &'a Bar,
     capabilities: u32,
     slot_count: usize,
+    interrupt_mode: InterruptMode,
 }
 
 /// One port's registers, through the disk's own mapping of the ABAR.
 struct PortRegisters {
     abar: Box<dyn Registers>,
     base: u64,
+    /// The port's bit in IS.
+    is_bit: u32,
 }
 
 impl PortRegisters {
@@ -361,6 +412,12 @@ impl PortRegisters {
 
     fn device_busy(&self) -> bool {
         self.read(PXTFD) & (ATA_BSY | ATA_DRQ) != 0
+    }
+
+    /// Clears the port's IS.IPS bit (write 1 to clear; other ports' bits are
+    /// untouched). After PxIS, or the bit is set again at once.
+    fn acknowledge_hba(&self) {
+        self.abar.write32(HBA_IS, self.is_bit);
     }
 }
 
@@ -473,12 +530,37 @@ pub struct AhciDisk {
     /// Set when a restart failed: requests are refused until then, when one more
     /// restart is tried.
     out_of_service_until: Option<u64>,
+    /// The controller's interrupt mode (set up at probe).
+    interrupt_mode: InterruptMode,
+    /// PxIE while the port is in service: [`PORT_INTERRUPTS`], or 0 when polled.
+    port_interrupt_enable: u32,
 }
 
 impl AhciDisk {
     /// The AHCI port the disk is on.
     pub fn port_number(&self) -> u32 {
         self.port_number
+    }
+
+    /// How the controller signals completions (MSI-X, MSI, or polled only).
+    pub fn interrupt_mode(&self) -> InterruptMode {
+        self.interrupt_mode
+    }
+
+    /// Lets the port signal again (after bring-up or a restart; a COMRESET may have
+    /// cleared PxIE).
+    fn enable_port_interrupts(&self) {
+        if self.port_interrupt_enable != 0 {
+            self.port.write(PXIE, self.port_interrupt_enable);
+        }
+    }
+
+    /// Stops the port signalling and acknowledges what it had pending.
+    fn disable_port_interrupts(&self) {
+        if self.port_interrupt_enable != 0 {
+            self.port.write(PXIE, 0);
+            self.port.acknowledge_hba();
+        }
     }
 
     /// Brings one port up: stops it, gives it memory, checks the device is an ATA
@@ -491,7 +573,7 @@ impl AhciDisk {
         platform: &Arc<dyn Platform>,
     ) -> Result<Option<AhciDisk>, DriverError> {
         let abar = platform.map_bar(setup.bar).ok_or(DriverError::NoBar(ABAR_INDEX))?;
-        let port = PortRegisters { abar, base };
+        let port = PortRegisters { abar, base, is_bit: 1 << port_number };
         // Firmware may have left the port running on its own memory: stop it before
         // pointing it at ours (§10.3.2).
         if !stop_engine(&port, &**platform) {
@@ -543,6 +625,8 @@ impl AhciDisk {
             trim_entries_per_chunk: 0,
             next_id: 1,
             out_of_service_until: None,
+            interrupt_mode: setup.interrupt_mode,
+            port_interrupt_enable: 0,
         };
         // From here on, dropping `disk` on an error stops the port before its memory
         // is freed.
@@ -590,6 +674,13 @@ impl AhciDisk {
             supports_flush: identity.flush_cache_ext,
             supports_discard: identity.trim && disk.trim_entries_per_chunk > 0,
         };
+        // Up: what IDENTIFY left pending is acknowledged, then the port may signal.
+        if setup.interrupt_mode.signals() {
+            disk.port_interrupt_enable = PORT_INTERRUPTS;
+            disk.port.write(PXIS, u32::MAX);
+            disk.port.acknowledge_hba();
+            disk.enable_port_interrupts();
+        }
         Ok(Some(disk))
     }
 
@@ -653,13 +744,16 @@ impl AhciDisk {
         let stopped = stop_engine(&self.port, &*self.platform);
         self.port.write(PXSERR, u32::MAX);
         self.port.write(PXIS, u32::MAX);
+        self.port.acknowledge_hba();
         if !stopped || self.port.device_busy() || !self.port.link_present() {
             self.comreset()?;
             if !stopped && !stop_engine(&self.port, &*self.platform) {
                 return Err(DriverError::Timeout("port command list to stop (PxCMD.CR)"));
             }
         }
-        self.start_engine()
+        self.start_engine()?;
+        self.enable_port_interrupts();
+        Ok(())
     }
 
     /// Writes a command header and table for `slot`: a Register H2D FIS for
@@ -889,6 +983,8 @@ impl AhciDisk {
     }
 
     fn take_out_of_service(&mut self, out: &mut Vec<Completion>) {
+        // Error bits may stay in PxIS until the next restart: they must not signal.
+        self.disable_port_interrupts();
         for slot in Self::slot_indices(self.busy_slots()) {
             self.complete(slot, Err(BlockError::Io), out);
         }
@@ -987,6 +1083,19 @@ impl BlockDevice for AhciDisk {
     }
 
     fn poll_completions(&mut self, out: &mut Vec<Completion>) {
+        for _ in 0..MAX_POLL_PASSES {
+            if !self.poll_once(out) {
+                break;
+            }
+        }
+    }
+}
+
+impl AhciDisk {
+    /// One look at the port. True if a slot that was still issued when PxCI was read
+    /// has finished since: its completion bits were acknowledged by this pass, so no
+    /// interrupt will announce it; the caller looks again.
+    fn poll_once(&mut self, out: &mut Vec<Completion>) -> bool {
         let busy = self.busy_slots();
         // PxCI before PxIS: a slot seen finished here finished before the status read,
         // so a clean status below covers it (an HBA sets TFES when the command ends).
@@ -994,6 +1103,15 @@ impl BlockDevice for AhciDisk {
         fence(Ordering::SeqCst);
         let status = self.port.read(PXIS);
         fence(Ordering::SeqCst);
+        // The value just read is the one acted on: its completion bits are
+        // acknowledged now, its error bits by the restart recovery ends with.
+        let acknowledged = status & !PXIS_ERRORS;
+        if acknowledged != 0 {
+            self.port.write(PXIS, acknowledged);
+        }
+        if self.port_interrupt_enable != 0 {
+            self.port.acknowledge_hba();
+        }
         if status & PXIS_ERRORS != 0 {
             if busy != 0 {
                 self.recover_from_error(out);
@@ -1002,13 +1120,10 @@ impl BlockDevice for AhciDisk {
                 // next request for it.
                 self.restart_and_reissue(0, out);
             }
-            return;
+            return false;
         }
         if busy == 0 {
-            return;
-        }
-        if status != 0 {
-            self.port.write(PXIS, status);
+            return false;
         }
         let now = self.platform.now_ns();
         let mut timed_out = 0;
@@ -1036,12 +1151,18 @@ impl BlockDevice for AhciDisk {
             // the reset.
             let waiting = self.busy_slots();
             self.restart_and_reissue(waiting, out);
+            // Whatever is issued now was issued after the acknowledgement above, so
+            // its end will signal.
+            return false;
         }
+        fence(Ordering::SeqCst);
+        self.busy_slots() & issued & !self.port.read(PXCI) != 0
     }
 }
 
 impl Drop for AhciDisk {
     fn drop(&mut self) {
+        self.disable_port_interrupts();
         let stopped = stop_engine(&self.port, &*self.platform) && stop_fis_receive(&self.port, &*self.platform);
         if !stopped {
             // The HBA may still write the command list, FIS area or bounce regions:

@@ -11,9 +11,9 @@
 //! * Bring-up (probe and every reset): CC.EN=0 and wait CSTS.RDY=0 (CAP.TO bounds
 //!   every wait), program AQA/ASQ/ACQ for a 32-entry admin queue, CC with 4 KiB pages,
 //!   64-byte SQEs and 16-byte CQEs, EN=1, wait RDY=1 (CSTS.CFS is an error), then Set
-//!   Features Number of Queues and Create I/O CQ 1 (interrupts off) and I/O SQ 1 of
-//!   min(CAP.MQES+1, 64) entries. Admin commands run one at a time, synchronously,
-//!   each with [`ADMIN_TIMEOUT_NS`].
+//!   Features Number of Queues and Create I/O CQ 1 (interrupt enabled when MSI or MSI-X
+//!   is set up, see "Interrupts" below) and I/O SQ 1 of min(CAP.MQES+1, 64) entries.
+//!   Admin commands run one at a time, synchronously, each with [`ADMIN_TIMEOUT_NS`].
 //! * I/O: a fixed set of command slots (the queue depth). Each slot owns a DMA bounce
 //!   region: page 0 is the slot's PRP list (written once at probe: it lists the slot's
 //!   own data pages 1.., so it never changes), pages 1..=32 hold up to 128 KiB of data.
@@ -46,13 +46,26 @@
 //!
 //! Polling is synchronous: a reset inside `poll_completions` waits for the controller
 //! (bounded by CAP.TO and the admin timeout).
+//!
+//! Interrupts: probe sets up MSI-X or MSI with [`enable_message_interrupts`] once
+//! decoding and bus mastering are on. When one of them is available, every bring-up
+//! creates I/O CQ 1 with IEN = 1 and IV = 0 (CDW11, §5.3), so a posted completion sends
+//! the message that wakes the polling CPU; the admin CQ (always vector 0, §3.1.3)
+//! signals too, which only wakes that CPU early during bring-up. Masking (§3.1.3,
+//! §3.1.4): under MSI, vector 0 is unmasked with INTMC; under MSI-X neither INTMS nor
+//! INTMC is touched (access is undefined there: MSI-X entries carry their own masks);
+//! when polled, INTMS masks everything. Completions are found by polling exactly as
+//! without interrupts. At drop, under MSI vector 0 is masked with INTMS before the
+//! shutdown; under MSI-X the disable that ends every shutdown (CC.EN = 0) deletes the
+//! I/O CQ and with it its IEN. [`NvmeDisk::interrupt_mode`] says which mode is in use.
 
 #[cfg(test)]
 mod tests;
 
+use super::interrupts::{enable_message_interrupts, InterruptMode};
 use super::{DmaRegion, DriverError, Platform, ProbeContext, Registers};
 use crate::block::{check_request, BlockDevice, BlockError, Completion, DeviceInfo, Op, Request, RequestId};
-use crate::pci::{disable_intx, enable_bus_mastering, enable_memory_decoding, PciFunction};
+use crate::pci::{enable_bus_mastering, enable_memory_decoding, PciFunction};
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -68,7 +81,12 @@ pub const PCI_PROG_IF_NVME: u8 = 0x02;
 
 // Controller registers, offsets into BAR 0 (§3.1).
 const NVME_REG_CAP: u64 = 0x00;
+/// Interrupt Mask Set / Clear (§3.1.3, §3.1.4): one bit per MSI vector (bit 0 also
+/// for INTx); not for use under MSI-X.
 const NVME_REG_INTMS: u64 = 0x0C;
+const NVME_REG_INTMC: u64 = 0x10;
+/// The interrupt vector of the I/O completion queue (the admin queue's is 0 too).
+const COMPLETION_VECTOR: u16 = 0;
 const NVME_REG_CC: u64 = 0x14;
 const NVME_REG_CSTS: u64 = 0x1C;
 const NVME_REG_AQA: u64 = 0x24;
@@ -115,6 +133,9 @@ const IDENTIFY_CNS_NAMESPACE: u32 = 0x00;
 const IDENTIFY_CNS_CONTROLLER: u32 = 0x01;
 /// Create I/O CQ/SQ CDW11 bit 0: the queue is physically contiguous.
 const CREATE_QUEUE_PHYSICALLY_CONTIGUOUS: u32 = 1 << 0;
+/// Create I/O CQ CDW11 bit 1 (IEN): interrupts enabled; bits 31:16 (IV): the vector.
+const CREATE_COMPLETION_QUEUE_INTERRUPTS_ENABLED: u32 = 1 << 1;
+const CREATE_COMPLETION_QUEUE_VECTOR_SHIFT: u32 = 16;
 
 // NVM command set opcodes (§6, figure 346 of 1.4 / NVM command set).
 const NVM_OPCODE_FLUSH: u8 = 0x00;
@@ -457,6 +478,8 @@ struct Controller {
     statistics: NvmeStatistics,
     /// Set once shut down: whether CSTS.RDY=0 confirmed the controller stopped.
     stopped: Option<bool>,
+    /// How the function signals (set up once at probe).
+    interrupts: InterruptMode,
 }
 
 impl Controller {
@@ -520,8 +543,12 @@ impl Controller {
         self.registers.write32(NVME_REG_CC, CC_IOSQES | CC_IOCQES);
         self.registers.write32(NVME_REG_CC, CC_IOSQES | CC_IOCQES | CC_EN);
         self.wait_status("CSTS.RDY=1", self.capabilities.ready_timeout_ns, true, |s| s & CSTS_RDY != 0)?;
-        // Completion is polled: keep the pin/MSI vector quiet (ignored under MSI-X).
-        self.registers.write32(NVME_REG_INTMS, u32::MAX);
+        match self.interrupts {
+            InterruptMode::MsiX { .. } => {}
+            InterruptMode::Msi => self.registers.write32(NVME_REG_INTMC, 1 << COMPLETION_VECTOR),
+            // Nothing would handle an interrupt: keep every vector quiet.
+            InterruptMode::Polled => self.registers.write32(NVME_REG_INTMS, u32::MAX),
+        }
         Ok(())
     }
 
@@ -601,11 +628,17 @@ impl Controller {
         });
         self.io.clear();
         let size_and_id = (u32::from(self.io.entries) - 1) << 16 | u32::from(IO_QUEUE_ID);
-        // Interrupt vector 0 and IEN=0: completion is polled.
+        // Completion is polled either way; the interrupt only wakes the polling CPU.
+        let interrupts = if self.interrupts.has_vector(COMPLETION_VECTOR) {
+            CREATE_COMPLETION_QUEUE_INTERRUPTS_ENABLED
+                | u32::from(COMPLETION_VECTOR) << CREATE_COMPLETION_QUEUE_VECTOR_SHIFT
+        } else {
+            0
+        };
         self.admin_command(SubmissionEntry {
             opcode: ADMIN_OPCODE_CREATE_IO_CQ,
             prp1: self.io.completion_address(),
-            command_dwords: [size_and_id, CREATE_QUEUE_PHYSICALLY_CONTIGUOUS, 0, 0, 0, 0],
+            command_dwords: [size_and_id, CREATE_QUEUE_PHYSICALLY_CONTIGUOUS | interrupts, 0, 0, 0, 0],
             ..SubmissionEntry::default()
         })?;
         let completion_queue_and_flags = u32::from(IO_QUEUE_ID) << 16 | CREATE_QUEUE_PHYSICALLY_CONTIGUOUS;
@@ -622,6 +655,10 @@ impl Controller {
     fn shut_down(&mut self) -> bool {
         if let Some(stopped) = self.stopped {
             return stopped;
+        }
+        if self.interrupts == InterruptMode::Msi {
+            // Quiet before stopping (under MSI-X, CC.EN = 0 below deletes the CQ).
+            self.registers.write32(NVME_REG_INTMS, 1 << COMPLETION_VECTOR);
         }
         let configuration = self.registers.read32(NVME_REG_CC);
         let status = self.read_status();
@@ -780,9 +817,9 @@ pub fn probe(context: ProbeContext<'_>) -> Result<NvmeDisk, DriverError> {
     let bar = function.bar(0).filter(|bar| bar.is_memory()).ok_or(DriverError::NoBar(0))?;
     enable_memory_decoding(context.config, function.address);
     enable_bus_mastering(context.config, function.address);
-    // Completion is polled; an INTx line nobody acknowledges must not stay asserted.
-    disable_intx(context.config, function.address);
     let platform = context.platform.clone();
+    // Also switches INTx off: a line nobody acknowledges must not stay asserted.
+    let interrupts = enable_message_interrupts(function, context.config, &*platform);
     let registers = platform.map_bar(bar).ok_or(DriverError::NoBar(0))?;
     let capabilities = Capabilities::decode(registers.read64(NVME_REG_CAP), registers.len())?;
     let io_entries = capabilities.max_queue_entries.min(u32::from(IO_QUEUE_MAX_ENTRIES)) as u16;
@@ -797,6 +834,7 @@ pub fn probe(context: ProbeContext<'_>) -> Result<NvmeDisk, DriverError> {
         admin_command_sequence: 0,
         statistics: NvmeStatistics::default(),
         stopped: None,
+        interrupts,
     };
 
     controller.enable_with_admin_queue()?;
@@ -856,6 +894,11 @@ impl NvmeDisk {
     /// flush is needed for durability; without one, flushes complete at once.
     pub fn has_volatile_write_cache(&self) -> bool {
         self.volatile_write_cache
+    }
+
+    /// How the controller signals completions (MSI-X, MSI, or polled only).
+    pub fn interrupt_mode(&self) -> InterruptMode {
+        self.controller.interrupts
     }
 
     /// What the controller did wrong so far, and how often the driver reset it.

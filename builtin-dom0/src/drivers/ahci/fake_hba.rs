@@ -8,6 +8,11 @@
 //! command sets PxIS.TFES and PxTFD.ERR, leaves its PxCI bit set, names itself in
 //! PxCMD.CCS and halts the port until ST is cleared (AHCI 1.3.1 §6.2.2). Faults the
 //! tests inject are in [`Faults`]; the ATA commands run are logged per port.
+//!
+//! Interrupts follow QEMU's HBA: IS is recomputed from every port's PxIS & PxIE after
+//! each register write and each command, and every time it is non-zero with GHC.IE
+//! set a message is counted ([`FakeHba::messages`]) — so a pending, enabled bit left
+//! behind shows up as messages that keep coming.
 
 extern crate std;
 
@@ -24,6 +29,7 @@ pub const PXCMD_FRE: u32 = 1 << 4;
 pub const PXCMD_FR: u32 = 1 << 14;
 pub const PXCMD_CR: u32 = 1 << 15;
 const PXIS_DHRS: u32 = 1 << 0;
+pub const GHC_IE: u32 = 1 << 1;
 const PXIS_TFES: u32 = 1 << 30;
 const PXSERR_DIAG_X: u32 = 1 << 26;
 /// DET = 3 (present, communicating), speed Gen 1, IPM active.
@@ -53,6 +59,8 @@ pub struct Faults {
     pub stuck_engine: bool,
     /// Commands run only when the test calls [`FakeHba::run`].
     pub deferred: bool,
+    /// A COMRESET also clears PxIE and PxIS (as QEMU's port reset did before 2011).
+    pub comreset_clears_interrupt_enable: bool,
 }
 
 /// A disk: its bytes and the IDENTIFY DEVICE words it answers with.
@@ -197,6 +205,10 @@ impl FakePort {
             self.ssts = 1;
         } else if resetting && value & 0xF == 0 {
             self.comresets += 1;
+            if self.faults.comreset_clears_interrupt_enable {
+                self.ie = 0;
+                self.is = 0;
+            }
             if self.disk.is_some() {
                 self.ssts = SSTS_LINK_UP;
                 self.tfd = TFD_READY;
@@ -216,6 +228,10 @@ impl FakePort {
 pub struct FakeHba {
     pub cap: u32,
     pub ghc: u32,
+    /// IS: bit n while port n has a pending, enabled interrupt.
+    pub is: u32,
+    /// Messages sent (MSI/MSI-X writes; with GHC.IE set).
+    pub messages: u32,
     pub pi: u32,
     pub ports: Vec<FakePort>,
     pub bar_len: u64,
@@ -235,7 +251,7 @@ impl FakeHba {
         let count = ports.len() as u32;
         let cap = 1 << 31 | 31 << 8 | count.saturating_sub(1);
         let pi = if count == 32 { u32::MAX } else { (1 << count) - 1 };
-        Arc::new(Mutex::new(FakeHba { cap, ghc: 0, pi, ports, bar_len: 0x1100, memory }))
+        Arc::new(Mutex::new(FakeHba { cap, ghc: 0, is: 0, messages: 0, pi, ports, bar_len: 0x1100, memory }))
     }
 
     fn port_register(offset: u64) -> Option<(usize, u64)> {
@@ -250,6 +266,7 @@ impl FakeHba {
         match offset {
             0x00 => return self.cap,
             0x04 => return self.ghc,
+            0x08 => return self.is,
             0x0C => return self.pi,
             0x10 => return 0x0001_0300,
             _ => {}
@@ -278,12 +295,34 @@ impl FakeHba {
         }
     }
 
+    /// QEMU's `ahci_check_irq`: IS from the ports, and a message while it is not 0.
+    fn check_interrupts(&mut self) {
+        self.is = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter(|(_, port)| port.is & port.ie != 0)
+            .fold(0, |is, (index, _)| is | 1 << index);
+        if self.is != 0 && self.ghc & GHC_IE != 0 {
+            self.messages += 1;
+        }
+    }
+
     fn write(&mut self, offset: u64, value: u32) {
         if offset + 4 > self.bar_len {
             return;
         }
+        self.write_register(offset, value);
+        self.check_interrupts();
+    }
+
+    fn write_register(&mut self, offset: u64, value: u32) {
         if offset == 0x04 {
-            self.ghc = value & (1 << 31 | 1 << 1);
+            self.ghc = value & (1 << 31 | GHC_IE);
+            return;
+        }
+        if offset == 0x08 {
+            self.is &= !value;
             return;
         }
         let Some((index, register)) = Self::port_register(offset) else {
@@ -322,11 +361,13 @@ impl FakeHba {
     /// Runs every issued command of port `index`, in slot order, until one fails.
     pub fn run(&mut self, index: usize) {
         self.run_slots(index, usize::MAX);
+        self.check_interrupts();
     }
 
     /// Runs the lowest issued command of port `index` only.
     pub fn run_next(&mut self, index: usize) {
         self.run_slots(index, 1);
+        self.check_interrupts();
     }
 
     fn run_slots(&mut self, index: usize, mut budget: usize) {

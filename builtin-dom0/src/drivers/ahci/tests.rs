@@ -8,11 +8,13 @@ extern crate std;
 use super::fake_hba::{identify_words, FakeAbar, FakeDisk, FakeHba, FakePort, Faults, PXCMD_CR, PXCMD_FR};
 use super::*;
 use crate::block::{Completion, Request};
+use crate::drivers::fake::{add_msi_capability, TEST_MESSAGE};
 use crate::drivers::fake::{FakeMemory, FakePlatform};
 use crate::pci::{
     read_command, BarKind, ByteConfigSpace, ClassCode, HeaderType, PciAddress, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY,
 };
 use alloc::vec;
+use core::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Mutex;
 
 const MODEL: &str = "BASALT FAKE DISK";
@@ -94,6 +96,17 @@ impl Rig {
 
     fn run_next(&self, port: usize) {
         self.hba.lock().unwrap().run_next(port);
+    }
+
+    /// Gives the machine an interrupt message and the controller MSI (as ICH9 has).
+    fn with_message_interrupts(&mut self) {
+        self.clock.set_interrupt_message(Some(TEST_MESSAGE));
+        add_msi_capability(&mut self.config.functions[0].1, 0x80, false, false);
+        self.function.capabilities = crate::pci::read_capabilities(&mut self.config, address());
+    }
+
+    fn messages(&self) -> u32 {
+        self.hba.lock().unwrap().messages
     }
 }
 
@@ -655,4 +668,191 @@ fn ports_beyond_the_abar_are_reported_not_touched() {
     let probe = rig.probe().unwrap();
     assert_eq!(probe.disks.len(), 1);
     assert!(matches!(probe.port_errors[..], [(31, DriverError::Unsupported(_))]));
+}
+
+// ---- Interrupts ----
+
+#[test]
+fn with_msi_ghc_ie_and_the_disk_ports_interrupts_are_enabled() {
+    let mut rig = rig(vec![
+        FakePort::with_disk(FakeDisk::new(MODEL, SECTORS, 512)),
+        FakePort::atapi(),
+        FakePort::with_disk(FakeDisk::new("SECOND", 100, 512)),
+    ]);
+    rig.with_message_interrupts();
+    // Firmware left the ATAPI port signalling.
+    rig.port(1).ie = u32::MAX;
+    let probe = rig.probe().unwrap();
+    assert_eq!(probe.disks.len(), 2);
+    assert!(probe.disks.iter().all(|disk| disk.interrupt_mode() == InterruptMode::Msi));
+    let hba = rig.hba.lock().unwrap();
+    assert_ne!(hba.ghc & GHC_IE, 0);
+    assert_eq!(hba.ports[0].ie, PORT_INTERRUPTS);
+    assert_eq!(hba.ports[2].ie, PORT_INTERRUPTS);
+    assert_eq!(hba.ports[1].ie, 0, "a port without a disk never signals");
+    assert_eq!((hba.ports[0].is, hba.ports[2].is, hba.is), (0, 0, 0), "IDENTIFY's status acknowledged");
+    drop(hba);
+    let command = read_command(&mut rig.config, address());
+    assert_ne!(command & crate::pci::PCI_COMMAND_INTX_DISABLE, 0);
+}
+
+#[test]
+fn polling_acknowledges_pxis_and_is_so_messages_stop() {
+    let mut rig = disk_rig();
+    rig.with_message_interrupts();
+    let mut disk = rig.only_disk();
+    rig.set_faults(0, Faults { deferred: true, ..Faults::default() });
+    let id = disk.submit(Request::read(0, 1, 512).unwrap()).unwrap();
+    let before = rig.messages();
+    rig.run(0);
+    assert!(rig.messages() > before, "the completion sent a message");
+    assert_ne!(rig.port(0).is, 0);
+    assert_eq!(wait_for(&mut disk, id).result, Ok(()));
+    assert_eq!(rig.port(0).is, 0, "PxIS cleared by polling");
+    assert_eq!(rig.hba.lock().unwrap().is, 0, "IS.IPS cleared by polling");
+    // Nothing is pending: further register traffic sends no message.
+    let settled = rig.messages();
+    let mut completions = Vec::new();
+    disk.poll_completions(&mut completions);
+    assert!(completions.is_empty());
+    assert_eq!(rig.messages(), settled);
+}
+
+#[test]
+fn a_completion_between_the_pxci_and_pxis_reads_is_not_left_behind() {
+    // The HBA finishes the command right after the driver read PxCI: the poll that
+    // acknowledges its PxIS bit must also report it, since no message follows.
+    let mut rig = disk_rig();
+    rig.with_message_interrupts();
+    let mut disk = rig.only_disk();
+    rig.set_faults(0, Faults { deferred: true, ..Faults::default() });
+    let id = disk.submit(Request::read(0, 1, 512).unwrap()).unwrap();
+    let racing = RacingAbar { hba: rig.hba.clone(), armed: AtomicBool::new(true) };
+    disk.port.abar = Box::new(racing);
+    let mut completions = Vec::new();
+    disk.poll_completions(&mut completions);
+    assert_eq!(completions.len(), 1);
+    assert_eq!((completions[0].id, completions[0].result), (id, Ok(())));
+    assert_eq!(rig.port(0).is, 0);
+}
+
+/// An ABAR mapping whose first read of port 0's PxCI is followed at once by the HBA
+/// running the issued commands (so they finish between that read and PxIS's).
+struct RacingAbar {
+    hba: Arc<Mutex<FakeHba>>,
+    armed: AtomicBool,
+}
+
+impl Registers for RacingAbar {
+    fn len(&self) -> u64 {
+        FakeAbar(self.hba.clone()).len()
+    }
+    fn read8(&self, offset: u64) -> u8 {
+        FakeAbar(self.hba.clone()).read8(offset)
+    }
+    fn read16(&self, offset: u64) -> u16 {
+        FakeAbar(self.hba.clone()).read16(offset)
+    }
+    fn read32(&self, offset: u64) -> u32 {
+        let value = FakeAbar(self.hba.clone()).read32(offset);
+        if offset == PORT_BASE + PXCI && self.armed.swap(false, AtomicOrdering::Relaxed) {
+            self.hba.lock().unwrap().run(0);
+        }
+        value
+    }
+    fn write8(&self, offset: u64, value: u8) {
+        FakeAbar(self.hba.clone()).write8(offset, value)
+    }
+    fn write16(&self, offset: u64, value: u16) {
+        FakeAbar(self.hba.clone()).write16(offset, value)
+    }
+    fn write32(&self, offset: u64, value: u32) {
+        FakeAbar(self.hba.clone()).write32(offset, value)
+    }
+}
+
+#[test]
+fn errors_are_recovered_as_before_and_leave_nothing_pending() {
+    let mut rig = disk_rig();
+    rig.with_message_interrupts();
+    let mut disk = rig.only_disk();
+    rig.set_faults(0, Faults { fail_lba: Some(2), continue_after_error: true, ..Faults::default() });
+    assert_eq!(run_one(&mut disk, Request::read(2, 1, 512).unwrap()).result, Err(BlockError::Io));
+    assert_eq!(rig.port(0).is, 0);
+    assert_eq!(rig.hba.lock().unwrap().is, 0);
+    assert_eq!(rig.port(0).ie, PORT_INTERRUPTS);
+    rig.set_faults(0, Faults::default());
+    assert_eq!(run_one(&mut disk, Request::read(2, 1, 512).unwrap()).result, Ok(()));
+}
+
+#[test]
+fn a_restart_with_a_comreset_enables_the_port_interrupts_again() {
+    let mut rig = disk_rig();
+    rig.with_message_interrupts();
+    let mut disk = rig.only_disk();
+    rig.set_faults(0, Faults { hang_lba: Some(7), comreset_clears_interrupt_enable: true, ..Faults::default() });
+    let hung = disk.submit(Request::read(7, 1, 512).unwrap()).unwrap();
+    rig.clock.advance(COMMAND_TIMEOUT_NS + 1);
+    assert_eq!(wait_for(&mut disk, hung).result, Err(BlockError::Timeout));
+    assert_eq!(rig.port(0).comresets, 1);
+    assert_eq!(rig.port(0).ie, PORT_INTERRUPTS);
+}
+
+#[test]
+fn a_port_out_of_service_stops_signalling_and_signals_again_once_back() {
+    let mut rig = disk_rig();
+    rig.with_message_interrupts();
+    let mut disk = rig.only_disk();
+    rig.set_faults(0, Faults { hang_lba: Some(0), ..Faults::default() });
+    let id = disk.submit(Request::read(0, 1, 512).unwrap()).unwrap();
+    let saved = rig.port(0).disk.take();
+    rig.port(0).ssts = 0;
+    rig.clock.advance(COMMAND_TIMEOUT_NS + 1);
+    assert_eq!(wait_for(&mut disk, id).result, Err(BlockError::Timeout));
+    assert_eq!(rig.port(0).ie, 0);
+    // Whatever the dead port still reports cannot wake anyone.
+    rig.port(0).is |= 1 << 30;
+    let settled = rig.messages();
+    let mut completions = Vec::new();
+    disk.poll_completions(&mut completions);
+    assert_eq!(rig.messages(), settled);
+
+    rig.port(0).disk = saved;
+    rig.set_faults(0, Faults::default());
+    rig.clock.advance(OUT_OF_SERVICE_RETRY_NS);
+    assert_eq!(run_one(&mut disk, Request::read(0, 1, 512).unwrap()).result, Ok(()));
+    assert_eq!(rig.port(0).ie, PORT_INTERRUPTS);
+}
+
+#[test]
+fn dropping_a_disk_clears_its_interrupt_enables_first() {
+    let mut rig = disk_rig();
+    rig.with_message_interrupts();
+    let disk = rig.only_disk();
+    assert_eq!(rig.port(0).ie, PORT_INTERRUPTS);
+    // Even a port that will not stop no longer signals.
+    rig.set_faults(0, Faults { stuck_engine: true, ..Faults::default() });
+    drop(disk);
+    assert_eq!(rig.port(0).ie, 0);
+}
+
+#[test]
+fn polled_controllers_have_ghc_ie_and_every_pxie_cleared() {
+    let mut rig = disk_rig();
+    rig.hba.lock().unwrap().ghc = GHC_AE | GHC_IE; // Left by firmware.
+    rig.port(0).ie = u32::MAX;
+    let mut disk = rig.only_disk();
+    assert_eq!(disk.interrupt_mode(), InterruptMode::Polled);
+    assert_eq!(rig.hba.lock().unwrap().ghc & GHC_IE, 0);
+    assert_eq!(rig.port(0).ie, 0);
+    assert_eq!(run_one(&mut disk, Request::read(0, 1, 512).unwrap()).result, Ok(()));
+    assert_eq!(rig.port(0).is, 0, "polling acknowledges PxIS either way");
+    assert_eq!(rig.messages(), 0);
+
+    // A function with MSI but no message from the platform.
+    let mut rig = disk_rig();
+    rig.with_message_interrupts();
+    rig.clock.set_interrupt_message(None);
+    assert_eq!(rig.only_disk().interrupt_mode(), InterruptMode::Polled);
+    assert_eq!(rig.hba.lock().unwrap().ghc & GHC_IE, 0);
 }

@@ -7,12 +7,15 @@
 //! disk held in a `Vec<u8>`, following PRP1/PRP2/PRP lists as a controller does. Knobs
 //! make it misbehave: swallow commands (fetch, never complete, until released), fail a
 //! command with a status, never become ready, never stop, raise CSTS.CFS; and the test
-//! can write arbitrary entries into the I/O completion queue.
+//! can write arbitrary entries into the I/O completion queue. It also records what the
+//! driver asks of interrupts: INTMS/INTMC and the I/O CQ's IEN and IV.
 
 extern crate std;
 
 use super::*;
-use crate::drivers::fake::{FakeMemory, FakePlatform};
+use crate::drivers::fake::{
+    add_msi_capability, add_msix_capability, FakeMemory, FakeMsixTable, FakePlatform, TEST_MESSAGE,
+};
 use crate::pci::{
     read_command, Bar, BarKind, ByteConfigSpace, ClassCode, HeaderType, PciAddress, PCI_COMMAND_INTX_DISABLE,
     PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY,
@@ -27,6 +30,11 @@ const STATUS_LBA_OUT_OF_RANGE: u16 = 0x80;
 const STATUS_INVALID_FIELD: u16 = 0x02;
 const STATUS_INVALID_OPCODE: u16 = 0x01;
 const STATUS_PRP_OFFSET_INVALID: u16 = 0x13;
+/// "Invalid Interrupt Vector" (command specific, SCT 1, SC 08h).
+const STATUS_INVALID_INTERRUPT_VECTOR: u16 = 1 << 8 | 0x08;
+/// BAR 4 holds the MSI-X table when the function has one.
+const MSIX_TABLE_BAR: u8 = 4;
+const MSIX_BAR_BYTES: u64 = 0x1000;
 
 /// A queue as the fake controller sees it.
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +87,12 @@ struct Model {
     created_io_queue_entries: Option<(u16, u16)>,
     bad_doorbells: u32,
     completion_doorbell_writes: u32,
+    /// Interrupt mask (INTMS sets bits, INTMC clears them, a reset clears all).
+    interrupt_mask: u32,
+    /// Writes to INTMS or INTMC.
+    interrupt_mask_writes: u32,
+    /// (IEN, IV) of the I/O CQ as created.
+    io_cq_interrupt: Option<(bool, u16)>,
 }
 
 impl Model {
@@ -114,6 +128,8 @@ impl Model {
             self.admin_cq = None;
             self.io_sq = None;
             self.io_cq = None;
+            self.io_cq_interrupt = None;
+            self.interrupt_mask = 0;
             self.swallowed.clear();
         } else if value & CC_EN != 0 && value & CC_SHN_MASK != 0 {
             self.shutdowns += 1;
@@ -198,10 +214,16 @@ impl Model {
             ADMIN_OPCODE_SET_FEATURES => 0,
             ADMIN_OPCODE_CREATE_IO_CQ => {
                 let entries = (cdw10 >> 16) as u16 + 1;
-                if cdw10 & 0xFFFF != 1 || cdw11 & 1 == 0 || cdw11 & 2 != 0 {
+                if cdw10 & 0xFFFF != 1 || cdw11 & 1 == 0 {
                     return STATUS_INVALID_FIELD;
                 }
+                // One vector, as with MSI or a one-entry MSI-X table.
+                let (enabled, vector) = (cdw11 & 2 != 0, (cdw11 >> 16) as u16);
+                if vector != 0 {
+                    return STATUS_INVALID_INTERRUPT_VECTOR;
+                }
                 self.io_cq = Some(FakeQueue { base: prp1, entries, position: 0, phase: true });
+                self.io_cq_interrupt = Some((enabled, vector));
                 0
             }
             ADMIN_OPCODE_CREATE_IO_SQ => {
@@ -405,7 +427,14 @@ impl Registers for FakeNvme {
         let low = |old: u64| (old & !0xFFFF_FFFF) | u64::from(value);
         let high = |old: u64| (old & 0xFFFF_FFFF) | u64::from(value) << 32;
         match offset {
-            0x0C => {}
+            0x0C => {
+                model.interrupt_mask |= value;
+                model.interrupt_mask_writes += 1;
+            }
+            0x10 => {
+                model.interrupt_mask &= !value;
+                model.interrupt_mask_writes += 1;
+            }
             0x14 => model.write_cc(value),
             0x24 => model.aqa = value,
             0x28 => model.asq = low(model.asq),
@@ -518,6 +547,9 @@ impl Harness {
             created_io_queue_entries: None,
             bad_doorbells: 0,
             completion_doorbell_writes: 0,
+            interrupt_mask: 0,
+            interrupt_mask_writes: 0,
+            io_cq_interrupt: None,
         };
         adjust(&mut model);
         let device = FakeNvme(Arc::new(Mutex::new(model)));
@@ -535,6 +567,30 @@ impl Harness {
 
     fn model(&self) -> MutexGuard<'_, Model> {
         self.device.model()
+    }
+
+    /// Gives the machine an interrupt message and the function MSI-X (a one-entry
+    /// table in BAR 4; returned) or, without `msix`, MSI.
+    fn with_message_interrupts(&mut self, msix: bool) -> FakeMsixTable {
+        self.platform.set_interrupt_message(Some(TEST_MESSAGE));
+        let bytes = &mut self.config.functions[0].1;
+        if msix {
+            add_msix_capability(bytes, 0x40, 1, MSIX_TABLE_BAR, 0);
+        } else {
+            add_msi_capability(bytes, 0x50, true, true);
+        }
+        self.function.capabilities = crate::pci::read_capabilities(&mut self.config, self.function.address);
+        self.function.bars.push(Bar {
+            index: MSIX_TABLE_BAR,
+            kind: BarKind::Memory32,
+            address: 0xFEB0_0000,
+            size: MSIX_BAR_BYTES,
+            prefetchable: false,
+        });
+        let table = FakeMsixTable::new(0, 1, MSIX_BAR_BYTES);
+        let handle = table.clone();
+        self.platform.set_bar(MSIX_TABLE_BAR, move || Box::new(handle.clone()));
+        table
     }
 
     /// Writes a raw completion entry at the I/O CQ's next position with `phase` (the
@@ -971,4 +1027,64 @@ fn a_controller_that_does_not_stop_keeps_its_dma_memory() {
     harness.model().never_stops = true;
     drop(disk);
     assert_eq!(harness.memory.allocated(), allocated, "leaked on purpose: the device may still write there");
+}
+
+// ---- Interrupts ----
+
+#[test]
+fn with_msix_the_io_cq_interrupts_and_the_mask_registers_are_left_alone() {
+    let mut harness = Harness::new(|_| {});
+    let table = harness.with_message_interrupts(true);
+    let mut disk = harness.probe().expect("probe");
+    assert_eq!(disk.interrupt_mode(), InterruptMode::MsiX { entries: 1 });
+    assert_eq!(table.entry(0)[..3], [TEST_MESSAGE.0 as u32, 0, TEST_MESSAGE.1]);
+    assert_eq!(harness.model().io_cq_interrupt, Some((true, 0)));
+    assert_eq!(harness.model().interrupt_mask_writes, 0, "INTMS/INTMC are undefined under MSI-X");
+    write_then_read(&mut disk, 0, 8, 1);
+
+    // A reset creates the queue again, interrupts included.
+    harness.model().csts |= CSTS_CFS;
+    assert!(poll(&mut disk).is_empty());
+    assert_eq!(disk.statistics().resets, 1);
+    assert_eq!(harness.model().io_cq_interrupt, Some((true, 0)));
+    assert_eq!(harness.model().interrupt_mask_writes, 0);
+    write_then_read(&mut disk, 0, 8, 2);
+    drop(disk);
+    assert_eq!(harness.model().io_cq_interrupt, None, "the shutdown deleted the CQ and its IEN");
+    assert_eq!(harness.model().interrupt_mask_writes, 0);
+}
+
+#[test]
+fn with_msi_vector_0_is_unmasked_then_masked_before_shutdown() {
+    let mut harness = Harness::new(|_| {});
+    harness.with_message_interrupts(false);
+    let mut disk = harness.probe().expect("probe");
+    assert_eq!(disk.interrupt_mode(), InterruptMode::Msi);
+    assert_eq!(harness.model().io_cq_interrupt, Some((true, 0)));
+    assert_eq!(harness.model().interrupt_mask & 1, 0);
+    assert!(harness.model().interrupt_mask_writes > 0, "unmasked with INTMC");
+    write_then_read(&mut disk, 0, 8, 1);
+
+    // Masked right before the shutdown (the fake's reset clears the mask after it).
+    harness.model().never_stops = true;
+    drop(disk);
+    assert_eq!(harness.model().interrupt_mask & 1, 1);
+}
+
+#[test]
+fn polled_controllers_create_the_io_cq_without_interrupts_and_mask_everything() {
+    let mut harness = Harness::new(|_| {});
+    let mut disk = harness.probe().expect("probe");
+    assert_eq!(disk.interrupt_mode(), InterruptMode::Polled);
+    assert_eq!(harness.model().io_cq_interrupt, Some((false, 0)));
+    assert_eq!(harness.model().interrupt_mask, u32::MAX);
+    write_then_read(&mut disk, 0, 8, 1);
+
+    // A function with MSI-X but no message from the platform: polled too.
+    let mut harness = Harness::new(|_| {});
+    harness.with_message_interrupts(true);
+    harness.platform.set_interrupt_message(None);
+    let disk = harness.probe().expect("probe");
+    assert_eq!(disk.interrupt_mode(), InterruptMode::Polled);
+    assert_eq!(harness.model().io_cq_interrupt, Some((false, 0)));
 }
