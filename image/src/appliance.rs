@@ -137,7 +137,7 @@ impl SerialLine for Com1 {
             // While the operator is quiet this CPU serves dom0 and runs guests; with
             // nothing to do, the receive interrupt or the 100 Hz tick ends the halt.
             if !crate::domains::idle_work() {
-                instructions::enable_interrupts_and_halt();
+                basalt_kernel::cpu::kick::idle_halt();
             }
         }
     }

@@ -525,7 +525,7 @@ fn attach(id: u16) -> Result<(), String> {
             return Ok(());
         }
         if !idle_work() && !did_something {
-            basalt_kernel::arch::instructions::enable_interrupts_and_halt();
+            basalt_kernel::cpu::kick::idle_halt();
         }
     }
 }

@@ -120,7 +120,7 @@ struct MmioRegisters {
 impl MmioRegisters {
     fn pointer<T>(&self, offset: u64) -> Option<*mut T> {
         let size = core::mem::size_of::<T>() as u64;
-        let fits = offset.checked_add(size).is_some_and(|end| end <= self.length) && offset % size == 0;
+        let fits = offset.checked_add(size).is_some_and(|end| end <= self.length) && offset.is_multiple_of(size);
         fits.then(|| (self.base + offset) as *mut T)
     }
 }
@@ -215,8 +215,11 @@ impl HeapDma {
 
     fn range(&self, offset: usize, length: usize) -> Option<*mut u8> {
         let fits = offset.checked_add(length).is_some_and(|end| end <= self.length);
-        // SAFETY (of the add): offset + length ≤ the allocation's length.
-        fits.then(|| unsafe { self.pointer.as_ptr().add(offset) })
+        fits.then(|| {
+            // SAFETY: offset + length ≤ the allocation's length, so the pointer stays
+            // inside (or one past the end of) the allocation.
+            unsafe { self.pointer.as_ptr().add(offset) }
+        })
     }
 }
 

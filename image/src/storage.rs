@@ -184,7 +184,7 @@ pub fn related_names(name: &str) -> Vec<String> {
             .origins
             .iter()
             .map(|origin| origin.name.as_str())
-            .find(|disk| name == *disk || name.strip_prefix(disk).is_some_and(|rest| is_partition_suffix(rest)));
+            .find(|disk| name == *disk || name.strip_prefix(disk).is_some_and(is_partition_suffix));
         match disk {
             Some(disk) if disk == name => all
                 .into_iter()

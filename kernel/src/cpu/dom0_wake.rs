@@ -35,6 +35,7 @@ fn handle_wake(_frame: &mut TrapFrame) {
 
 fn handle_device(_frame: &mut TrapFrame) {
     DEVICE_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+    super::kick::note_work(super::percpu::current_index());
     super::lapic::end_of_interrupt();
 }
 
@@ -42,7 +43,13 @@ fn handle_device(_frame: &mut TrapFrame) {
 /// dom0's CPU so it stops halting. (On dom0's CPU the idle loop is running already.)
 pub fn wake() {
     let apic_id = DOM0_APIC_ID.load(Ordering::Acquire);
-    if apic_id == u32::MAX || super::percpu::current_index() == 0 {
+    if apic_id == u32::MAX {
+        return;
+    }
+    // dom0 runs on the bootstrap CPU (index 0); noted even from that CPU, where an
+    // event raised by a guest vCPU it runs must not wait for the next tick either.
+    super::kick::note_work(0);
+    if super::percpu::current_index() == 0 {
         return;
     }
     // Fixed delivery, physical destination, edge.

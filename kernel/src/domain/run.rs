@@ -203,7 +203,7 @@ fn offer_interrupt(domain: &Domain, vcpu: &Vcpu, backend: &mut dyn crate::virt::
 pub fn guest_loop() -> ! {
     loop {
         if !run_once() {
-            instructions::enable_interrupts_and_halt();
+            crate::cpu::kick::idle_halt();
         }
     }
 }

@@ -838,8 +838,11 @@ pub fn fuzz_one(data: &[u8]) {
         match action {
             HandshakeAction::Connect { .. } => {
                 connects += 1;
-                let answer =
-                    if connects % 3 == 0 { vbd.failed(&mut store, "refused") } else { vbd.connected(&mut store) };
+                let answer = if connects.is_multiple_of(3) {
+                    vbd.failed(&mut store, "refused")
+                } else {
+                    vbd.connected(&mut store)
+                };
                 assert!(answer.is_ok());
             }
             HandshakeAction::Disconnect => assert!(vbd.closed(&mut store).is_ok()),

@@ -74,7 +74,7 @@ fn main() -> ! {
     let mut round = 0u64;
     loop {
         round += 1;
-        set_mechanism(if round % 2 == 0 { Mechanism::Vmcall } else { Mechanism::Vmmcall });
+        set_mechanism(if round.is_multiple_of(2) { Mechanism::Vmcall } else { Mechanism::Vmmcall });
         for (index, probe) in PROBES.iter().enumerate() {
             let [a1, a2, a3, a4, a5] = probe.arguments;
             // SAFETY: the only pointers passed point at unpopulated guest-physical memory,
