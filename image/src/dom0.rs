@@ -88,10 +88,11 @@ pub fn init() {
     let _ = xen::take_dom0_events();
 }
 
-/// One page of a domain's memory as a shared ring page.
-struct GuestPage<'a> {
-    domain: &'a Domain,
-    gfn: u64,
+/// One page of a domain's memory as a shared ring page (the xenstore and console
+/// rings in its special pages; a blkif ring whose grant dom0 holds, vbd.rs).
+pub struct GuestPage<'a> {
+    pub domain: &'a Domain,
+    pub gfn: u64,
 }
 
 impl SharedPage for GuestPage<'_> {

@@ -24,12 +24,10 @@ use basalt_dom0::backends::blkif::claims::{ClaimId, DiskClaims};
 use basalt_dom0::backends::blkif::xenbus::{self, HandshakeAction, VbdHandshake, VbdParams, XenbusState};
 use basalt_dom0::backends::blkif::{BackendDisk, BlkifBackend, BlkifConfig, GrantAccess, GrantFault};
 use basalt_dom0::block::{BlockDevice, RamDisk};
-use basalt_dom0::shared_page::SharedPage;
 use basalt_dom0::toolstack::config::{DiskSource, DiskSpec};
 use basalt_kernel::cpu::time;
 use basalt_kernel::domain::{self, xen, Domain};
 use basalt_kernel::{info, warn};
-use core::sync::atomic::{fence, Ordering};
 use spin::Mutex;
 
 /// Persistent grants one device keeps held at most (Linux blkback's default).
@@ -423,7 +421,7 @@ fn connect(vbd: &mut Vbd, ring_ref: u32, event_channel: u32, persistent: bool) -
 fn serve_ring(guest: &Domain, vbd: &mut Vbd) -> bool {
     let Some(connection) = vbd.connection.as_mut() else { return false };
     let Connection { backend, ring_gfn, port, persistent, held, .. } = connection;
-    let mut ring = HeldPage { domain: guest, gfn: *ring_gfn };
+    let mut ring = crate::dom0::GuestPage { domain: guest, gfn: *ring_gfn };
     let mut grants = DomainGrants { domain: guest, persistent: *persistent, held };
     let now = || time::uptime_ns();
     // The attachment's mode binds whatever the frontend does with the `info` flag.
@@ -457,28 +455,6 @@ fn serve_ring(guest: &Domain, vbd: &mut Vbd) -> bool {
         warn!("domain {}: {}: ring broken ({broken:?}); no longer served", vbd.domid, vbd.vdev);
     }
     result.requests > 0
-}
-
-/// A page of the guest reached by frame number (a held grant).
-struct HeldPage<'a> {
-    domain: &'a Domain,
-    gfn: u64,
-}
-
-impl SharedPage for HeldPage<'_> {
-    fn read(&self, offset: usize, buffer: &mut [u8]) {
-        if !self.domain.with_memory(|memory| memory.read_in_page(self.gfn, offset, buffer)) {
-            buffer.fill(0);
-        }
-    }
-    fn write(&mut self, offset: usize, data: &[u8]) {
-        self.domain.with_memory(|memory| memory.write_in_page(self.gfn, offset, data));
-    }
-    fn write_u32(&mut self, offset: usize, value: u32) {
-        // Everything written before must be visible before the index moves.
-        fence(Ordering::Release);
-        self.write(offset, &value.to_le_bytes());
-    }
 }
 
 /// The frontend's grants, through the hypervisor's checks: with persistent grants a

@@ -421,34 +421,6 @@ impl PortRegisters {
     }
 }
 
-/// A DMA region of no bytes, put in place of memory that is deliberately leaked.
-struct NoMemory;
-
-impl DmaRegion for NoMemory {
-    fn physical_address(&self) -> u64 {
-        0
-    }
-    fn len(&self) -> usize {
-        0
-    }
-    fn read_bytes(&self, _offset: usize, out: &mut [u8]) {
-        out.fill(0)
-    }
-    fn write_bytes(&self, _offset: usize, _data: &[u8]) {}
-    fn read_u16(&self, _offset: usize) -> u16 {
-        0
-    }
-    fn read_u32(&self, _offset: usize) -> u32 {
-        0
-    }
-    fn read_u64(&self, _offset: usize) -> u64 {
-        0
-    }
-    fn write_u16(&self, _offset: usize, _value: u16) {}
-    fn write_u32(&self, _offset: usize, _value: u32) {}
-    fn write_u64(&self, _offset: usize, _value: u64) {}
-}
-
 /// The ATA command a request becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AtaOperation {
@@ -1167,7 +1139,7 @@ impl Drop for AhciDisk {
         if !stopped {
             // The HBA may still write the command list, FIS area or bounce regions:
             // leak them rather than let the allocator hand them out again.
-            core::mem::forget(core::mem::replace(&mut self.control, Box::new(NoMemory)));
+            super::leak_dma(&mut self.control);
             for slot in core::mem::take(&mut self.slots) {
                 core::mem::forget(slot.bounce);
             }

@@ -108,6 +108,41 @@ pub trait DmaRegion: Send {
     }
 }
 
+/// Gives up DMA memory a device may still write (it would not stop): the region is
+/// never freed, and `region` is left holding a stand-in of no bytes (reads zeroes,
+/// ignores writes), so the driver's fields stay valid until it is dropped.
+pub fn leak_dma(region: &mut Box<dyn DmaRegion>) {
+    core::mem::forget(core::mem::replace(region, Box::new(LeakedDma)));
+}
+
+/// What [`leak_dma`] leaves behind.
+struct LeakedDma;
+
+impl DmaRegion for LeakedDma {
+    fn physical_address(&self) -> u64 {
+        0
+    }
+    fn len(&self) -> usize {
+        0
+    }
+    fn read_bytes(&self, _offset: usize, out: &mut [u8]) {
+        out.fill(0)
+    }
+    fn write_bytes(&self, _offset: usize, _data: &[u8]) {}
+    fn read_u16(&self, _offset: usize) -> u16 {
+        0
+    }
+    fn read_u32(&self, _offset: usize) -> u32 {
+        0
+    }
+    fn read_u64(&self, _offset: usize) -> u64 {
+        0
+    }
+    fn write_u16(&self, _offset: usize, _value: u16) {}
+    fn write_u32(&self, _offset: usize, _value: u32) {}
+    fn write_u64(&self, _offset: usize, _value: u64) {}
+}
+
 /// What the machine gives a driver.
 pub trait Platform: Send + Sync {
     /// Monotonic time in nanoseconds (timeouts).

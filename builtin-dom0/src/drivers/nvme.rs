@@ -437,35 +437,6 @@ impl QueuePair {
     }
 }
 
-/// A DMA region that owns nothing: what replaces a region handed to `mem::forget`
-/// when the controller might still write to it.
-struct ReleasedRegion;
-
-impl DmaRegion for ReleasedRegion {
-    fn physical_address(&self) -> u64 {
-        0
-    }
-    fn len(&self) -> usize {
-        0
-    }
-    fn read_bytes(&self, _offset: usize, out: &mut [u8]) {
-        out.fill(0);
-    }
-    fn write_bytes(&self, _offset: usize, _data: &[u8]) {}
-    fn read_u16(&self, _offset: usize) -> u16 {
-        0
-    }
-    fn read_u32(&self, _offset: usize) -> u32 {
-        0
-    }
-    fn read_u64(&self, _offset: usize) -> u64 {
-        0
-    }
-    fn write_u16(&self, _offset: usize, _value: u16) {}
-    fn write_u32(&self, _offset: usize, _value: u32) {}
-    fn write_u64(&self, _offset: usize, _value: u64) {}
-}
-
 /// The controller: registers, admin and I/O queue pairs, bring-up and admin commands.
 struct Controller {
     registers: Box<dyn Registers>,
@@ -679,8 +650,8 @@ impl Drop for Controller {
     fn drop(&mut self) {
         if !self.shut_down() {
             // The controller may still write to its queues: never give them back.
-            core::mem::forget(core::mem::replace(&mut self.admin.memory, Box::new(ReleasedRegion)));
-            core::mem::forget(core::mem::replace(&mut self.io.memory, Box::new(ReleasedRegion)));
+            super::leak_dma(&mut self.admin.memory);
+            super::leak_dma(&mut self.io.memory);
         }
     }
 }

@@ -705,35 +705,6 @@ impl SplitQueue {
     }
 }
 
-/// A memory region with nothing behind it, left in place of DMA memory that is leaked
-/// because a device would not stop.
-struct Detached;
-
-impl DmaRegion for Detached {
-    fn physical_address(&self) -> u64 {
-        0
-    }
-    fn len(&self) -> usize {
-        0
-    }
-    fn read_bytes(&self, _offset: usize, out: &mut [u8]) {
-        out.fill(0);
-    }
-    fn write_bytes(&self, _offset: usize, _data: &[u8]) {}
-    fn read_u16(&self, _offset: usize) -> u16 {
-        0
-    }
-    fn read_u32(&self, _offset: usize) -> u32 {
-        0
-    }
-    fn read_u64(&self, _offset: usize) -> u64 {
-        0
-    }
-    fn write_u16(&self, _offset: usize, _value: u16) {}
-    fn write_u32(&self, _offset: usize, _value: u32) {}
-    fn write_u64(&self, _offset: usize, _value: u64) {}
-}
-
 // ---- Requests in flight ----
 
 /// A request occupying a slot.
@@ -1316,8 +1287,7 @@ impl Drop for VirtioBlk {
             return; // The device is quiet: the DMA regions are freed with the fields.
         }
         // The device may still write: never hand its memory back.
-        let ring = core::mem::replace(&mut self.queue.memory, Box::new(Detached));
-        Box::leak(ring);
+        super::leak_dma(&mut self.queue.memory);
         for slot in core::mem::take(&mut self.slots) {
             Box::leak(slot.bounce);
         }
