@@ -25,7 +25,7 @@ use basalt_kernel::domain::{self, xen, Domain};
 use basalt_kernel::xen::hypercall_events::{
     HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN,
 };
-use core::sync::atomic::{fence, Ordering};
+use core::sync::atomic::{fence, AtomicU64, Ordering};
 use spin::Mutex;
 
 /// The xenstore ring's frame (Xen's PVH layout: special page 4 of 8 below 0xff000).
@@ -175,8 +175,31 @@ pub fn with_store<R>(f: impl FnOnce(&mut Xenstore) -> R) -> R {
     with_dom0(|dom0| f(&mut dom0.store))
 }
 
+/// How often dom0 looks at every ring without waiting for an event ([`sweep_due`]).
+const SWEEP_INTERVAL_NS: u64 = 100_000_000;
+static LAST_SWEEP_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this round is a sweep: every [`SWEEP_INTERVAL_NS`] dom0 serves every
+/// domain's xenstore ring and block rings whether or not their channel fired, and
+/// signals a guest again whose responses are still unread.
+///
+/// Why: a safety net. Under TCG about one Linux boot in ten stalled waiting for
+/// xenstore (and a hot-plugged disk sometimes went unseen): an event between a guest
+/// and dom0 was lost somewhere — not found yet (see the issue notes). Serving an idle
+/// ring costs two index reads; a spurious event costs the guest one upcall.
+fn sweep_due() -> bool {
+    let now = basalt_kernel::cpu::time::uptime_ns();
+    let last = LAST_SWEEP_NS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < SWEEP_INTERVAL_NS {
+        return false;
+    }
+    LAST_SWEEP_NS.store(now, Ordering::Relaxed);
+    true
+}
+
 /// One round of dom0's services. Returns true if it did anything.
 pub fn service() -> bool {
+    let sweep = sweep_due();
     let mut worked = false;
     let mut store_due: Vec<u16> = Vec::new();
     let mut console_due: Vec<u16> = Vec::new();
@@ -196,8 +219,11 @@ pub fn service() -> bool {
             None => others.push(port),
         }
     }
-    worked |= crate::vbd::service(&others);
+    worked |= crate::vbd::service(&others, sweep);
     store_due.extend(with_dom0(|dom0| dom0.store.domains_with_output()).into_iter().filter(|&domid| domid != 0));
+    if sweep {
+        store_due.extend(with_dom0(|dom0| dom0.guests.keys().copied().collect::<Vec<u16>>()));
+    }
     // Operator input waiting for a console ring.
     let connected: Vec<(u16, bool)> =
         with_dom0(|dom0| dom0.guests.iter().map(|(domid, connected)| (*domid, connected.console_ring_used)).collect());
@@ -234,7 +260,11 @@ fn serve_store(domid: u16) -> bool {
     if let Some(reason) = result.broken {
         basalt_kernel::warn!("domain {domid}: xenstore connection closed: {reason:?}");
     }
-    if result.notify {
+    // Responses the guest has not read yet: signal it (again), in case the signal
+    // that went with them was lost (see `sweep_due`).
+    let unread = page.read_u32(basalt_dom0::xenstore::wire::RING_RSP_PROD_OFFSET)
+        != page.read_u32(basalt_dom0::xenstore::wire::RING_RSP_CONS_OFFSET);
+    if result.notify || unread {
         xen::dom0_send(port);
     }
     if result.more_requests {

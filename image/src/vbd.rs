@@ -316,8 +316,10 @@ fn disconnect(domid: u16, connection: Connection) {
 }
 
 /// One dom0 round for every device: `fired` are the dom0 ports that had events and
-/// belong to nobody else. Returns true if anything was done.
-pub fn service(fired: &[u32]) -> bool {
+/// belong to nobody else; on a `sweep` round every connected ring is served and its
+/// frontend signalled, event or not (dom0.rs, `sweep_due`). Returns true if anything
+/// was done.
+pub fn service(fired: &[u32], sweep: bool) -> bool {
     let mut worked = false;
     let mut vbds = VBDS.lock();
     let Some(vbds) = vbds.as_mut() else { return false };
@@ -382,13 +384,30 @@ pub fn service(fired: &[u32]) -> bool {
             }
             Err(error) => warn!("domain {}: {}: handshake: {error}", vbd.domid, vbd.vdev),
         }
-        let due = vbd.connection.as_ref().is_some_and(|connection| fired.contains(&connection.port));
+        let due = vbd.connection.as_ref().is_some_and(|connection| sweep || fired.contains(&connection.port));
         if due {
             worked |= serve_ring(&guest, vbd);
+            if sweep {
+                signal_unread_responses(&guest, vbd);
+            }
         }
         index += 1;
     }
     worked
+}
+
+/// Signals the frontend again if responses it asked to hear about are published
+/// (`rsp_prod` has reached its `rsp_event`): the signal that went with them may have
+/// been lost (dom0.rs, `sweep_due`).
+fn signal_unread_responses(guest: &Domain, vbd: &Vbd) {
+    use basalt_dom0::backends::blkif::ring::{RSP_EVENT, RSP_PROD};
+    use basalt_dom0::shared_page::SharedPage;
+    let Some(connection) = vbd.connection.as_ref() else { return };
+    let page = crate::dom0::GuestPage { domain: guest, gfn: connection.ring_gfn };
+    let (produced, wanted) = (page.read_u32(RSP_PROD), page.read_u32(RSP_EVENT));
+    if produced.wrapping_sub(wanted) < (1 << 31) {
+        xen::dom0_send(connection.port);
+    }
 }
 
 /// Holds the ring grant and binds the channel.
