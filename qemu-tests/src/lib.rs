@@ -13,6 +13,7 @@
 //! - [`machine`]: [`Machine`] — boot, send, expect, run commands, screen dumps, exit;
 //! - [`transcript`], [`ansi`], [`pattern`]: serial capture, escape stripping, matching;
 //! - [`qmp`], [`ppm`], [`screen`]: QEMU control, screen dump images, text decoding;
+//! - [`domains`], [`linux_console`]: domains driven from the shell, and the Linux payload's shell;
 //! - [`elf`]: program-header sizes for the boot benchmark.
 //!
 //! Only `std` (plus `font8x8`, the font the kernel draws with) is used, so the harness
@@ -24,8 +25,10 @@ pub mod ansi;
 pub mod backend;
 pub mod config;
 pub mod console_text;
+pub mod domains;
 pub mod elf;
 pub mod error;
+pub mod linux_console;
 pub mod machine;
 pub mod pattern;
 pub mod ppm;

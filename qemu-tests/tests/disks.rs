@@ -71,9 +71,10 @@
 //! start and end read back; on the host they are at the partition's offsets, the MBR
 //! is unchanged and every other byte, the first partition's included, is still zero.
 //!
-//! Reading the Linux shell works as in tests/linux.rs: a command's output is framed by
-//! marker lines the shell prints (busybox ash wraps the echo of long commands), and
-//! each command's exit status is printed after it (`status=<n>`).
+//! Reading the Linux shell works as in tests/linux.rs (`qemu_tests::linux_console`): a
+//! command's output is framed by marker lines the shell prints (busybox ash wraps the
+//! echo of long commands), and each command's exit status is printed after it
+//! (`status=<n>`).
 //!
 //! At most [`MAX_MACHINES`] of these machines run at once (the CI box has 2 cores).
 //! Failed checks are collected and reported together at the end; a broken conversation
@@ -85,34 +86,19 @@ use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use qemu_tests::console_text::{output_lines, regex_escape as escape};
-use qemu_tests::{EmulatorKind, Error, Failures, Machine, MachineConfig, Pattern, Result, COMMAND_TIMEOUT, PROMPT};
+use qemu_tests::console_text::output_lines;
+use qemu_tests::domains::{attach, boot_and_check, detach, free_bytes, PROMPT_QUERY_WAIT};
+use qemu_tests::linux_console::{
+    linux_command_status, linux_test_config, shut_down_from_inside, LINUX_BOOT_TIMEOUT, LINUX_COMMAND_TIMEOUT,
+    SHUTDOWN_TIMEOUT,
+};
+use qemu_tests::{EmulatorKind, Error, Failures, Machine, MachineConfig, Pattern, Result, COMMAND_TIMEOUT};
 
-/// Ctrl-]: ends `console`.
-const CONSOLE_ESCAPE: &[u8] = b"\x1d";
-/// What the payload's init prints on the console once the system is up.
-const READY_MARKER: &str = "BASALT-LINUX-READY";
-/// The payload shell's prompt (PS1 in guest-payload/rootfs/etc/profile).
-const LINUX_PROMPT: &str = "linux# ";
-/// How long Linux may take from `create` to its shell under QEMU's TCG (≈ 11–17 s on
-/// the idle 2-core build host; minutes on a loaded one).
-const LINUX_BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-/// How long a quick command at the Linux shell may take.
-const LINUX_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a command that moves megabytes (dd from /dev/urandom, sha256sum, sync,
 /// mke2fs) may take: every byte is computed by translated code.
 const LINUX_IO_TIMEOUT: Duration = Duration::from_secs(240);
-/// How long `poweroff` may take until the domain is gone, and how long a small guest
-/// (blkhostile) may take to finish.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long QEMU may take to exit after the shell's `poweroff` (ACPI S5).
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long to wait for the cursor-position query after a prompt before attaching to
-/// a console (it normally follows within microseconds).
-const PROMPT_QUERY_WAIT: Duration = Duration::from_secs(5);
-/// Lines that mean the Linux guest is dead: Linux's panic, and the hypervisor's log line
-/// for a crashed domain (`domain 3 (linux) crashed: ...`).
-const LINUX_FATAL_MARKERS: [&str; 2] = ["Kernel panic - not syncing", ") crashed: "];
 /// Machines of this test binary that may run at once.
 const MAX_MACHINES: usize = 2;
 
@@ -206,14 +192,6 @@ impl Driver {
             Self::Nvme => vec!["-drive".into(), drive, "-device".into(), "nvme,serial=basalt0,drive=d0".into()],
         };
         words
-    }
-}
-
-/// `$BASALT_TEST_IMAGE`, else `<workspace>/build/basalt-test.img`.
-fn test_image() -> PathBuf {
-    match std::env::var_os("BASALT_TEST_IMAGE") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => qemu_tests::config::workspace_root().join("build").join("basalt-test.img"),
     }
 }
 
@@ -325,31 +303,10 @@ fn run_disk_test(
     extra_args: Vec<String>,
     checks: impl FnOnce(&mut Machine, &mut Failures) -> Result<()>,
 ) -> Result<()> {
-    let mut config = MachineConfig::standard(EmulatorKind::Qemu).with_cpus(2).with_memory_mib(1536);
-    config = config.with_image(test_image());
-    config.fatal_markers.extend(LINUX_FATAL_MARKERS.iter().map(|marker| (*marker).to_owned()));
+    let mut config = linux_test_config(MachineConfig::standard(EmulatorKind::Qemu).with_cpus(2).with_memory_mib(1536))?;
     config.extra_args.extend(extra_args);
-    if !config.image.is_file() {
-        return Err(Error::new(format!(
-            "test image {} does not exist: run `make test-image` first (it needs the Linux payload, `make guest-linux`)",
-            config.image.display()
-        )));
-    }
     let _slot = MachineSlot::take();
-    let (mut machine, _) = Machine::boot_to_prompt(config, name)?;
-    eprintln!("[{name}] first prompt after {:.1} s", machine.elapsed().as_secs_f64());
-    let mut failures = Failures::new();
-    let outcome = checks(&mut machine, &mut failures);
-    eprintln!(
-        "[{name}] finished after {:.1} s; transcript {}",
-        machine.elapsed().as_secs_f64(),
-        machine.transcript_path().display()
-    );
-    let result = match outcome {
-        Ok(()) => failures.finish(),
-        Err(error) => Err(failures.with_fatal(error)),
-    };
-    result.map_err(|error| {
+    boot_and_check(config, name, checks).map_err(|error| {
         images.keep = true;
         error.context(format!("disk images kept in {}", images.directory.display()))
     })
@@ -357,80 +314,26 @@ fn run_disk_test(
 
 // --- the hypervisor's shell ----------------------------------------------------------
 
-/// `mem`'s exact `Free: <bytes> bytes`, with the whole output (for messages).
-fn free_bytes(machine: &mut Machine) -> Result<(u64, String)> {
-    let output = machine.run_command("mem")?;
-    let free = output_lines(&output)
-        .into_iter()
-        .find_map(|line| line.strip_prefix("Free: ")?.strip_suffix(" bytes")?.parse().ok());
-    match free {
-        Some(free) => Ok((free, output)),
-        None => Err(machine.fail(format!("`mem` printed no \"Free: <bytes> bytes\" line:\n{output}"))),
-    }
-}
-
 /// A committed chunk of the write stream: its index and the sha256 of its data.
 type Chunk = (u64, String);
 
 /// A domain: its id and name.
 type Domain = (u32, &'static str);
 
-/// `create <arguments>`: one `Created domain <id> (<name>)` line; returns the domain.
-fn create(machine: &mut Machine, arguments: &str, name: &'static str) -> Result<Domain> {
-    let output = machine.run_command(&format!("create {arguments}"))?;
-    let suffix = format!(" ({name})");
-    let id = match output_lines(&output)[..] {
-        [line] => line.strip_prefix("Created domain ").and_then(|rest| rest.strip_suffix(&suffix)?.parse().ok()),
-        _ => None,
-    };
-    match id {
-        Some(id) => Ok((id, name)),
-        None => Err(machine.fail(format!(
-            "`create {arguments}` should print one \"Created domain <id> ({name})\", printed:\n{output}"
-        ))),
-    }
+/// `create <arguments>` of domain `name`, which stays a domain of this test.
+fn create(machine: &mut Machine, arguments: &str, name: &'static str) -> Result<(Domain, String)> {
+    let (id, output) = qemu_tests::domains::create(machine, arguments, name)?;
+    Ok(((id, name), output))
 }
 
-/// Waits for the hypervisor's log line `domain <id> (<name>) <event>...`, which may
-/// already be in `seen`; returns the rest of the line after `event`.
-fn await_log(machine: &mut Machine, seen: &str, (id, name): Domain, event: &str) -> Result<String> {
-    let prefix = format!("domain {id} ({name}) {event}");
-    if let Some(rest) = seen.lines().find_map(|line| line.split_once(&prefix).map(|(_, rest)| rest.trim().to_owned())) {
-        return Ok(rest);
-    }
-    let text = machine
-        .expect(Pattern::regex(&format!("{}.*\n", escape(&prefix))), SHUTDOWN_TIMEOUT)
-        .map_err(|error| error.context(format!("waiting for the log line {prefix:?}")))?;
-    let line = text.lines().last().unwrap_or_default();
-    Ok(line.split_once(&prefix).map(|(_, rest)| rest.trim().to_owned()).unwrap_or_default())
+/// [`qemu_tests::domains::await_log`] waiting up to [`SHUTDOWN_TIMEOUT`].
+fn await_log(machine: &mut Machine, seen: &str, domain: Domain, event: &str) -> Result<String> {
+    qemu_tests::domains::await_log(machine, seen, domain, event, SHUTDOWN_TIMEOUT)
 }
 
-/// `destroy <id>`, then its `destroyed` log line.
-fn destroy(machine: &mut Machine, (id, name): Domain) -> Result<()> {
-    let output = machine.run_command(&format!("destroy {id}"))?;
-    await_log(machine, &output, (id, name), "destroyed").map(drop)
-}
-
-/// Types `console <domain>` at the prompt (once the prompt's cursor-position query is
-/// answered, so the answer cannot reach the guest) and waits for the banner. The
-/// domain's kept output (the replay) follows.
-fn attach(machine: &mut Machine, domain: &str) -> Result<()> {
-    machine.wait_prompt_query(PROMPT_QUERY_WAIT);
-    machine.skip_pending_output();
-    machine.send_line(&format!("console {domain}"))?;
-    machine
-        .expect(Pattern::regex(r"Connected to domain \d+ \(.*\)\. Escape character is '\^\]'\.\n"), COMMAND_TIMEOUT)
-        .map_err(|error| error.context(format!("the banner of `console {domain}`")))
-        .map(drop)
-}
-
-/// Ctrl-] and the hypervisor's prompt.
-fn detach(machine: &mut Machine, domain: &str) -> Result<()> {
-    machine.send_bytes(CONSOLE_ESCAPE)?;
-    machine
-        .expect(PROMPT, COMMAND_TIMEOUT)
-        .map_err(|error| error.context(format!("the prompt after Ctrl-] on {domain}")))?;
-    Ok(())
+/// [`qemu_tests::domains::destroy`] waiting up to [`SHUTDOWN_TIMEOUT`] for the log line.
+fn destroy(machine: &mut Machine, domain: Domain, failures: &mut Failures) -> Result<()> {
+    qemu_tests::domains::destroy(machine, domain, SHUTDOWN_TIMEOUT, failures)
 }
 
 /// `disks`' row of `disk` and the whole table. The row is laid out as
@@ -587,7 +490,7 @@ fn check_detach_and_reattach(
     check_disk(machine, driver, disk, "-", failures)?;
     attach(machine, name)?;
     let poll = "i=0; while grep -q ' xvda$' /proc/partitions && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done; grep -c ' xvda$' /proc/partitions";
-    let (_, lines) = linux_command(machine, poll, Duration::from_secs(90))?;
+    let (_, lines) = linux_command_status(machine, poll, Duration::from_secs(90))?;
     failures.soft(machine.check(lines == ["0"], || {
         format!("after `{command}` xvda should leave the guest's /proc/partitions; `grep -c` printed {lines:?}")
     }))?;
@@ -634,7 +537,7 @@ fn check_forced_detach(machine: &mut Machine, domain: Domain, failures: &mut Fai
             format!("after `{command}`, `block-list {name}` should not list xvdc, printed:\n{list}")
         }),
     )?;
-    attach(machine, name)
+    attach(machine, name).map(drop)
 }
 
 /// Bytes of partition `index` of [`PARTITIONS`].
@@ -676,12 +579,12 @@ fn check_partition_claims(machine: &mut Machine, writer: Domain, failures: &mut 
     let holder = format!("{}:xvdb rw", writer.1);
     check_partitions(machine, ["-", &holder], failures)?;
     check_disk(machine, Driver::Nvme, PARTITIONED_DISK, "-", failures)?;
-    let demo = create(machine, "demo", "demo")?;
+    let (demo, _) = create(machine, "demo", "demo")?;
     let whole = format!("phy:{PARTITIONED_DISK},xvdc,r");
     check_attach_refused(machine, ("demo", &whole), (&partition, "read-write", writer), failures)?;
     block_attach(machine, demo, &format!("phy:{PARTITIONED_DISK}p1,xvdc,w"), failures)?;
     check_partitions(machine, ["demo:xvdc rw", &holder], failures)?;
-    destroy(machine, demo)?;
+    destroy(machine, demo, failures)?;
     check_partitions(machine, ["-", &holder], failures)
 }
 
@@ -698,7 +601,7 @@ struct PartitionWrites {
 fn write_partition(machine: &mut Machine, failures: &mut Failures) -> Result<PartitionWrites> {
     let bytes = partition_bytes(WRITTEN_PARTITION);
     await_partition(machine, "xvdb", bytes, failures)?;
-    let (_, lines) = linux_command(machine, "blockdev --getsize64 /dev/xvdb", LINUX_COMMAND_TIMEOUT)?;
+    let (_, lines) = linux_command_status(machine, "blockdev --getsize64 /dev/xvdb", LINUX_COMMAND_TIMEOUT)?;
     failures.soft(machine.check(lines == [bytes.to_string()], || {
         format!("`blockdev --getsize64 /dev/xvdb` (a partition) should print {bytes}, printed {lines:?}")
     }))?;
@@ -735,55 +638,17 @@ fn write_partition(machine: &mut Machine, failures: &mut Failures) -> Result<Par
 
 // --- the Linux shell -----------------------------------------------------------------
 
-/// On an attached console: waits for the ready marker and then the shell's prompt.
-fn await_ready(machine: &mut Machine, domain: &str) -> Result<Duration> {
-    let started = Instant::now();
-    machine
-        .expect(READY_MARKER, LINUX_BOOT_TIMEOUT)
-        .map_err(|error| error.context(format!("Linux domain {domain} booting to {READY_MARKER}")))?;
-    machine.expect(LINUX_PROMPT, LINUX_COMMAND_TIMEOUT).map_err(|error| {
-        error.context(format!("the shell prompt {LINUX_PROMPT:?} of {domain} after {READY_MARKER}"))
-    })?;
-    Ok(started.elapsed())
-}
-
 /// `create <arguments>`, the console, Linux up to its shell; stays attached.
 fn boot_linux(machine: &mut Machine, arguments: &str, name: &'static str) -> Result<Domain> {
-    let domain = create(machine, arguments, name)?;
-    attach(machine, name)?;
-    let took = await_ready(machine, name)?;
-    eprintln!("[{}] {name} (domain {}): create to shell {:.1} s", machine.name(), domain.0, took.as_secs_f64());
-    Ok(domain)
+    let (id, took) = qemu_tests::linux_console::boot_linux(machine, arguments, name, LINUX_BOOT_TIMEOUT)?;
+    eprintln!("[{}] {name} (domain {id}): create to shell {:.1} s", machine.name(), took.as_secs_f64());
+    Ok((id, name))
 }
 
-/// Numbers the marker lines of [`linux_command`], so no two commands share one.
-static COMMAND_NUMBER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-
-/// Runs `command` at the Linux shell of the attached console and returns its exit
-/// status and output lines (without Linux's log lines). The output is framed by lines
-/// the shell prints: `echo "<""<7"` prints `<<7`, which its own echo does not contain;
-/// the status line `status=<n>` is printed just before the closing marker.
-fn linux_command(machine: &mut Machine, command: &str, timeout: Duration) -> Result<(i32, Vec<String>)> {
-    let number = COMMAND_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (begin, end) = (format!("<<{number}"), format!("{number}>>"));
-    machine.send_line(&format!("echo \"<\"\"<{number}\"; {command}; echo \"status=$?\"; echo \"{number}>\"\">\""))?;
-    let context = |error: Error| error.context(format!("the Linux command {command:?}"));
-    machine.expect(begin.as_str(), LINUX_COMMAND_TIMEOUT).map_err(context)?;
-    let output = machine.expect(end.as_str(), timeout).map_err(context)?;
-    machine.expect(LINUX_PROMPT, LINUX_COMMAND_TIMEOUT).map_err(context)?;
-    let mut lines: Vec<String> =
-        output_lines(&output[..output.len() - end.len()]).into_iter().map(str::to_owned).collect();
-    let status = lines.pop().and_then(|last| last.strip_prefix("status=")?.parse().ok());
-    match status {
-        Some(status) => Ok((status, lines)),
-        None => Err(machine.fail(format!("the Linux command {command:?} printed no status line:\n{output}"))),
-    }
-}
-
-/// [`linux_command`] for a step the rest of the test builds on: a non-zero status
+/// [`linux_command_status`] for a step the rest of the test builds on: a non-zero status
 /// stops the test.
 fn linux_must(machine: &mut Machine, command: &str, timeout: Duration) -> Result<Vec<String>> {
-    let (status, lines) = linux_command(machine, command, timeout)?;
+    let (status, lines) = linux_command_status(machine, command, timeout)?;
     if status != 0 {
         return Err(machine.fail(format!("`{command}` in Linux failed with status {status}:\n{}", lines.join("\n"))));
     }
@@ -831,12 +696,7 @@ fn guest_file_sums(machine: &mut Machine) -> Result<Vec<String>> {
 /// Types `poweroff` at the attached shell of `domain`; waits for the console to end
 /// because the domain is gone, and for its `destroyed` log line.
 fn poweroff_linux(machine: &mut Machine, (id, name): Domain) -> Result<()> {
-    machine.send_line("poweroff")?;
-    let gone = format!("[domain {id} is gone]");
-    let mut text = machine.expect(gone.as_str(), SHUTDOWN_TIMEOUT).map_err(|error| {
-        error.context(format!("`poweroff` typed in Linux domain {name} ({id}): the domain should end"))
-    })?;
-    text += &machine.expect(PROMPT, COMMAND_TIMEOUT)?;
+    let text = shut_down_from_inside(machine, (id, name), "poweroff")?;
     await_log(machine, &text, (id, name), "destroyed").map(drop)
 }
 
@@ -992,7 +852,7 @@ fn power_off_machine(machine: &mut Machine) -> Result<()> {
 /// Attached to the writer's shell with the disk as xvda: size, file system, files,
 /// their sums, sync and umount. Returns the sums in [`FILES`]' order.
 fn write_files(machine: &mut Machine, failures: &mut Failures) -> Result<Vec<String>> {
-    let (_, lines) = linux_command(machine, "blockdev --getsize64 /dev/xvda", LINUX_COMMAND_TIMEOUT)?;
+    let (_, lines) = linux_command_status(machine, "blockdev --getsize64 /dev/xvda", LINUX_COMMAND_TIMEOUT)?;
     failures.soft(machine.check(lines == [DISK_BYTES.to_string()], || {
         format!("`blockdev --getsize64 /dev/xvda` should print {DISK_BYTES}, printed {lines:?}")
     }))?;
@@ -1011,11 +871,11 @@ fn write_files(machine: &mut Machine, failures: &mut Failures) -> Result<Vec<Str
 /// Attached to the reader's shell with the disk read-only as xvda: the files read back
 /// with `sums`, and writing to the device fails.
 fn verify_files(machine: &mut Machine, sums: &[String], failures: &mut Failures) -> Result<()> {
-    let (_, lines) = linux_command(machine, "cat /sys/block/xvda/ro", LINUX_COMMAND_TIMEOUT)?;
+    let (_, lines) = linux_command_status(machine, "cat /sys/block/xvda/ro", LINUX_COMMAND_TIMEOUT)?;
     failures.soft(machine.check(lines == ["1"], || format!("/sys/block/xvda/ro should be 1, is {lines:?}")))?;
     compare_files(machine, sums, "read-only", failures)?;
     let (status, lines) =
-        linux_command(machine, "dd if=/dev/zero of=/dev/xvda bs=512 count=1 conv=fsync", LINUX_COMMAND_TIMEOUT)?;
+        linux_command_status(machine, "dd if=/dev/zero of=/dev/xvda bs=512 count=1 conv=fsync", LINUX_COMMAND_TIMEOUT)?;
     failures.soft(machine.check(status != 0, || {
         format!(
             "writing to the read-only /dev/xvda (dd ... conv=fsync) should fail, exited with 0:\n{}",
@@ -1064,7 +924,7 @@ fn destroy_mid_stream(machine: &mut Machine, domain: Domain, failures: &mut Fail
     }))?;
     detach(machine, domain.1)?;
     let started = Instant::now();
-    destroy(machine, domain)?;
+    destroy(machine, domain, failures)?;
     eprintln!("[{}] destroyed {} mid-stream in {:.1} s", machine.name(), domain.1, started.elapsed().as_secs_f64());
     let ended = machine.transcript_text().contains("STREAM-ENDED");
     failures.soft(machine.check(!ended, || {
@@ -1113,8 +973,8 @@ fn check_disk_still_works(machine: &mut Machine, failures: &mut Failures) -> Res
 /// `create blkhostile` (kept after it powers off: `on_poweroff=preserve`), beside the
 /// running Linux domain: every check ok, `done 20/20`; then destroyed.
 fn check_blkhostile(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
-    let hostile = create(machine, "blkhostile on_poweroff=preserve", "blkhostile")?;
-    let reason = await_log(machine, "", hostile, "shut down:")?;
+    let (hostile, output) = create(machine, "blkhostile on_poweroff=preserve", "blkhostile")?;
+    let reason = await_log(machine, &output, hostile, "shut down:")?;
     failures.soft(
         machine.check(reason == "poweroff", || format!("blkhostile should power off, shut down with {reason:?}")),
     )?;
@@ -1132,7 +992,7 @@ fn check_blkhostile(machine: &mut Machine, failures: &mut Failures) -> Result<()
             format!("blkhostile should pass all {BLKHOSTILE_CHECKS} checks and print {done:?}; its console:\n{console}")
         }),
     )?;
-    destroy(machine, hostile)
+    destroy(machine, hostile, failures)
 }
 
 /// `mem`'s `Free:` readings at the moments no domain was running, so a mismatch at
@@ -1257,12 +1117,12 @@ fn guest_checks(
     };
     check_disk(machine, driver, disk, &format!("{}:xvda rw", writer.1), failures)?;
     if virtio {
-        let demo = create(machine, "demo", "demo")?;
+        let (demo, _) = create(machine, "demo", "demo")?;
         for mode in ["w", "r"] {
             let spec = format!("phy:{disk},xvda,{mode}");
             check_attach_refused(machine, ("demo", &spec), (disk, "read-write", writer), failures)?;
         }
-        destroy(machine, demo)?;
+        destroy(machine, demo, failures)?;
     }
     attach(machine, writer.1)?;
     if !virtio {
@@ -1293,12 +1153,12 @@ fn guest_checks(
     block_attach(machine, reader, &format!("phy:{disk},xvda,r"), failures)?;
     check_disk(machine, driver, disk, "linux1:xvda ro", failures)?;
     if virtio {
-        let demo = create(machine, "demo", "demo")?;
+        let (demo, _) = create(machine, "demo", "demo")?;
         let writable = format!("phy:{disk},xvda,w");
         check_attach_refused(machine, ("demo", &writable), (disk, "read-only", reader), failures)?;
         block_attach(machine, demo, &format!("phy:{disk},xvda,r"), failures)?;
         check_disk(machine, driver, disk, "linux1:xvda ro, demo:xvda ro", failures)?;
-        destroy(machine, demo)?;
+        destroy(machine, demo, failures)?;
         check_disk(machine, driver, disk, "linux1:xvda ro", failures)?;
     }
     attach(machine, reader.1)?;

@@ -30,106 +30,39 @@
 //! (timeout, panic, QEMU exit) stops the test at once. Transcripts are in
 //! build/qemu-tests/<test>.serial.log.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use qemu_tests::console_text::{line_matches, output_lines, regex_escape as escape};
+use qemu_tests::console_text::{line_matches, output_lines};
+use qemu_tests::domains::{
+    attach, boot_and_check, create, detach, ensure_test_image, free_bytes, list, test_image, ListRow,
+};
 use qemu_tests::{
     EmulatorKind, Error, Failures, Firmware, Machine, MachineConfig, Medium, Pattern, Result, COMMAND_TIMEOUT, PROMPT,
 };
 
-/// Ctrl-]: ends `console`.
-const CONSOLE_ESCAPE: &[u8] = b"\x1d";
 /// How long a guest may take to print something or stop (TCG on a loaded host).
 const GUEST_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long to wait for the cursor-position query after a prompt before attaching to
-/// a console (it normally follows within microseconds).
-const PROMPT_QUERY_WAIT: Duration = Duration::from_secs(5);
 /// Create/destroy cycles of the memory check.
 const CYCLES: u32 = 20;
 
-/// `$BASALT_TEST_IMAGE`, else `<workspace>/build/basalt-test.img`.
-fn test_image() -> PathBuf {
-    match std::env::var_os("BASALT_TEST_IMAGE") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => qemu_tests::config::workspace_root().join("build").join("basalt-test.img"),
-    }
-}
-
-/// Boots the test image on a 2-CPU, 1 GiB BIOS machine of `kind` (QEMU: AMD SVM;
-/// Bochs: Intel VMX) and waits for the prompt.
-fn boot(kind: EmulatorKind, name: &str) -> Result<Machine> {
+/// Runs `checks` on a fresh boot of the test image on a 2-CPU, 1 GiB BIOS machine of
+/// `kind` (QEMU: AMD SVM; Bochs: Intel VMX) and reports every failed check at the end.
+fn run_guest_test(
+    kind: EmulatorKind,
+    name: &str,
+    checks: impl FnOnce(&mut Machine, &mut Failures) -> Result<()>,
+) -> Result<()> {
     let mut config = match kind {
         EmulatorKind::Qemu => MachineConfig::qemu(Firmware::Bios, Medium::IdeDisk),
         EmulatorKind::Bochs => MachineConfig::standard(EmulatorKind::Bochs),
     };
     config.image = test_image();
     config.memory_mib = 1024;
-    if !config.image.is_file() {
-        return Err(Error::new(format!(
-            "test image {} does not exist: run `make test-image` first (or point BASALT_TEST_IMAGE at one)",
-            config.image.display()
-        )));
-    }
-    let (machine, _) = Machine::boot_to_prompt(config, name)?;
-    eprintln!("[{name}] first prompt after {:.1} s", machine.elapsed().as_secs_f64());
-    Ok(machine)
-}
-
-/// Runs `checks` on a fresh boot of `kind` and reports every failed check at the end.
-fn run_guest_test(
-    kind: EmulatorKind,
-    name: &str,
-    checks: impl FnOnce(&mut Machine, &mut Failures) -> Result<()>,
-) -> Result<()> {
-    let mut machine = boot(kind, name)?;
-    let mut failures = Failures::new();
-    let outcome = checks(&mut machine, &mut failures);
-    eprintln!(
-        "[{name}] finished after {:.1} s; transcript {}",
-        machine.elapsed().as_secs_f64(),
-        machine.transcript_path().display()
-    );
-    match outcome {
-        Ok(()) => failures.finish(),
-        Err(error) => Err(failures.with_fatal(error)),
-    }
+    ensure_test_image(&config.image, "or point BASALT_TEST_IMAGE at one")?;
+    boot_and_check(config, name, checks)
 }
 
 // --- reading the shell's output ------------------------------------------------------
-
-/// One row of `list`.
-#[derive(Debug, Clone, PartialEq)]
-struct ListRow {
-    name: String,
-    id: u32,
-    memory_mib: u64,
-    vcpus: u32,
-    state: String,
-    seconds: f64,
-}
-
-/// The domain rows of a `list` table (header and log lines skipped).
-fn parse_list(table: &str) -> Vec<ListRow> {
-    let state = Pattern::regex(r"^[r-][b-][p-][s-][c-][d-]$");
-    output_lines(table)
-        .into_iter()
-        .filter_map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words[..] {
-                [name, id, memory, vcpus, letters, seconds] if line_matches(&state, letters) => Some(ListRow {
-                    name: name.to_owned(),
-                    id: id.parse().ok()?,
-                    memory_mib: memory.parse().ok()?,
-                    vcpus: vcpus.parse().ok()?,
-                    state: letters.to_owned(),
-                    seconds: seconds.parse().ok()?,
-                }),
-                _ => None,
-            }
-        })
-        .collect()
-}
 
 /// One row of `vcpu-list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,82 +111,19 @@ fn parse_sched_credit(table: &str) -> Vec<(u32, u32, u32)> {
 
 // --- shell actions -------------------------------------------------------------------
 
-/// `mem`'s exact `Free: <bytes> bytes`, with the whole output (for messages).
-fn free_bytes(machine: &mut Machine) -> Result<(u64, String)> {
-    let output = machine.run_command("mem")?;
-    let free = output_lines(&output)
-        .into_iter()
-        .find_map(|line| line.strip_prefix("Free: ")?.strip_suffix(" bytes")?.parse().ok());
-    match free {
-        Some(free) => Ok((free, output)),
-        None => Err(machine.fail(format!("`mem` printed no \"Free: <bytes> bytes\" line:\n{output}"))),
-    }
-}
-
 /// The `Heap: ...` line of a `mem` output, for messages.
 fn heap_line(mem_output: &str) -> &str {
     output_lines(mem_output).into_iter().find(|line| line.starts_with("Heap:")).unwrap_or("(no Heap: line)")
 }
 
-/// `list`, parsed.
-fn list(machine: &mut Machine) -> Result<(Vec<ListRow>, String)> {
-    let output = machine.run_command("list")?;
-    Ok((parse_list(&output), output))
-}
-
-/// Waits for the log line `domain <id> (<name>) <event>...`, which may already be in
-/// `seen` (output read before); returns the rest of the line after `event`.
+/// [`qemu_tests::domains::await_log`] waiting up to [`GUEST_TIMEOUT`].
 fn await_log(machine: &mut Machine, seen: &str, id: u32, name: &str, event: &str) -> Result<String> {
-    let prefix = format!("domain {id} ({name}) {event}");
-    if let Some(rest) = seen.lines().find_map(|line| line.split_once(&prefix).map(|(_, rest)| rest.trim().to_owned())) {
-        return Ok(rest);
-    }
-    let text = machine
-        .expect(Pattern::regex(&format!("{}.*\n", escape(&prefix))), GUEST_TIMEOUT)
-        .map_err(|error| error.context(format!("waiting for the log line {prefix:?}")))?;
-    let line = text.lines().last().unwrap_or_default();
-    Ok(line.split_once(&prefix).map(|(_, rest)| rest.trim().to_owned()).unwrap_or_default())
+    qemu_tests::domains::await_log(machine, seen, (id, name), event, GUEST_TIMEOUT)
 }
 
-/// `create <arguments>`: checks for exactly one `Created domain <id> (<name>)` line and
-/// returns the id with the whole output.
-fn create(machine: &mut Machine, arguments: &str, name: &str) -> Result<(u32, String)> {
-    let command = format!("create {arguments}");
-    let output = machine.run_command(&command)?;
-    let suffix = format!(" ({name})");
-    let lines = output_lines(&output);
-    let id = match lines[..] {
-        [line] => line.strip_prefix("Created domain ").and_then(|rest| rest.strip_suffix(&suffix)?.parse().ok()),
-        _ => None,
-    };
-    match id {
-        Some(id) => Ok((id, output)),
-        None => {
-            Err(machine
-                .fail(format!("`{command}` should print one \"Created domain <id> ({name})\", printed:\n{output}")))
-        }
-    }
-}
-
-/// `destroy <id>`: silent, with the `domain <id> (<name>) destroyed` log line.
+/// [`qemu_tests::domains::destroy`] waiting up to [`GUEST_TIMEOUT`] for the log line.
 fn destroy(machine: &mut Machine, id: u32, name: &str, failures: &mut Failures) -> Result<()> {
-    let output = machine.run_command(&format!("destroy {id}"))?;
-    failures.soft(machine.check(output_lines(&output).is_empty(), || {
-        format!("`destroy {id}` should print nothing (bar the log line), printed:\n{output}")
-    }))?;
-    await_log(machine, &output, id, name, "destroyed").map(drop)
-}
-
-/// Types `console <domain>` at the prompt (once the prompt's trailing cursor-position
-/// query is answered, so the answer cannot reach the guest) and waits for the banner;
-/// returns the text up to and including the banner.
-fn attach(machine: &mut Machine, domain: &str) -> Result<String> {
-    machine.wait_prompt_query(PROMPT_QUERY_WAIT);
-    machine.skip_pending_output();
-    machine.send_line(&format!("console {domain}"))?;
-    machine
-        .expect(Pattern::regex(r"Connected to domain \d+ \(.*\)\. Escape character is '\^\]'\.\n"), COMMAND_TIMEOUT)
-        .map_err(|error| error.context(format!("the banner of `console {domain}`")))
+    qemu_tests::domains::destroy(machine, (id, name), GUEST_TIMEOUT, failures)
 }
 
 /// Attaches to the console of `domain`, waits for `until` (after the banner), leaves
@@ -264,9 +134,7 @@ fn console_until(machine: &mut Machine, domain: &str, until: &Pattern) -> Result
     let text = machine
         .expect(until.clone(), GUEST_TIMEOUT)
         .map_err(|error| error.context(format!("waiting for {until} on the console of {domain}")))?;
-    machine.send_bytes(CONSOLE_ESCAPE)?;
-    let rest =
-        machine.expect_prompt().map_err(|error| error.context(format!("the prompt after Ctrl-] on {domain}")))?;
+    let rest = detach(machine, domain)?;
     Ok(format!("{banner}\n{text}{rest}"))
 }
 
@@ -278,8 +146,7 @@ fn demo_echo(machine: &mut Machine, domain: &str, line: &str) -> Result<()> {
     machine
         .expect(format!("demo: you typed '{line}'"), GUEST_TIMEOUT)
         .map_err(|error| error.context(format!("the demo guest {domain} echoing {line:?}")))?;
-    machine.send_bytes(CONSOLE_ESCAPE)?;
-    machine.expect_prompt().map_err(|error| error.context(format!("the prompt after Ctrl-] on {domain}"))).map(drop)
+    detach(machine, domain).map(drop)
 }
 
 /// A command that must print exactly one `error:` line (log lines aside) mentioning
@@ -557,8 +424,7 @@ fn check_hcflood(machine: &mut Machine, id: u32, after: u64, failures: &mut Fail
         highest = highest.max(progress_counts(&text).iter().map(|&(calls, _)| calls).max().unwrap_or(0));
         console += &text;
     }
-    machine.send_bytes(CONSOLE_ESCAPE)?;
-    console += &machine.expect_prompt()?;
+    console += &detach(machine, &id.to_string())?;
     let counts = progress_counts(&console);
     for line in console.lines().filter_map(|line| line.trim().strip_prefix("hcflood: ")) {
         failures.soft(
