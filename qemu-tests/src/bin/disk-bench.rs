@@ -587,25 +587,11 @@ fn row(
 }
 
 fn main() {
-    let (mut runs, mut direct_only, mut force_dd) = (3usize, false, false);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--runs" => {
-                runs =
-                    args.next().and_then(|count| count.parse().ok()).filter(|&count| count > 0).unwrap_or_else(|| {
-                        eprintln!("--runs needs a positive number");
-                        std::process::exit(2)
-                    })
-            }
-            "--direct-only" => direct_only = true,
-            "--dd" => force_dd = true,
-            _ => {
-                eprintln!("usage: disk-bench [--runs N] [--direct-only] [--dd]");
-                std::process::exit(2);
-            }
-        }
-    }
+    let args = qemu_tests::report::bench_args_or_exit(
+        &["--direct-only", "--dd"],
+        "disk-bench [--runs N] [--direct-only] [--dd]",
+    );
+    let (runs, direct_only, force_dd) = (args.runs, args.has("--direct-only"), args.has("--dd"));
     let work = WorkDir::new().unwrap_or_else(|error| {
         eprintln!("{error}");
         std::process::exit(1)

@@ -157,24 +157,8 @@ fn summary(mut samples: Vec<Duration>) -> (Duration, String) {
 }
 
 fn main() {
-    let (mut runs, mut direct_only) = (3usize, false);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--runs" => {
-                runs =
-                    args.next().and_then(|count| count.parse().ok()).filter(|&count| count > 0).unwrap_or_else(|| {
-                        eprintln!("--runs needs a positive number");
-                        std::process::exit(2)
-                    })
-            }
-            "--direct-only" => direct_only = true,
-            _ => {
-                eprintln!("usage: linux-bench [--runs N] [--direct-only]");
-                std::process::exit(2);
-            }
-        }
-    }
+    let args = qemu_tests::report::bench_args_or_exit(&["--direct-only"], "linux-bench [--runs N] [--direct-only]");
+    let (runs, direct_only) = (args.runs, args.has("--direct-only"));
 
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut failed = false;
