@@ -36,6 +36,7 @@ pub mod answerback;
 pub mod appliance;
 pub mod builtin;
 pub mod command;
+pub mod debugger;
 pub mod domains;
 pub mod parse;
 pub mod shell;
