@@ -138,6 +138,24 @@ impl Options {
     }
 }
 
+/// Parses a number as mdb reads dcmd option values: hex by default (`10` is 16),
+/// `0x` hex, `0t` decimal, `0o` octal, `0i` binary.
+pub fn parse_number(text: &str) -> Result<u64, DcmdError> {
+    let lower = text.trim();
+    let (digits, radix) = if let Some(rest) = lower.strip_prefix("0x").or_else(|| lower.strip_prefix("0X")) {
+        (rest, 16)
+    } else if let Some(rest) = lower.strip_prefix("0t").or_else(|| lower.strip_prefix("0T")) {
+        (rest, 10)
+    } else if let Some(rest) = lower.strip_prefix("0o").or_else(|| lower.strip_prefix("0O")) {
+        (rest, 8)
+    } else if let Some(rest) = lower.strip_prefix("0i").or_else(|| lower.strip_prefix("0I")) {
+        (rest, 2)
+    } else {
+        (lower, 16)
+    };
+    u64::from_str_radix(digits, radix).map_err(|_| DcmdError::Usage(alloc::format!("'{text}' is not a number")))
+}
+
 /// The debugged domain as the dcmds see it: the target, the kernel's symbols (loaded
 /// on first use), and the current vCPU (`::cpuregs` etc. default to it; virtual
 /// addresses go through its page tables).
@@ -201,6 +219,16 @@ mod tests {
 
     fn words(text: &str) -> Vec<String> {
         text.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn numbers_are_hex_unless_prefixed() {
+        assert_eq!(parse_number("10"), Ok(16));
+        assert_eq!(parse_number("0t10"), Ok(10));
+        assert_eq!(parse_number("0x1f"), Ok(31));
+        assert_eq!(parse_number("0i101"), Ok(5));
+        assert!(parse_number("zz").is_err());
+        assert!(parse_number("").is_err());
     }
 
     #[test]
