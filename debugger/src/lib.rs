@@ -19,6 +19,7 @@ extern crate std;
 pub mod dcmd;
 pub mod dcmds;
 pub mod engine;
+pub mod linux;
 pub mod paging;
 pub mod symbols;
 pub mod target;

@@ -1,0 +1,1 @@
+//! The Linux kernel log (`::msgbuf`): placeholder until the ring reader lands.
