@@ -119,8 +119,9 @@ run: emulator-deps image
 # mode, so they need a static, non-PIE build without the root .cargo/config.toml's
 # code-model=kernel: RUSTFLAGS replaces that config's flags for this one build. Their
 # own target directory keeps the two flag sets from invalidating each other's cache.
+# Frame pointers: the debugger's tests walk a guest's stack by %rbp (callchain guest).
 GUEST_NAMES := $(patsubst qemu-tests/guests/%/src/main.rs,%,$(wildcard qemu-tests/guests/*/src/main.rs))
-GUEST_RUSTFLAGS := -C relocation-model=static
+GUEST_RUSTFLAGS := -C relocation-model=static -C force-frame-pointers=yes
 GUEST_TARGET_DIR := target/guests
 GUEST_CONFIGS := $(wildcard qemu-tests/guests/configs/*.cfg)
 
