@@ -107,12 +107,6 @@ const TWO_LEVEL_PORTS: u32 = 64 * 64;
 /// masked its unused ports yet would otherwise list all 4095.
 const MAXIMUM_FALLBACK_ROWS: usize = 256;
 
-/// Until h3's Linux support lands in the tree this says "unknown"; the engine then
-/// switches to `crate::linux::operating_system`.
-fn operating_system(_debuggee: &Debuggee<'_>) -> Option<String> {
-    None
-}
-
 fn expect_no_arguments(call: &DcmdCall<'_>) -> Result<(), DcmdError> {
     match call.args.first() {
         None => Ok(()),
@@ -187,7 +181,7 @@ fn run_status(debuggee: &Debuggee<'_>, call: &DcmdCall<'_>, out: &mut dyn fmt::W
             writeln!(out, "hypervisor: {}", Printable(info.hypervisor.as_bytes()))?;
         }
     }
-    match operating_system(debuggee) {
+    match crate::linux::operating_system(debuggee) {
         Some(system) => writeln!(out, "operating system: {}", Printable(system.as_bytes()))?,
         None => writeln!(out, "operating system: unknown")?,
     }

@@ -145,6 +145,15 @@ fn status_of_a_core_names_the_file_and_the_host() {
 }
 
 #[test]
+fn status_names_a_linux_guest_from_its_vmcoreinfo() {
+    let mut target = linux1(TargetKind::Live, None);
+    target.write_physical(0x3000, b"OSRELEASE=6.1.0-56-cloud-amd64\nPAGESIZE=4096\n\0");
+    target.info.memory_bytes = 512 << 20;
+    let output = run(target, "status", &[]).unwrap();
+    assert!(output.contains("\noperating system: Linux 6.1.0-56-cloud-amd64\n"), "{output}");
+}
+
+#[test]
 fn memory_sizes_use_the_largest_exact_unit() {
     assert_eq!(memory_size(512 << 20), "512 MiB");
     assert_eq!(memory_size(2 << 30), "2 GiB");
