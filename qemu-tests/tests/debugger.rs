@@ -1,0 +1,724 @@
+//! The debugger tests: the appliance's `mdb DOMAIN` on a live domain, `dump-core DOMAIN
+//! DISK` writing a Xen-format ELF core raw onto a disk, and the host's `basalt-mdb`
+//! reading that disk's image after QEMU exited — the same registers and stack it saw
+//! live.
+//!
+//! Two tests, each one QEMU boot (TCG, AMD SVM + NPT, BIOS, IDE boot disk,
+//! `build/basalt-test.img`) with every check on it; they run in parallel (two machines,
+//! the most the 2-core CI box takes):
+//! - `mdb_and_dump_core_of_a_test_guest` (2 CPUs, 512 MiB, two 64 MiB zeroed virtio-blk
+//!   disks the test creates: `vda` for the core, `vdb` for a disk held by a domain):
+//!   `create callchain` (qemu-tests/guests/callchain: it prints `CALLCHAIN-READY
+//!   marker=0x<address of "BASALT-MDB-MARKER-0123456789">` and spins in `callchain_c`,
+//!   called from `callchain_b`, called from `callchain_a`, built with frame pointers, in
+//!   long mode on 4-level page tables). Then `mdb callchain`: the prompt is `> `;
+//!   `::status` names the domain; `::cpuregs` has `%rip` inside `callchain_c` (its
+//!   extent read from the guest's ELF on the host, `nm -S`); `::cpustack` names
+//!   `callchain_c`, `callchain_b`, `callchain_a` innermost first; `<marker>/s` prints
+//!   the string; `::evtchns` lists the console's interdomain channel to dom0;
+//!   `callchain_c::dis` disassembles its frame set-up (`push %rbp`); `::nm` has
+//!   `callchain_b` at its ELF address; a malformed expression, an address no page table
+//!   maps and one that maps to memory the domain does not have each print one `error:`
+//!   line and the session goes on; `$q` returns to `basalt> `. `dump-core callchain vda`
+//!   of the running domain prints `dump-core: wrote N bytes to vda, sha256 H`, and the
+//!   domain runs on (`list`: not paused, crashed or dying; its CPU time grows). Then
+//!   paused (`pause`), a second `mdb` session reads `::cpuregs` and `::cpustack` and a
+//!   second dump-core writes the paused domain (which stays paused: the pause is the
+//!   operator's). A dump-core onto `vdb`, which `block-attach` gave to callchain, is
+//!   refused in one `error:` line. After the shell's `poweroff`, on the host: the
+//!   sha256 of the first N bytes of vda's image is H; vdb's image is still all zero;
+//!   `basalt-mdb <vda image> -e ::status -e ::cpuregs -e ::cpustack` names the domain and
+//!   prints the paused session's `%rip`, `%rsp`, `%cr3` and frames exactly.
+//! - `mdb_on_a_linux_domain` (2 CPUs, 1 GiB): `create linux1` (Debian's cloud kernel,
+//!   1 vCPU) to `BASALT-LINUX-READY`, back to the shell, `mdb linux1`: `::cpustack`
+//!   shows the idle task's kernel stack by symbol name (kallsyms: the vmlinux in the
+//!   image has no .symtab); `::msgbuf` holds the kernel's boot messages (`Linux version
+//!   6.1.0-…`, its command line); `::evtchns` lists the timer VIRQ and the channels of
+//!   the xenstore and console back ends; `$q`.
+//!
+//! The host program is `target/release/basalt-mdb` (`make qemu-test` builds it; by
+//! hand: `cargo build -p basalt-debugger --release --bin basalt-mdb`; `BASALT_MDB`
+//! names another). Disk images live in a directory of their own under the system
+//! temporary directory, kept (and named in the error) only if the test fails.
+//!
+//! Failed checks are collected and reported together at the end; a broken conversation
+//! (timeout, panic, the emulator exiting, a Linux panic, a crashed domain) stops the
+//! test at once. Transcripts are in build/qemu-tests/<test>.serial.log.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use qemu_tests::config::workspace_root;
+use qemu_tests::console_text::output_lines;
+use qemu_tests::domains::{attach, boot_and_check, create, detach, ensure_test_image, list, test_image, ListRow};
+use qemu_tests::linux_console::{await_ready, linux_test_config, LINUX_BOOT_TIMEOUT};
+use qemu_tests::machine::after_echo;
+use qemu_tests::{ensure, EmulatorKind, Error, Failures, Machine, MachineConfig, Pattern, Result, PROMPT};
+
+/// The debugger's prompt.
+const MDB_PROMPT: &str = "> ";
+/// How long one mdb line may take (a Linux stack or message buffer is read page by
+/// page through the guest's page tables, under TCG).
+const MDB_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a dump-core of the 32 MiB callchain domain may take to reach its last line.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the callchain guest may take from `create` to its ready line.
+const GUEST_READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long QEMU may take to exit after the shell's `poweroff` (ACPI S5).
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `basalt-mdb` may take on the host.
+const HOST_MDB_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The test guest and its config name.
+const GUEST: &str = "callchain";
+/// What the guest prints once its marker is in place, before the address.
+const GUEST_READY: &str = "CALLCHAIN-READY marker=";
+/// The NUL-terminated string at the marker's address.
+const MARKER_TEXT: &str = "BASALT-MDB-MARKER-0123456789";
+/// The guest's frames while it spins, innermost first.
+const FRAMES: [&str; 3] = ["callchain_c", "callchain_b", "callchain_a"];
+/// The registers the core must carry exactly as the paused live domain had them.
+const COMPARED_REGISTERS: [&str; 3] = ["%rip", "%rsp", "%cr3"];
+
+/// The disk the cores are written to, and the one a domain holds.
+const CORE_DISK: &str = "vda";
+const HELD_DISK: &str = "vdb";
+/// Size of both disks: the 32 MiB domain's core (memory, page-table frames aside, plus
+/// headers) fits with room to spare.
+const DISK_BYTES: u64 = 64 << 20;
+
+/// A virtual address no page table of the guest maps: the runtime maps only PML4
+/// entry 0 (the first 4 GiB).
+const UNMAPPED_VIRTUAL: u64 = 0x7fff_0000_0000;
+/// A virtual address the guest's identity map translates to guest-physical memory the
+/// 32 MiB domain does not have (the `badmem` guest's address).
+const UNPOPULATED_VIRTUAL: u64 = 0xc000_0000;
+
+/// The Linux domain (configs/linux1.cfg: 1 vCPU, 256 MiB).
+const LINUX: &str = "linux1";
+/// Kernel functions, one of which the idle vCPU's stack must name (the idle loop:
+/// kernel/sched/idle.c and arch/x86/kernel/process.c).
+const LINUX_IDLE_FRAMES: [&str; 5] =
+    ["default_idle", "default_idle_call", "do_idle", "cpu_startup_entry", "arch_cpu_idle"];
+/// Lines of Linux's own boot log `::msgbuf` must hold (the first is printed by
+/// start_kernel, the second by setup_arch with the config's command line).
+const LINUX_MESSAGES: [&str; 2] = ["Linux version 6.1.0-", "Command line: console=hvc0 earlyprintk=xen"];
+
+// --- disk images ---------------------------------------------------------------------
+
+/// The test's disk images, in a directory removed on drop unless `keep` is set.
+struct DiskImages {
+    directory: PathBuf,
+    keep: bool,
+}
+
+impl DiskImages {
+    /// A fresh directory for test `name`.
+    fn new(name: &str) -> Result<Self> {
+        let directory = std::env::temp_dir().join(format!("basalt-debugger-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory)
+            .map_err(|error| Error::new(format!("creating {}: {error}", directory.display())))?;
+        Ok(Self { directory, keep: false })
+    }
+
+    /// Creates the zeroed (sparse) [`DISK_BYTES`] image `file_name`.
+    fn create(&self, file_name: &str) -> Result<PathBuf> {
+        let path = self.directory.join(file_name);
+        let file = std::fs::File::create(&path)
+            .map_err(|error| Error::new(format!("creating {}: {error}", path.display())))?;
+        file.set_len(DISK_BYTES).map_err(|error| Error::new(format!("sizing {}: {error}", path.display())))?;
+        Ok(path)
+    }
+}
+
+impl Drop for DiskImages {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.directory);
+        }
+    }
+}
+
+/// QEMU arguments attaching `image` (raw) as a virtio-blk disk with drive id `id`; the
+/// first on the command line is dom0's `vda`, the second `vdb`.
+fn virtio_disk_args(image: &Path, id: &str) -> [String; 4] {
+    [
+        "-drive".into(),
+        format!("file={},format=raw,if=none,id={id}", image.display()),
+        "-device".into(),
+        format!("virtio-blk-pci,drive={id}"),
+    ]
+}
+
+// --- the mdb session -----------------------------------------------------------------
+
+/// Ends of what the shell prints after an mdb line: the debugger's prompt at the start
+/// of a line, or the hypervisor's (the session ended).
+fn after_line_pattern() -> Pattern {
+    Pattern::regex(&format!("^{MDB_PROMPT}|{PROMPT}"))
+}
+
+/// Types `mdb <domain>` at the shell's prompt and waits for the debugger's prompt;
+/// returns what came before it (a banner, if any). The shell's prompt instead (the
+/// command refused) stops the test.
+fn mdb_open(machine: &mut Machine, domain: &str) -> Result<String> {
+    let command = format!("mdb {domain}");
+    machine.skip_pending_output();
+    machine.send_line(&command)?;
+    let text = machine
+        .expect(after_line_pattern(), MDB_TIMEOUT)
+        .map_err(|error| error.context(format!("the debugger's prompt after `{command}`")))?;
+    if text.ends_with(PROMPT) {
+        return Err(
+            machine.fail(format!("`{command}` should open a session with the prompt {MDB_PROMPT:?}, printed:\n{text}"))
+        );
+    }
+    let before = text.strip_suffix(MDB_PROMPT).unwrap_or(&text);
+    Ok(after_echo(before, &format!("{command}\n")).unwrap_or_else(|| before.to_owned()))
+}
+
+/// Runs one line in the open mdb session and returns its output (the echo and the next
+/// prompt removed, log lines kept). A session that ends (the shell's prompt comes
+/// back) stops the test.
+fn mdb(machine: &mut Machine, line: &str) -> Result<String> {
+    machine.skip_pending_output();
+    machine.send_line(line)?;
+    let text = machine
+        .expect(after_line_pattern(), MDB_TIMEOUT)
+        .map_err(|error| error.context(format!("the debugger's prompt after {line:?}")))?;
+    if text.ends_with(PROMPT) {
+        return Err(machine.fail(format!("the mdb session ended after {line:?}:\n{text}")));
+    }
+    let before = text.strip_suffix(MDB_PROMPT).unwrap_or(&text);
+    match after_echo(before, &format!("{line}\n")) {
+        Some(output) => Ok(output.trim_end_matches('\n').to_owned()),
+        None => Err(machine.fail(format!("echo of the mdb line {line:?} not found before the prompt in:\n{text}"))),
+    }
+}
+
+/// `$q`: the shell's prompt must come back, with nothing printed before it.
+fn mdb_quit(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    machine.skip_pending_output();
+    machine.send_line("$q")?;
+    let text = machine.expect_prompt().map_err(|error| error.context("the shell's prompt after `$q`"))?;
+    let output = after_echo(&text, "$q\n").unwrap_or(text.clone());
+    failures.soft(machine.check(output_lines(&output).is_empty(), || {
+        format!("`$q` should print nothing before {PROMPT:?}, printed:\n{text}")
+    }))
+}
+
+/// Runs `line`, which must fail in exactly one `error:` line; then the session must
+/// still answer (`::status` names the domain).
+fn check_one_error(machine: &mut Machine, line: &str, domain: &str, failures: &mut Failures) -> Result<()> {
+    let output = mdb(machine, line)?;
+    let lines = output_lines(&output);
+    failures.soft(machine.check(matches!(lines[..], [only] if only.starts_with("error:")), || {
+        format!("mdb `{line}` should print one `error:` line, printed:\n{output}")
+    }))?;
+    let status = mdb(machine, "::status")?;
+    failures.soft(machine.check(status.contains(domain), || {
+        format!("after `{line}`, `::status` should still name {domain}, printed:\n{status}")
+    }))
+}
+
+// --- reading mdb output --------------------------------------------------------------
+
+/// A hex number as mdb prints it (`0x` optional, leading zeros allowed).
+fn parse_hex(word: &str) -> Option<u64> {
+    let digits = word.strip_prefix("0x").or_else(|| word.strip_prefix("0X")).unwrap_or(word);
+    if digits.is_empty() {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+/// The value of `register` (e.g. `%rip`) in `::cpuregs` output: the first hex number
+/// after the register's name, an `=` or `:` between them allowed
+/// (`%rip = 0x0000000000101209 callchain_c+0x39`).
+fn register_value(output: &str, register: &str) -> Option<u64> {
+    let words: Vec<&str> = output.split_whitespace().collect();
+    let position = words.iter().position(|word| word.trim_end_matches([':', '=']) == register)?;
+    words
+        .get(position + 1..)?
+        .iter()
+        .filter(|word| !matches!(**word, "=" | ":"))
+        .take(1)
+        .find_map(|word| parse_hex(word))
+}
+
+/// The rest of the `%rip` line after its value (the symbolic form, e.g.
+/// `callchain_c+0x39`), or the whole line.
+fn register_line<'a>(output: &'a str, register: &str) -> Option<&'a str> {
+    output.lines().find(|line| line.split_whitespace().any(|word| word.trim_end_matches([':', '=']) == register))
+}
+
+/// The frames' function names in `::cpustack` output, in order of first appearance,
+/// of the names in `wanted`.
+fn frames_in_order<'a>(output: &str, wanted: &[&'a str]) -> Vec<&'a str> {
+    let mut found: Vec<(usize, &str)> = wanted
+        .iter()
+        .filter_map(|name| output.find(&format!("{name}+")).or_else(|| output.find(name)).map(|at| (at, *name)))
+        .collect();
+    found.sort_unstable();
+    found.into_iter().map(|(_, name)| name).collect()
+}
+
+/// The lines of `::cpustack` output that name a frame, for comparing two stacks: every
+/// line with a symbol+offset, trimmed (log lines dropped).
+fn stack_frames(output: &str) -> Vec<String> {
+    output_lines(output).into_iter().filter(|line| line.contains('+')).map(str::to_owned).collect()
+}
+
+/// The values of [`COMPARED_REGISTERS`] in `::cpuregs` output (None where missing).
+fn registers_of(output: &str) -> Vec<(&'static str, Option<u64>)> {
+    COMPARED_REGISTERS.iter().map(|register| (*register, register_value(output, register))).collect()
+}
+
+// --- the guest's ELF on the host -----------------------------------------------------
+
+/// Address and size of `symbol` in the guest's ELF, by `nm -S` (binutils).
+fn elf_symbol(elf: &Path, symbol: &str) -> Result<(u64, u64)> {
+    let output = Command::new("nm")
+        .arg("-S")
+        .arg(elf)
+        .output()
+        .map_err(|error| Error::new(format!("cannot run nm (binutils) on {}: {error}", elf.display())))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [address, size, _, name] if name == symbol => Some((parse_hex(address)?, parse_hex(size)?)),
+            _ => None,
+        })
+        .ok_or_else(|| Error::new(format!("`nm -S {}` has no sized symbol {symbol}:\n{text}", elf.display())))
+}
+
+/// `build/guests/callchain.elf`, the guest the test image carries.
+fn guest_elf() -> PathBuf {
+    workspace_root().join("build").join("guests").join(format!("{GUEST}.elf"))
+}
+
+// --- the shell -----------------------------------------------------------------------
+
+/// The `list` row of `name`, with the table for messages.
+fn list_row(machine: &mut Machine, name: &str) -> Result<(Option<ListRow>, String)> {
+    let (rows, table) = list(machine)?;
+    Ok((rows.into_iter().find(|row| row.name == name), table))
+}
+
+/// `list` twice, `wait` apart: the domain must be in state `state` (its letters
+/// `rbpscd` as a regex) both times and, if `must_run`, its CPU time must have grown.
+fn check_state(
+    machine: &mut Machine,
+    name: &str,
+    (state, must_run): (&str, bool),
+    when: &str,
+    failures: &mut Failures,
+) -> Result<()> {
+    let pattern = Pattern::regex(&format!("^{state}$"));
+    let (first, first_table) = list_row(machine, name)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (second, second_table) = list_row(machine, name)?;
+    let good = match (&first, &second) {
+        (Some(first), Some(second)) => {
+            qemu_tests::console_text::line_matches(&pattern, &first.state)
+                && qemu_tests::console_text::line_matches(&pattern, &second.state)
+                && (!must_run || second.seconds > first.seconds)
+        }
+        _ => false,
+    };
+    failures.soft(machine.check(good, || {
+        let running = if must_run { " and its CPU time should grow" } else { "" };
+        format!(
+            "{when}: `list` should show {name} in state {pattern}{running}:\n{first_table}\n3 s later:\n{second_table}"
+        )
+    }))
+}
+
+/// Types `dump-core <domain> <disk>` and waits (up to [`DUMP_TIMEOUT`]) for its last
+/// line `dump-core: wrote <N> bytes to <disk>, sha256 <H>` and the prompt; returns N and
+/// H. Anything else (an `error:` line, no final line) stops the test.
+fn dump_core(machine: &mut Machine, domain: &str, disk: &str) -> Result<(u64, String)> {
+    let command = format!("dump-core {domain} {disk}");
+    let started = Instant::now();
+    machine.skip_pending_output();
+    machine.send_line(&command)?;
+    let done = Pattern::regex(&format!(r"dump-core: wrote \d+ bytes to {disk}, sha256 [0-9a-f]+\n|error:.*\n"));
+    let text =
+        machine.expect(done, DUMP_TIMEOUT).map_err(|error| error.context(format!("the last line of `{command}`")))?;
+    let rest = machine.expect_prompt().map_err(|error| error.context(format!("the prompt after `{command}`")))?;
+    let last = text.lines().last().unwrap_or_default();
+    let parsed = last.split_once("dump-core: wrote ").and_then(|(_, rest)| {
+        let (bytes, rest) = rest.split_once(" bytes to ")?;
+        let (_, sum) = rest.split_once(", sha256 ")?;
+        Some((bytes.parse::<u64>().ok()?, sum.trim().to_owned()))
+    });
+    match parsed {
+        Some((bytes, sum)) if sum.len() == 64 && bytes > 0 => {
+            eprintln!("[{}] `{command}`: {bytes} bytes in {:.1} s", machine.name(), started.elapsed().as_secs_f64());
+            Ok((bytes, sum))
+        }
+        _ => Err(machine.fail(format!(
+            "`{command}` should end with \"dump-core: wrote N bytes to {disk}, sha256 <64 hex digits>\", printed:\n{text}{rest}"
+        ))),
+    }
+}
+
+/// The shell's `poweroff`: QEMU must exit cleanly (ACPI S5), so the disk images are
+/// complete.
+fn power_off_machine(machine: &mut Machine) -> Result<()> {
+    machine.wait_prompt_query(qemu_tests::domains::PROMPT_QUERY_WAIT);
+    machine.skip_pending_output();
+    machine.send_line("poweroff")?;
+    let status = machine.wait_exit(POWEROFF_TIMEOUT)?;
+    if machine.is_clean_exit(status) {
+        Ok(())
+    } else {
+        Err(machine.fail(format!("`poweroff` did not power off cleanly: {}", machine.explain_exit(status))))
+    }
+}
+
+// --- the host side -------------------------------------------------------------------
+
+/// `$BASALT_MDB`, else `basalt-mdb` in cargo's release directory
+/// (`$CARGO_TARGET_DIR` or `<workspace>/target`).
+fn host_mdb() -> Result<PathBuf> {
+    let path = match std::env::var_os("BASALT_MDB") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => {
+            let target = match std::env::var_os("CARGO_TARGET_DIR") {
+                Some(directory) if !directory.is_empty() => PathBuf::from(directory),
+                _ => workspace_root().join("target"),
+            };
+            target.join("release").join("basalt-mdb")
+        }
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::new(format!(
+            "{} does not exist: run `cargo build -p basalt-debugger --release --bin basalt-mdb` (or set BASALT_MDB)",
+            path.display()
+        )))
+    }
+}
+
+/// Runs `basalt-mdb <image> -e <line>...` and returns its standard output; it must exit
+/// with status 0 within [`HOST_MDB_TIMEOUT`].
+fn run_host_mdb(image: &Path, lines: &[&str]) -> Result<String> {
+    let program = host_mdb()?;
+    let mut command = Command::new(&program);
+    command.arg(image);
+    for line in lines {
+        command.arg("-e").arg(line);
+    }
+    let described = format!(
+        "{} {} {}",
+        program.display(),
+        image.display(),
+        lines.iter().map(|line| format!("-e '{line}'")).collect::<Vec<_>>().join(" ")
+    );
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| Error::new(format!("cannot run {described}: {error}")))?;
+    let deadline = Instant::now() + HOST_MDB_TIMEOUT;
+    while child.try_wait().map_err(|error| Error::new(format!("{described}: {error}")))?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::new(format!("`{described}` did not finish within {HOST_MDB_TIMEOUT:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().map_err(|error| Error::new(format!("{described}: {error}")))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    ensure(output.status.success(), || {
+        format!(
+            "`{described}` exited with {}:\n{stdout}\nstandard error:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    Ok(stdout)
+}
+
+/// The lower-case hex sha256 of the first `bytes` bytes of `image`, by coreutils'
+/// `sha256sum` (reading the file itself: the core may be tens of MiB).
+fn host_sha256_prefix(image: &Path, bytes: u64) -> Result<String> {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg("head -c \"$1\" \"$2\" | sha256sum")
+        .arg("sh")
+        .arg(bytes.to_string())
+        .arg(image)
+        .output()
+        .map_err(|error| Error::new(format!("cannot run head | sha256sum: {error}")))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    match text.split_whitespace().next() {
+        Some(sum) if output.status.success() && sum.len() == 64 => Ok(sum.to_owned()),
+        _ => Err(Error::new(format!("head -c {bytes} {} | sha256sum printed {text:?}", image.display()))),
+    }
+}
+
+/// Whether every byte of `image` is zero.
+fn all_zero(image: &Path) -> Result<bool> {
+    let data = std::fs::read(image).map_err(|error| Error::new(format!("reading {}: {error}", image.display())))?;
+    Ok(data.iter().all(|byte| *byte == 0))
+}
+
+// --- the callchain test --------------------------------------------------------------
+
+/// What the paused session saw, to compare with the core.
+struct PausedView {
+    registers: String,
+    stack: String,
+}
+
+/// `create callchain`, its ready line on the console (the marker's address), back to
+/// the shell. Returns the domain's id and the marker's address.
+fn start_callchain(machine: &mut Machine) -> Result<(u32, u64)> {
+    let (id, _) = create(machine, GUEST, GUEST)?;
+    attach(machine, GUEST)?;
+    machine
+        .expect(GUEST_READY, GUEST_READY_TIMEOUT)
+        .map_err(|error| error.context(format!("{GUEST}'s ready line {GUEST_READY:?}")))?;
+    let rest = machine.expect(Pattern::regex(r"\S+\n"), GUEST_READY_TIMEOUT)?;
+    let Some(marker) = parse_hex(rest.trim()) else {
+        return Err(
+            machine.fail(format!("{GUEST}'s ready line should end in the marker's hex address, ended {rest:?}"))
+        );
+    };
+    detach(machine, GUEST)?;
+    Ok((id, marker))
+}
+
+/// The live session on the running guest: every dcmd the test guest can show.
+fn check_live_session(machine: &mut Machine, (id, marker): (u32, u64), failures: &mut Failures) -> Result<()> {
+    let elf = guest_elf();
+    let (c_start, c_size) = elf_symbol(&elf, "callchain_c")?;
+    let (b_start, _) = elf_symbol(&elf, "callchain_b")?;
+
+    mdb_open(machine, GUEST)?;
+
+    let status = mdb(machine, "::status")?;
+    failures.soft(machine.check(status.contains(&format!("domain {id} ({GUEST})")), || {
+        format!("`::status` should name domain {id} ({GUEST}), printed:\n{status}")
+    }))?;
+
+    let registers = mdb(machine, "::cpuregs")?;
+    let rip = register_value(&registers, "%rip");
+    failures.soft(machine.check(
+        rip.is_some_and(|rip| (c_start..c_start + c_size).contains(&rip))
+            && register_line(&registers, "%rip").is_some_and(|line| line.contains("callchain_c")),
+        || {
+            format!(
+                "`::cpuregs` should show %rip inside callchain_c ({c_start:#x}..{:#x}) and name it, printed:\n{registers}",
+                c_start + c_size
+            )
+        },
+    ))?;
+
+    let stack = mdb(machine, "::cpustack")?;
+    failures.soft(machine.check(frames_in_order(&stack, &FRAMES) == FRAMES, || {
+        format!("`::cpustack` should name {FRAMES:?} in that order (innermost first), printed:\n{stack}")
+    }))?;
+
+    let string = mdb(machine, &format!("{marker:#x}/s"))?;
+    failures.soft(machine.check(string.contains(MARKER_TEXT), || {
+        format!("`{marker:#x}/s` should print {MARKER_TEXT:?}, printed:\n{string}")
+    }))?;
+
+    let channels = mdb(machine, "::evtchns")?;
+    // The table's row: `interdomain <port> <vcpu> <pending> <masked> dom0:<port> <owner>`.
+    let console_row = output_lines(&channels).into_iter().any(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words.first() == Some(&"interdomain")
+            && words.iter().any(|word| word.starts_with("dom0:"))
+            && words.last().is_some_and(|owner| owner.contains("console"))
+    });
+    failures.soft(machine.check(console_row, || {
+        format!("`::evtchns` should list the console's interdomain channel to dom0, printed:\n{channels}")
+    }))?;
+
+    let disassembly = mdb(machine, "callchain_c::dis")?;
+    failures.soft(machine.check(
+        disassembly.contains("callchain_c") && disassembly.contains("push") && disassembly.contains("%rbp"),
+        || {
+            format!(
+                "`callchain_c::dis` should disassemble callchain_c's frame set-up (push %rbp), printed:\n{disassembly}"
+            )
+        },
+    ))?;
+
+    let symbols = mdb(machine, "::nm")?;
+    let b_row =
+        output_lines(&symbols).into_iter().find(|line| line.split_whitespace().any(|word| word == "callchain_b"));
+    failures.soft(machine.check(
+        b_row.is_some_and(|row| row.split_whitespace().filter_map(parse_hex).any(|value| value == b_start)),
+        || format!("`::nm` should list callchain_b at {b_start:#x}, printed:\n{symbols}"),
+    ))?;
+
+    check_one_error(machine, "(1+2=X", GUEST, failures)?;
+    check_one_error(machine, &format!("{UNMAPPED_VIRTUAL:#x}/K"), GUEST, failures)?;
+    check_one_error(machine, &format!("{UNPOPULATED_VIRTUAL:#x}/K"), GUEST, failures)?;
+
+    mdb_quit(machine, failures)
+}
+
+/// The paused domain's registers and stack, in a second session.
+fn paused_session(machine: &mut Machine, failures: &mut Failures) -> Result<PausedView> {
+    mdb_open(machine, GUEST)?;
+    let registers = mdb(machine, "::cpuregs")?;
+    let stack = mdb(machine, "::cpustack")?;
+    failures.soft(machine.check(registers_of(&registers).iter().all(|(_, value)| value.is_some()), || {
+        format!("`::cpuregs` of the paused domain should show {COMPARED_REGISTERS:?}, printed:\n{registers}")
+    }))?;
+    failures.soft(machine.check(frames_in_order(&stack, &FRAMES) == FRAMES, || {
+        format!("`::cpustack` of the paused domain should name {FRAMES:?} innermost first, printed:\n{stack}")
+    }))?;
+    mdb_quit(machine, failures)?;
+    Ok(PausedView { registers, stack })
+}
+
+/// `dump-core` onto a disk a domain holds must be refused in one `error:` line naming
+/// the disk.
+fn check_dump_refused(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    let attach_command = format!("block-attach {GUEST} phy:{HELD_DISK},xvda,w");
+    let attached = machine.run_command(&attach_command)?;
+    if !output_lines(&attached).iter().any(|line| line.starts_with("attached ")) {
+        return Err(machine.fail(format!("`{attach_command}` should attach the disk, printed:\n{attached}")));
+    }
+    let command = format!("dump-core {GUEST} {HELD_DISK}");
+    let output = machine.run_command(&command)?;
+    let lines = output_lines(&output);
+    failures.soft(
+        machine.check(matches!(lines[..], [only] if only.starts_with("error:") && only.contains(HELD_DISK)), || {
+            format!("`{command}` onto a disk {GUEST} holds should be refused in one `error:` line, printed:\n{output}")
+        }),
+    )
+}
+
+/// After QEMU exited: the core's checksum, the held disk untouched, and `basalt-mdb` on
+/// the core disk's image seeing what the paused live session saw.
+fn check_core_on_host(
+    (core_image, held_image): (&Path, &Path),
+    (bytes, sum): (u64, &str),
+    (id, paused): (u32, &PausedView),
+    failures: &mut Failures,
+) -> Result<()> {
+    let host_sum = host_sha256_prefix(core_image, bytes)?;
+    failures.soft(ensure(host_sum == sum, || {
+        format!("the first {bytes} bytes of {} have sha256 {host_sum}, dump-core said {sum}", core_image.display())
+    }))?;
+    failures.soft(ensure(all_zero(held_image)?, || {
+        format!("{} (the refused dump-core's disk) should still be all zero", held_image.display())
+    }))?;
+
+    let started = Instant::now();
+    let output = run_host_mdb(core_image, &["::status", "::cpuregs", "::cpustack"])?;
+    eprintln!("[debugger] basalt-mdb on the core: {:.1} s", started.elapsed().as_secs_f64());
+    failures.soft(ensure(output.contains(&format!("domain {id} ({GUEST})")), || {
+        format!("basalt-mdb's `::status` should name domain {id} ({GUEST}), printed:\n{output}")
+    }))?;
+    let live = registers_of(&paused.registers);
+    let core = registers_of(&output);
+    failures.soft(ensure(live == core && live.iter().all(|(_, value)| value.is_some()), || {
+        format!(
+            "basalt-mdb's registers {core:x?} should be the paused domain's {live:x?}; live:\n{}\ncore:\n{output}",
+            paused.registers
+        )
+    }))?;
+    let live_frames = stack_frames(&paused.stack);
+    let core_frames: Vec<String> =
+        live_frames.iter().filter(|frame| output.contains(frame.as_str())).cloned().collect();
+    failures.soft(ensure(
+        !live_frames.is_empty() && core_frames == live_frames && frames_in_order(&output, &FRAMES) == FRAMES,
+        || {
+            format!(
+                "basalt-mdb's `::cpustack` should print the paused domain's frames {live_frames:?}, printed:\n{output}"
+            )
+        },
+    ))
+}
+
+#[test]
+fn mdb_and_dump_core_of_a_test_guest() -> Result<()> {
+    let name = "mdb_and_dump_core_of_a_test_guest";
+    host_mdb()?;
+    let mut images = DiskImages::new(name)?;
+    let core_image = images.create("core.img")?;
+    let held_image = images.create("held.img")?;
+    let mut config = MachineConfig::standard(EmulatorKind::Qemu).with_image(test_image()).with_memory_mib(512);
+    ensure_test_image(&config.image, "it needs the callchain guest, `make guests`")?;
+    config.extra_args.extend(virtio_disk_args(&core_image, "core"));
+    config.extra_args.extend(virtio_disk_args(&held_image, "held"));
+    let result = boot_and_check(config, name, |machine, failures| {
+        let (id, marker) = start_callchain(machine)?;
+        eprintln!("[{name}] {GUEST} is domain {id}, marker at {marker:#x}");
+        let started = Instant::now();
+        check_live_session(machine, (id, marker), failures)?;
+        eprintln!("[{name}] live session: {:.1} s", started.elapsed().as_secs_f64());
+
+        dump_core(machine, GUEST, CORE_DISK)?;
+        check_state(machine, GUEST, ("[r-][b-]----", true), "after dump-core of the running domain", failures)?;
+
+        machine.run_command(&format!("pause {GUEST}"))?;
+        let paused = paused_session(machine, failures)?;
+        let (bytes, sum) = dump_core(machine, GUEST, CORE_DISK)?;
+        check_state(machine, GUEST, ("[r-][b-]p---", false), "after dump-core of the paused domain", failures)?;
+        machine.run_command(&format!("unpause {GUEST}"))?;
+
+        check_dump_refused(machine, failures)?;
+        power_off_machine(machine)?;
+        check_core_on_host((&core_image, &held_image), (bytes, &sum), (id, &paused), failures)
+    });
+    result.map_err(|error| {
+        images.keep = true;
+        error.context(format!("disk images kept in {}", images.directory.display()))
+    })
+}
+
+// --- the Linux test ------------------------------------------------------------------
+
+#[test]
+fn mdb_on_a_linux_domain() -> Result<()> {
+    let name = "mdb_on_a_linux_domain";
+    let config = linux_test_config(MachineConfig::standard(EmulatorKind::Qemu).with_memory_mib(1024))?;
+    boot_and_check(config, name, |machine, failures| {
+        let (_, _) = create(machine, LINUX, LINUX)?;
+        attach(machine, LINUX)?;
+        let boot = await_ready(machine, LINUX, LINUX_BOOT_TIMEOUT)?;
+        eprintln!("[{name}] {LINUX} ready after {:.1} s", boot.as_secs_f64());
+        detach(machine, LINUX)?;
+
+        let started = Instant::now();
+        mdb_open(machine, LINUX)?;
+        let stack = mdb(machine, "::cpustack")?;
+        failures.soft(machine.check(LINUX_IDLE_FRAMES.iter().any(|frame| stack.contains(frame)), || {
+            format!("`::cpustack` of idle {LINUX} should name one of {LINUX_IDLE_FRAMES:?}, printed:\n{stack}")
+        }))?;
+        let messages = mdb(machine, "::msgbuf")?;
+        for line in LINUX_MESSAGES {
+            failures.soft(
+                machine.check(messages.contains(line), || {
+                    format!("`::msgbuf` should hold {line:?}, printed:\n{messages}")
+                }),
+            )?;
+        }
+        let channels = mdb(machine, "::evtchns")?;
+        for owner in ["virq:timer", "xenstore", "console"] {
+            failures.soft(machine.check(channels.contains(owner), || {
+                format!("`::evtchns` should list a channel of {owner:?}, printed:\n{channels}")
+            }))?;
+        }
+        mdb_quit(machine, failures)?;
+        eprintln!("[{name}] mdb session: {:.1} s", started.elapsed().as_secs_f64());
+        let version = machine.run_command("version")?;
+        failures.soft(
+            machine.check(!output_lines(&version).is_empty(), || "`version` after the session printed nothing".into()),
+        )
+    })
+}
