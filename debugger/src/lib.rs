@@ -16,6 +16,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod core_file;
 pub mod dcmd;
 pub mod dcmds;
 pub mod engine;
