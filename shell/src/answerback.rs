@@ -148,6 +148,12 @@ impl AnswerbackState {
         }
     }
 
+    /// Follows a prompt change (the shell's `basalt> ` and the debugger's `> `), so
+    /// position answers keep putting the cursor just after the prompt.
+    pub fn set_prompt_columns(&mut self, prompt_columns: usize) {
+        self.prompt_columns = u32::try_from(prompt_columns).unwrap_or(u32::MAX);
+    }
+
     /// True once the line reported that no more input will come.
     pub fn input_closed(&self) -> bool {
         self.input_closed

@@ -13,9 +13,12 @@
 //! characters (checked once by [`Registry::new`]); [`Registry::iter`] yields
 //! commands sorted by name.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+
+use crate::debugger::DebugSession;
 
 /// One shell command: an entry of a command table.
 ///
@@ -62,6 +65,10 @@ pub struct Invocation<'a, C: 'static> {
     pub out: &'a mut dyn fmt::Write,
     /// All registered commands (for `help` and the like).
     pub registry: &'a Registry<C>,
+    /// The shell's debugger session slot: `mdb` fills it, and while it is filled the
+    /// shell sends every line to the session (see [`crate::debugger`]). Other
+    /// commands leave it alone.
+    pub session: &'a mut Option<Box<dyn DebugSession>>,
 }
 
 impl<C: 'static> Invocation<'_, C> {

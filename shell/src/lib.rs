@@ -4,14 +4,17 @@
 //! commands ([`domains`]: `create`, `list`, `vcpu-list`, `console`, ...),
 //! `reboot [DOMAIN]` ([`appliance`]: the machine, or a domain as in xl),
 //! the xenstore commands ([`xenstore`]: `xenstore-ls`, `-read`, `-write`, `-rm`),
-//! and the storage commands ([`storage`]: `pci`, `disks`, `block-attach`,
-//! `block-detach`, `block-list`).
+//! the storage commands ([`storage`]: `pci`, `disks`, `block-attach`,
+//! `block-detach`, `block-list`), and the debugger commands ([`debugger`]:
+//! `mdb DOMAIN`, which switches the prompt to `> ` and hands every line to an
+//! mdb session until `$q`, and `dump-core [--crash] DOMAIN DISK`).
 //!
 //! Why a separate crate: everything here is portable logic. The hypervisor
 //! (image/) implements narrow traits — [`System`] (facts about the machine,
 //! reboot/poweroff), [`DomainControl`] (the toolstack's domain operations),
-//! [`XenstoreControl`], [`StorageControl`] (disks and block backends) and
-//! [`SerialLine`] (bytes in and out of the UART) — and calls [`Shell::run`].
+//! [`XenstoreControl`], [`StorageControl`] (disks and block backends),
+//! [`DebugControl`] (debugger sessions and dump-core) and [`SerialLine`]
+//! (bytes in and out of the UART) — and calls [`Shell::run`].
 //! Everything else is tested on the host with fakes (`cargo test -p
 //! basalt-shell`) and fuzzed (shell/fuzz/).
 //!
@@ -48,6 +51,8 @@ pub mod xenstore;
 pub mod testing;
 
 #[cfg(test)]
+mod debugger_tests;
+#[cfg(test)]
 mod domain_tests;
 #[cfg(test)]
 mod storage_tests;
@@ -59,6 +64,9 @@ mod xenstore_tests;
 pub use appliance::appliance_commands;
 pub use builtin::builtin_commands;
 pub use command::{Command, CommandError, Invocation, Registry, RegistryError};
+pub use debugger::{
+    debugger_commands, parse_dump_core, DebugControl, DebugSession, DumpCoreRequest, SessionFlow, DEBUGGER_PROMPT,
+};
 pub use domains::{
     domain_commands, CpuRange, CpuSet, CreatedDomain, DomainControl, DomainState, DomainSummary, SchedCreditEntry,
     VcpuState, VcpuSummary,

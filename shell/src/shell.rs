@@ -9,13 +9,21 @@
 //! so tests (and a cooperative scheduler) can drive the loop; [`Shell::run`]
 //! repeats it forever.
 //!
+//! Two modes: the command shell (prompt [`PROMPT`]) and, after `mdb DOMAIN`, a
+//! debugger session (prompt [`DEBUGGER_PROMPT`]) that gets every line until it
+//! answers [`SessionFlow::Quit`]. The shell keeps the session, so the mode
+//! lives in one place and both entry points ([`Shell::execute_line`] and
+//! [`Shell::serve_one_line`]) follow it.
+//!
 //! Invariants: the loop never exits and never panics on input; whatever
 //! noline reports (Ctrl-C, Ctrl-D on an empty line, an I/O error) ends only
-//! the current line. Output to the serial line uses `"\r\n"` line ends.
+//! the current line (in either mode). Output to the serial line uses `"\r\n"`
+//! line ends.
 
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::fmt::{self, Write as _};
 
 use noline::error::NolineError;
@@ -26,9 +34,11 @@ use noline::sync_editor::Editor;
 use crate::answerback::{AnswerbackState, TerminalAnswerback, IDLE_POLL_MS};
 use crate::builtin::Printable;
 use crate::command::{CommandError, Invocation, Registry};
+use crate::debugger::{DebugSession, SessionFlow, DEBUGGER_PROMPT};
 use crate::parse::tokenize;
 
-/// The prompt, printed before every line.
+/// The prompt, printed before every command line (the debugger's is
+/// [`DEBUGGER_PROMPT`]).
 pub const PROMPT: &str = "basalt> ";
 /// Capacity of the line being edited, in bytes; typing beyond it rings the bell.
 pub const LINE_BUFFER_BYTES: usize = 256;
@@ -149,15 +159,37 @@ pub enum LineOutcome {
     InputClosed,
 }
 
-/// The shell: a command registry and the loop around it.
+/// The shell: a command registry, the open debugger session (if any) and the
+/// loop around them.
 pub struct Shell<C: 'static> {
     registry: Registry<C>,
+    /// Set by `mdb`, cleared when the session quits. A `Cell` (taken out while a
+    /// line runs, put back after) so the shell stays usable through `&self`.
+    session: Cell<Option<Box<dyn DebugSession>>>,
 }
 
 impl<C: 'static> Shell<C> {
     /// A shell dispatching to `registry`.
     pub fn new(registry: Registry<C>) -> Self {
-        Self { registry }
+        Self { registry, session: Cell::new(None) }
+    }
+
+    /// True while a debugger session gets the lines.
+    pub fn in_debugger(&self) -> bool {
+        let session = self.session.take();
+        let open = session.is_some();
+        self.session.set(session);
+        open
+    }
+
+    /// The prompt for the next line: [`DEBUGGER_PROMPT`] in a debugger session,
+    /// else [`PROMPT`].
+    pub fn prompt(&self) -> &'static str {
+        if self.in_debugger() {
+            DEBUGGER_PROMPT
+        } else {
+            PROMPT
+        }
     }
 
     /// The commands this shell knows.
@@ -165,13 +197,35 @@ impl<C: 'static> Shell<C> {
         &self.registry
     }
 
-    /// Parses and runs one line, writing its output (and any error) to `out`:
+    /// Runs one line, writing its output (and any error) to `out`. In a
+    /// debugger session the line goes to the session as typed (and `$q` ends
+    /// it); otherwise it is parsed as a command:
     /// - blank line: nothing;
     /// - parse error: `error: <why>`;
     /// - unknown command: `error: unknown command 'foo'; type 'help' for a list`;
     /// - [`CommandError::Usage`]: `error: <message>` then `usage: <usage>`;
     /// - [`CommandError::Failed`]: `error: <message>`.
     pub fn execute_line(&self, context: &mut C, line: &str, out: &mut dyn fmt::Write) {
+        let mut session = self.session.take();
+        match session.as_mut() {
+            Some(open) => {
+                if open.execute(line, out) == SessionFlow::Quit {
+                    session = None;
+                }
+            }
+            None => self.execute_command(context, line, out, &mut session),
+        }
+        self.session.set(session);
+    }
+
+    /// Parses and runs one command line; `mdb` may fill `session`.
+    fn execute_command(
+        &self,
+        context: &mut C,
+        line: &str,
+        out: &mut dyn fmt::Write,
+        session: &mut Option<Box<dyn DebugSession>>,
+    ) {
         // Output errors are ignored here: there is nowhere else to report them.
         let words = match tokenize(line) {
             Ok(words) => words,
@@ -188,7 +242,8 @@ impl<C: 'static> Shell<C> {
             return;
         };
         let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
-        let mut invocation = Invocation { context, args: &arguments, out: &mut *out, registry: &self.registry };
+        let mut invocation =
+            Invocation { context, args: &arguments, out: &mut *out, registry: &self.registry, session };
         match (command.run)(&mut invocation) {
             Ok(()) => {}
             Err(CommandError::Usage(message)) => {
@@ -201,16 +256,19 @@ impl<C: 'static> Shell<C> {
         }
     }
 
-    /// Prompts, reads one line with editing and history, and executes it.
+    /// Prompts ([`Shell::prompt`]), reads one line with editing and history,
+    /// and executes it.
     pub fn serve_one_line(
         &self,
         editor: &mut LineEditor<'_>,
         context: &mut C,
         line: &mut dyn SerialLine,
     ) -> LineOutcome {
+        let prompt = self.prompt();
+        editor.answerback.set_prompt_columns(prompt.len());
         let result = {
             let mut terminal = TerminalAnswerback::new(&mut editor.answerback, &mut *line);
-            editor.editor.readline(PROMPT, &mut terminal).map(String::from)
+            editor.editor.readline(prompt, &mut terminal).map(String::from)
         };
         match result {
             Ok(text) => {

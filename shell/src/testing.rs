@@ -3,7 +3,9 @@
 //! it is a whole appliance), [`FakeXenstore`] (an in-memory
 //! [`XenstoreControl`], also carried by `FakeSystem`), [`FakeStorage`] (an
 //! in-memory [`StorageControl`]: PCI functions, disks, virtual block devices;
-//! also carried by `FakeSystem`), a [`ScriptedLine`] (bytes
+//! also carried by `FakeSystem`), [`FakeDebugger`] (an in-memory
+//! [`DebugControl`] whose sessions echo and record their lines; also carried
+//! by `FakeSystem`), a [`ScriptedLine`] (bytes
 //! in, captured bytes out, optionally answering terminal queries like a real
 //! terminal), a deterministic [`Xorshift`] generator, and the bodies of the
 //! fuzz targets in shell/fuzz/ ([`fuzz_shell_input`], [`fuzz_tokenize`]), so
@@ -12,17 +14,22 @@
 //! Compiled for unit tests and with the `testing` feature; never part of the
 //! hypervisor image.
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
 use alloc::format;
 use alloc::string::ToString;
+use core::cell::RefCell;
+use core::fmt;
 
 use crate::appliance::appliance_commands;
 use crate::builtin::builtin_commands;
 use crate::command::Registry;
+use crate::debugger::{debugger_commands, DebugControl, DebugSession, DumpCoreRequest, SessionFlow};
 use crate::domains::{
     domain_commands, CpuSet, CreatedDomain, DomainControl, DomainState, DomainSummary, SchedCreditEntry, VcpuState,
     VcpuSummary,
@@ -60,6 +67,8 @@ pub struct FakeSystem {
     pub xenstore: FakeXenstore,
     /// Disks and block backends; [`StorageControl`] on `FakeSystem` acts on these.
     pub storage: FakeStorage,
+    /// Debugger sessions and dumps; [`DebugControl`] on `FakeSystem` records here.
+    pub debugger: FakeDebugger,
 }
 
 impl Default for FakeSystem {
@@ -114,6 +123,7 @@ impl FakeSystem {
             domains: FakeDomains::new(),
             xenstore: FakeXenstore::new(),
             storage: FakeStorage::new(),
+            debugger: FakeDebugger::default(),
         }
     }
 }
@@ -974,6 +984,65 @@ impl FakeSystem {
     }
 }
 
+/// What [`DebugControl`] on [`FakeSystem`] did: the sessions it opened and what
+/// they were sent, and the cores it "wrote". Sessions share `session_lines` with
+/// the fake (a session outlives the call that opened it), so a test sees the
+/// lines after the fact.
+#[derive(Debug, Clone, Default)]
+pub struct FakeDebugger {
+    /// Names of the domains a session was opened on, in order.
+    pub opened: Vec<String>,
+    /// Every line a session received except `$q`, as `"<domain>: <line>"`.
+    pub session_lines: Rc<RefCell<Vec<String>>>,
+    /// Every dump-core request that was carried out, in order.
+    pub dumps: Vec<DumpCoreRequest>,
+}
+
+/// A session of [`FakeDebugger`]: answers each line with `[<domain>] <line>`,
+/// and quits on `$q`.
+struct FakeSession {
+    domain: String,
+    lines: Rc<RefCell<Vec<String>>>,
+}
+
+impl DebugSession for FakeSession {
+    fn execute(&mut self, line: &str, out: &mut dyn fmt::Write) -> SessionFlow {
+        if line.trim() == "$q" {
+            return SessionFlow::Quit;
+        }
+        self.lines.borrow_mut().push(format!("{}: {line}", self.domain));
+        let _ = writeln!(out, "[{}] {line}", self.domain);
+        SessionFlow::Continue
+    }
+}
+
+/// Debugging on the fake appliance: domains resolve through
+/// [`FakeSystem::domains`] (`no domain 'x'` otherwise), dump-core's disk must
+/// be a disk or partition of [`FakeSystem::storage`].
+impl DebugControl for FakeSystem {
+    fn open_debugger(&mut self, domain: &str) -> Result<Box<dyn DebugSession>, String> {
+        let found = self.domains.find(domain).ok_or_else(|| format!("no domain '{domain}'"))?;
+        let name = found.name.clone();
+        self.debugger.opened.push(name.clone());
+        Ok(Box::new(FakeSession { domain: name, lines: Rc::clone(&self.debugger.session_lines) }))
+    }
+
+    fn dump_core(&mut self, request: &DumpCoreRequest, out: &mut dyn fmt::Write) -> Result<(), String> {
+        let domain = self.domains.find(&request.domain).ok_or_else(|| format!("no domain '{}'", request.domain))?;
+        let disk_known = self.storage.disks.iter().any(|disk| {
+            disk.name == request.disk || disk.partitions.iter().any(|partition| partition.name == request.disk)
+        });
+        if !disk_known {
+            return Err(format!("no disk or partition named {}", request.disk));
+        }
+        let _ = writeln!(out, "dump-core: writing domain {} ({}) to {}", domain.id, domain.name, request.disk);
+        let after = if request.crash { "left crashed" } else { "resumed" };
+        let _ = writeln!(out, "dump-core: {} MiB written; domain {after}", domain.memory_mib);
+        self.debugger.dumps.push(request.clone());
+        Ok(())
+    }
+}
+
 /// A [`SerialLine`] that plays a script and records what is written.
 ///
 /// Script entries are bytes, or `None` for "nothing arrives before this
@@ -1133,6 +1202,22 @@ pub fn fake_storage_shell() -> Shell<FakeSystem> {
         appliance_commands::<FakeSystem>(),
         xenstore_commands::<FakeSystem>(),
         storage_commands::<FakeSystem>(),
+    ]) {
+        Ok(registry) => Shell::new(registry),
+        Err(error) => panic!("the command tables do not combine: {error}"),
+    }
+}
+
+/// A shell over [`FakeSystem`] with every table, the debugger's included, as
+/// image/ composes them once it implements [`DebugControl`].
+pub fn fake_debugger_shell() -> Shell<FakeSystem> {
+    match Registry::new(&[
+        builtin_commands::<FakeSystem>(),
+        domain_commands::<FakeSystem>(),
+        appliance_commands::<FakeSystem>(),
+        xenstore_commands::<FakeSystem>(),
+        storage_commands::<FakeSystem>(),
+        debugger_commands::<FakeSystem>(),
     ]) {
         Ok(registry) => Shell::new(registry),
         Err(error) => panic!("the command tables do not combine: {error}"),
