@@ -104,8 +104,7 @@ impl Options {
                 options.positional.push(word.clone());
                 continue;
             };
-            let mut characters = letters.char_indices();
-            while let Some((position, letter)) = characters.next() {
+            for (position, letter) in letters.char_indices() {
                 let Some(at) = spec.find(letter) else {
                     return Err(DcmdError::Usage(alloc::format!("unknown option -{letter}")));
                 };
