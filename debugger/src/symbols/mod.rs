@@ -8,6 +8,9 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+pub mod elf;
+pub mod kallsyms;
+
 /// What a symbol names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SymbolKind {
@@ -79,10 +82,8 @@ impl SymbolTable {
         let last_address = candidates.last()?.address;
         let first_at_address = candidates.partition_point(|symbol| symbol.address < last_address);
         let at_address = &candidates[first_at_address..];
-        let symbol = at_address
-            .iter()
-            .find(|symbol| symbol.kind != SymbolKind::Other)
-            .or_else(|| at_address.first())?;
+        let symbol =
+            at_address.iter().find(|symbol| symbol.kind != SymbolKind::Other).or_else(|| at_address.first())?;
         let offset = address - symbol.address;
         let inside = if symbol.size != 0 {
             offset < symbol.size
@@ -97,6 +98,32 @@ impl SymbolTable {
     pub fn describe(&self, address: u64) -> Option<String> {
         let (symbol, offset) = self.by_address(address)?;
         Some(if offset == 0 { symbol.name.clone() } else { alloc::format!("{}+{offset:#x}", symbol.name) })
+    }
+}
+
+/// Loads the best symbol table the target offers: the kernel file's ELF `.symtab`,
+/// else (Linux) kallsyms from guest memory, else an empty table.
+///
+/// Cheap when there is nothing: the vmcoreinfo scan reads a few bytes per page, and the
+/// kallsyms search runs only for a guest that has vmcoreinfo.
+pub fn load(target: &dyn crate::target::Target) -> SymbolTable {
+    if let Some(file) = target.kernel_symbol_file() {
+        if let Ok(symbols) = elf::parse_symbols(file) {
+            if !symbols.is_empty() {
+                return SymbolTable::new(symbols, "ELF .symtab of the kernel file");
+            }
+        }
+    }
+    let Some(info) = crate::linux::vmcoreinfo::find(target) else {
+        return SymbolTable::new(Vec::new(), "no symbols");
+    };
+    let Ok(registers) = target.registers(0) else {
+        return SymbolTable::new(Vec::new(), "no symbols");
+    };
+    let read = |address: u64, buffer: &mut [u8]| crate::paging::read_virtual(target, &registers, address, buffer);
+    match kallsyms::load(&read, Some(&info), kallsyms::search_start(Some(&info))) {
+        Ok(symbols) if !symbols.is_empty() => SymbolTable::new(symbols, "kallsyms in guest memory"),
+        _ => SymbolTable::new(Vec::new(), "no symbols (Linux guest, kallsyms not found)"),
     }
 }
 
@@ -127,11 +154,4 @@ mod tests {
         assert_eq!(table.describe(0x10), None);
         assert_eq!(table.by_name("c").map(|symbol| symbol.address), Some(0x3000));
     }
-}
-
-/// Loads the best symbol table the target offers: the kernel file's ELF `.symtab`,
-/// else (Linux) kallsyms from guest memory, else an empty table.
-pub fn load(target: &dyn crate::target::Target) -> SymbolTable {
-    let _ = target;
-    SymbolTable::new(Vec::new(), "no symbols")
 }
