@@ -161,13 +161,15 @@ pub fn parse_number(text: &str) -> Result<u64, DcmdError> {
 pub struct Debuggee<'a> {
     target: Box<dyn Target + 'a>,
     symbols: OnceCell<SymbolTable>,
+    /// The Linux guest's vmcoreinfo (found on first use; None when there is none).
+    vmcoreinfo: OnceCell<Option<crate::linux::VmcoreInfo>>,
     current_vcpu: Cell<u32>,
 }
 
 impl<'a> Debuggee<'a> {
     /// Wraps `target`; vCPU 0 is current.
     pub fn new(target: Box<dyn Target + 'a>) -> Debuggee<'a> {
-        Debuggee { target, symbols: OnceCell::new(), current_vcpu: Cell::new(0) }
+        Debuggee { target, symbols: OnceCell::new(), vmcoreinfo: OnceCell::new(), current_vcpu: Cell::new(0) }
     }
 
     /// The target.
@@ -177,7 +179,12 @@ impl<'a> Debuggee<'a> {
 
     /// The kernel's symbols, loaded on first use (an empty table if none are found).
     pub fn symbols(&self) -> &SymbolTable {
-        self.symbols.get_or_init(|| crate::symbols::load(&*self.target))
+        self.symbols.get_or_init(|| crate::symbols::load_with_vmcoreinfo(&*self.target, self.vmcoreinfo()))
+    }
+
+    /// The Linux guest's vmcoreinfo, searched for once (None if the guest has none).
+    pub fn vmcoreinfo(&self) -> Option<&crate::linux::VmcoreInfo> {
+        self.vmcoreinfo.get_or_init(|| crate::linux::vmcoreinfo::find(&*self.target)).as_ref()
     }
 
     /// The vCPU virtual addresses are translated through.

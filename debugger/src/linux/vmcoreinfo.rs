@@ -161,8 +161,7 @@ pub fn find(target: &dyn Target) -> Option<VmcoreInfo> {
 /// The guest's operating system for `::status`, e.g. "Linux 6.1.0-56-cloud-amd64",
 /// when it is a Linux kernel with a vmcoreinfo page.
 pub fn operating_system(debuggee: &Debuggee) -> Option<String> {
-    let info = find(debuggee.target())?;
-    Some(alloc::format!("Linux {}", info.os_release()?))
+    Some(alloc::format!("Linux {}", debuggee.vmcoreinfo()?.os_release()?))
 }
 
 #[cfg(test)]

@@ -107,24 +107,36 @@ impl SymbolTable {
 /// Cheap when there is nothing: the vmcoreinfo scan reads a few bytes per page, and the
 /// kallsyms search runs only for a guest that has vmcoreinfo.
 pub fn load(target: &dyn crate::target::Target) -> SymbolTable {
-    if let Some(file) = target.kernel_symbol_file() {
-        if let Ok(symbols) = elf::parse_symbols(file) {
-            if !symbols.is_empty() {
-                return SymbolTable::new(symbols, "ELF .symtab of the kernel file");
-            }
-        }
+    if let Some(table) = load_from_file(target) {
+        return table;
     }
-    let Some(info) = crate::linux::vmcoreinfo::find(target) else {
+    load_with_vmcoreinfo(target, crate::linux::vmcoreinfo::find(target).as_ref())
+}
+
+/// [`load`] with the guest's vmcoreinfo already found (or known absent).
+pub fn load_with_vmcoreinfo(
+    target: &dyn crate::target::Target,
+    vmcoreinfo: Option<&crate::linux::VmcoreInfo>,
+) -> SymbolTable {
+    if let Some(table) = load_from_file(target) {
+        return table;
+    }
+    let Some(info) = vmcoreinfo else {
         return SymbolTable::new(Vec::new(), "no symbols");
     };
     let Ok(registers) = target.registers(0) else {
         return SymbolTable::new(Vec::new(), "no symbols");
     };
     let read = |address: u64, buffer: &mut [u8]| crate::paging::read_virtual(target, &registers, address, buffer);
-    match kallsyms::load(&read, Some(&info), kallsyms::search_start(Some(&info))) {
+    match kallsyms::load(&read, Some(info), kallsyms::search_start(Some(info))) {
         Ok(symbols) if !symbols.is_empty() => SymbolTable::new(symbols, "kallsyms in guest memory"),
         _ => SymbolTable::new(Vec::new(), "no symbols (Linux guest, kallsyms not found)"),
     }
+}
+
+fn load_from_file(target: &dyn crate::target::Target) -> Option<SymbolTable> {
+    let symbols = elf::parse_symbols(target.kernel_symbol_file()?).ok()?;
+    (!symbols.is_empty()).then(|| SymbolTable::new(symbols, "ELF .symtab of the kernel file"))
 }
 
 #[cfg(test)]
