@@ -20,6 +20,8 @@ pub mod core_file;
 pub mod dcmd;
 pub mod dcmds;
 pub mod engine;
+pub mod format;
+pub mod lang;
 pub mod linux;
 pub mod paging;
 pub mod symbols;
