@@ -170,6 +170,16 @@ pub fn understands_shutdown(domid: u16) -> bool {
     })
 }
 
+/// What serves dom0's end `port` of a channel ("xenstore", "console backend"), for
+/// the debugger's `::evtchns`.
+pub fn port_service(port: u32) -> Option<&'static str> {
+    with_dom0(|dom0| match dom0.ports.get(&port) {
+        Some((_, Service::Store)) => Some("xenstore"),
+        Some((_, Service::Console)) => Some("console backend"),
+        None => None,
+    })
+}
+
 /// Runs `f` on the store as dom0 (the shell's xenstore commands).
 pub fn with_store<R>(f: impl FnOnce(&mut Xenstore) -> R) -> R {
     with_dom0(|dom0| f(&mut dom0.store))

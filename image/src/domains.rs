@@ -126,6 +126,14 @@ impl DomainHost for Host {
     }
 }
 
+/// The name and bytes of the kernel module domain `domid` was created from (GRUB
+/// modules stay in memory for the hypervisor's life), for the debugger's symbols.
+pub fn kernel_module(domid: u16) -> Option<(String, &'static [u8])> {
+    let name = with_manager(|manager| manager.domain(domid).map(|managed| managed.config.kernel.clone()))?;
+    let bytes = crate::modules::find(&name)?;
+    Some((name, bytes))
+}
+
 /// Resolves an operator's domain word: an id, then a name. Domain 0 is dom0.
 fn resolve(word: &str) -> Result<u16, String> {
     if word == "Domain-0" || word == "0" {

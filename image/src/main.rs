@@ -16,6 +16,8 @@ mod appliance;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod debug;
+#[cfg(target_os = "none")]
 mod diagnostics;
 #[cfg(target_os = "none")]
 mod dom0;

@@ -278,6 +278,24 @@ pub fn holders(name: &str) -> Vec<String> {
     })
 }
 
+/// Why dom0 disk `name` cannot be overwritten: the first claim on it or on a disk
+/// overlapping it (`nvme0n1 is in use read-write by domain 1 (linux1)`), or None.
+pub fn in_use(name: &str) -> Option<String> {
+    let related = crate::storage::related_names(name);
+    with_vbds(|vbds| {
+        let related: Vec<&str> = related.iter().map(String::as_str).collect();
+        vbds.claims.holders_overlapping(name, &related).first().map(|claim| {
+            basalt_dom0::backends::blkif::claims::ClaimError::InUse {
+                disk: claim.disk.clone(),
+                domid: claim.domid,
+                domain_name: claim.domain_name.clone(),
+                writable: claim.writable,
+            }
+            .to_string()
+        })
+    })
+}
+
 /// Removes every device of a domain that is being destroyed (no handshake: the
 /// frontend is gone).
 pub fn forget_domain(domid: u16) {

@@ -243,6 +243,13 @@ impl GuestMemory {
         self.chunks.iter().map(|chunk| (chunk.gpa + chunk.length) / FRAME_SIZE).max().unwrap_or(1) - 1
     }
 
+    /// The domain's RAM as (guest-physical start, machine start, length) pieces,
+    /// ascending by guest-physical address (the debugger's memory map and its
+    /// physical-to-machine translation).
+    pub fn pieces(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.chunks.iter().map(|chunk| (chunk.gpa, chunk.machine, chunk.length))
+    }
+
     /// True if `gpa` is backed by the domain's RAM.
     pub fn is_backed(&self, gpa: u64) -> bool {
         self.chunk_of(gpa).is_some()

@@ -24,6 +24,8 @@
 
 pub mod console;
 #[cfg(target_os = "none")]
+pub mod debug;
+#[cfg(target_os = "none")]
 pub mod memory;
 #[cfg(target_os = "none")]
 pub mod run;

@@ -762,6 +762,16 @@ impl crate::xen::grant_table::GrantEntries for FrameEntries<'_> {
     }
 }
 
+/// The in-use entries (flags != 0) of a domain's v1 grant table, at most `limit`,
+/// by reference: (reference, entry). Read-only: the debugger shows them.
+pub fn grant_entries_in_use(domain: &Domain, limit: usize) -> Vec<(u32, basalt_xen_abi::grant_table::GrantEntryV1)> {
+    use crate::xen::grant_table::GrantEntries;
+    let xen = domain.xen.lock();
+    let entries = FrameEntries { frames: &xen.grant_frames };
+    let count = entries.entry_count().min(xen.grants.nr_entries());
+    (0..count).map(|gref| (gref, entries.load(gref))).filter(|(_, entry)| entry.flags != 0).take(limit).collect()
+}
+
 /// Which way a grant copy goes.
 pub enum GrantCopy<'a> {
     /// From the granted page into `buffer` (needs read access).
