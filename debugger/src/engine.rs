@@ -174,6 +174,7 @@ impl<'a> Session<'a> {
 fn report(failure: &Failure, out: &mut dyn fmt::Write) {
     let _ = writeln!(out, "error: {}", failure.error);
     if let (DcmdError::Usage(_), Some(dcmd)) = (&failure.error, failure.dcmd) {
-        let _ = writeln!(out, "usage: ::{} {}", dcmd.name, dcmd.usage);
+        let usage = format!("usage: ::{} {}", dcmd.name, dcmd.usage);
+        let _ = writeln!(out, "{}", usage.trim_end());
     }
 }
