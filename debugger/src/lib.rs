@@ -24,5 +24,6 @@ pub mod format;
 pub mod lang;
 pub mod linux;
 pub mod paging;
+pub mod stack;
 pub mod symbols;
 pub mod target;
