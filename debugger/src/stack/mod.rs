@@ -63,8 +63,8 @@ pub struct Unwinding {
 
 /// Reads guest memory through one vCPU's page tables.
 pub(crate) struct Memory<'a> {
-    debuggee: &'a Debuggee<'a>,
-    registers: &'a Registers,
+    pub(crate) debuggee: &'a Debuggee<'a>,
+    pub(crate) registers: &'a Registers,
 }
 
 impl Memory<'_> {

@@ -148,6 +148,14 @@ impl Entry {
     }
 }
 
+/// The ORC entry covering `address` in `debuggee`'s kernel (for diagnostics and host
+/// checks), reading through `registers`' page tables.
+pub fn entry_for(debuggee: &crate::dcmd::Debuggee, registers: &Registers, address: u64) -> Option<Entry> {
+    let tables = Tables::from_symbols(debuggee.symbols())?;
+    let format = Format::for_release(debuggee.vmcoreinfo().and_then(|info| info.version()));
+    lookup(&Memory { debuggee, registers }, &tables, format, address)
+}
+
 fn read_i32(memory: &Memory<'_>, address: u64) -> Option<i32> {
     let mut bytes = [0u8; 4];
     memory.read(address, &mut bytes).ok()?;
