@@ -306,6 +306,65 @@ pub(crate) mod tests {
         file
     }
 
+    /// The same as [`build_elf64`] as ELF32 (40-byte section headers, 16-byte symbols).
+    fn build_elf32(symbols: &[(&str, u32, u32, u8)]) -> Vec<u8> {
+        let mut strings = vec![0u8];
+        let mut entries = vec![0u8; 16];
+        for (name, value, size, kind) in symbols {
+            let name_offset = strings.len() as u32;
+            strings.extend_from_slice(name.as_bytes());
+            strings.push(0);
+            entries.extend_from_slice(&name_offset.to_le_bytes());
+            entries.extend_from_slice(&value.to_le_bytes());
+            entries.extend_from_slice(&size.to_le_bytes());
+            entries.push(0x10 | kind);
+            entries.push(0);
+            entries.extend_from_slice(&1u16.to_le_bytes());
+        }
+        let mut file = vec![0u8; 52];
+        let strings_offset = file.len() as u32;
+        file.extend_from_slice(&strings);
+        while !file.len().is_multiple_of(4) {
+            file.push(0);
+        }
+        let entries_offset = file.len() as u32;
+        file.extend_from_slice(&entries);
+        let section_offset = file.len() as u32;
+        let mut header = |kind: u32, offset: u32, size: u32, link: u32| {
+            let mut bytes = vec![0u8; 40];
+            bytes[4..8].copy_from_slice(&kind.to_le_bytes());
+            bytes[16..20].copy_from_slice(&offset.to_le_bytes());
+            bytes[20..24].copy_from_slice(&size.to_le_bytes());
+            bytes[24..28].copy_from_slice(&link.to_le_bytes());
+            file.extend_from_slice(&bytes);
+        };
+        header(0, 0, 0, 0);
+        header(3, strings_offset, strings.len() as u32, 0);
+        header(2, entries_offset, entries.len() as u32, 1);
+        file[0..4].copy_from_slice(ELF_MAGIC);
+        file[4] = CLASS_32;
+        file[5] = DATA_LITTLE_ENDIAN;
+        file[32..36].copy_from_slice(&section_offset.to_le_bytes());
+        file[46..48].copy_from_slice(&40u16.to_le_bytes());
+        file[48..50].copy_from_slice(&3u16.to_le_bytes());
+        file
+    }
+
+    #[test]
+    fn symtab_of_a_built_elf32() {
+        let file = build_elf32(&[
+            ("start32", 0x10_0000, 0x20, SYMBOL_TYPE_FUNC),
+            ("table", 0x10_2000, 64, SYMBOL_TYPE_OBJECT),
+        ]);
+        let symbols = parse_symbols(&file).unwrap();
+        assert_eq!(symbols.len(), 2);
+        assert_eq!((symbols[0].name.as_str(), symbols[0].address, symbols[0].size), ("start32", 0x10_0000, 0x20));
+        assert_eq!((symbols[1].name.as_str(), symbols[1].kind), ("table", SymbolKind::Object));
+        for length in 0..file.len() {
+            let _ = parse_symbols(&file[..length]);
+        }
+    }
+
     fn sample() -> Vec<u8> {
         build_elf64(&[
             ("main", 0x1000, 0x40, SYMBOL_TYPE_FUNC),

@@ -685,4 +685,41 @@ pub(crate) mod tests {
         };
         assert_eq!(decode(&read, &bogus), Err(KallsymsError::Damaged("symbol count")));
     }
+    #[test]
+    fn symbols_load_uses_kallsyms_for_a_linux_guest_without_symtab() {
+        let (mut target, _) = target_with_tables(300, true);
+        let vmcoreinfo = format!("OSRELEASE=6.1.0-test\nSYMBOL(_stext)={:x}\n", ORIGIN - 0x1800);
+        target.write_physical(0x9000, vmcoreinfo.as_bytes());
+        let table = crate::symbols::load(&target);
+        assert_eq!(table.source, "kallsyms in guest memory");
+        assert_eq!(table.len(), 300);
+        assert_eq!(table.describe(BASE + 0x10 * 7 + 3).as_deref(), Some("function_7+0x3"));
+
+        // A kernel file with a .symtab wins over kallsyms.
+        target.kernel_symbol_file = Some(crate::symbols::elf::tests::build_elf64(&[("from_file", BASE, 0x10, 2)]));
+        assert_eq!(crate::symbols::load(&target).source, "ELF .symtab of the kernel file");
+    }
+
+    #[test]
+    fn vmcoreinfo_names_the_tables_in_later_kernels() {
+        let (target, token_table) = target_with_tables(20, false);
+        let registers = target.registers(0).unwrap();
+        let read = |address: u64, buffer: &mut [u8]| crate::paging::read_virtual(&target, &registers, address, buffer);
+        let names = ORIGIN + align_up(20 * 4, 8).unwrap() + 16;
+        let text = format!(
+            "OSRELEASE=6.9.0\nSYMBOL(kallsyms_num_syms)={:x}\nSYMBOL(kallsyms_names)={names:x}\n\
+SYMBOL(kallsyms_token_table)={:x}\nSYMBOL(kallsyms_token_index)={:x}\nSYMBOL(kallsyms_offsets)={ORIGIN:x}\n\
+SYMBOL(kallsyms_relative_base)={:x}\n",
+            names - 8,
+            ORIGIN + token_table as u64,
+            find_tables(&read, ORIGIN, 0x1_0000).unwrap().token_index,
+            names - 16,
+        );
+        let info = VmcoreInfo::parse(text.as_bytes());
+        let tables = tables_from_vmcoreinfo(&info, &read).unwrap();
+        assert_eq!(tables.symbol_count, 20);
+        let symbols = load(&read, Some(&info), 0).unwrap();
+        assert_eq!(symbols.len(), 20);
+        assert_eq!(symbols[5].name, "function_4");
+    }
 }
