@@ -359,6 +359,10 @@ const CR4_PAE: u64 = 1 << 5;
 const EFER_LONG_MODE_ENABLE: u64 = 1 << 8;
 const EFER_LONG_MODE_ACTIVE: u64 = 1 << 10;
 
+/// Where a field lives in [`Registers`] (so encode and decode share one list).
+type U64Field = fn(&mut Registers) -> &mut u64;
+type U16Field = fn(&mut Registers) -> &mut u16;
+
 macro_rules! user_register_offset {
     ($field:ident) => {
         USER_REGS + offset_of!(CpuUserRegs, $field)
@@ -367,7 +371,7 @@ macro_rules! user_register_offset {
 
 /// The 64-bit general registers of `cpu_user_regs` and where each lives in
 /// [`Registers`], so encode and decode walk one list.
-const GENERAL_REGISTERS: [(usize, fn(&mut Registers) -> &mut u64); 18] = [
+const GENERAL_REGISTERS: [(usize, U64Field); 18] = [
     (user_register_offset!(r15), |r| &mut r.r15),
     (user_register_offset!(r14), |r| &mut r.r14),
     (user_register_offset!(r13), |r| &mut r.r13),
@@ -388,7 +392,7 @@ const GENERAL_REGISTERS: [(usize, fn(&mut Registers) -> &mut u64); 18] = [
     (user_register_offset!(rsp), |r| &mut r.rsp),
 ];
 
-const SELECTORS: [(usize, fn(&mut Registers) -> &mut u16); 6] = [
+const SELECTORS: [(usize, U16Field); 6] = [
     (user_register_offset!(cs), |r| &mut r.cs),
     (user_register_offset!(ss), |r| &mut r.ss),
     (user_register_offset!(es), |r| &mut r.es),
@@ -398,7 +402,7 @@ const SELECTORS: [(usize, fn(&mut Registers) -> &mut u16); 6] = [
 ];
 
 /// The control registers of `ctrlreg[]` that [`Registers`] has.
-const CONTROL_REGISTERS: [(usize, fn(&mut Registers) -> &mut u64); 4] =
+const CONTROL_REGISTERS: [(usize, U64Field); 4] =
     [(0, |r| &mut r.cr0), (2, |r| &mut r.cr2), (3, |r| &mut r.cr3), (4, |r| &mut r.cr4)];
 
 /// A guest context as `XEN_DOMCTL_getvcpucontext` fills it for an HVM/PVH vCPU: the

@@ -444,7 +444,7 @@ fn read_frame_table(
     machine: bool,
 ) -> Result<Vec<PageSlot>, CoreError> {
     let entry_size: u64 = if section.name == format::SECTION_P2M { 16 } else { 8 };
-    let needed = pages.checked_mul(entry_size).unwrap_or(u64::MAX);
+    let needed = pages.saturating_mul(entry_size);
     if section.header.size < needed {
         return Err(CoreError::Truncated(format!(
             "section {} holds {} bytes, fewer than {pages} entries of {entry_size}",
@@ -564,7 +564,7 @@ impl<S: CoreSource> Target for CoreFile<S> {
         let mut entry = [0u8; 8];
         self.source.read_at(p2m_offset + slot * 16 + 8, &mut entry).ok()?;
         let machine = u64::from_le_bytes(entry);
-        (machine != INVALID_FRAME).then(|| (machine << PAGE_SHIFT) | (address % PAGE_SIZE))
+        (machine != INVALID_FRAME).then_some((machine << PAGE_SHIFT) | (address % PAGE_SIZE))
     }
 
     fn read_machine(&self, address: u64, buffer: &mut [u8]) -> Result<(), TargetError> {

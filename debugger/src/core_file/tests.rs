@@ -717,7 +717,7 @@ fn random_corruption_never_panics() {
         for _ in 0..3000 {
             let mut bytes = original.clone();
             for _ in 0..1 + next_random(&mut state) % 4 {
-                let position = if next_random(&mut state) % 4 == 0 {
+                let position = if next_random(&mut state).is_multiple_of(4) {
                     next_random(&mut state) as usize % bytes.len()
                 } else {
                     next_random(&mut state) as usize % interesting
@@ -756,11 +756,13 @@ fn exercise(core: &dyn Target) {
 fn context_layout_matches_the_header() {
     // Spot-check offsets against arch-x86/xen.h by hand, independent of the mirror
     // struct: rip at 520 + 128, rsp at 520 + 152, ctrlreg[3] at 4984 + 24.
-    let mut registers = Registers::default();
-    registers.rip = 0xffff_ffff_8100_0000;
-    registers.rsp = 0xffff_c900_0001_0000;
-    registers.cr3 = 0x1a_b000;
-    registers.gs_base = 0x7777;
+    let registers = Registers {
+        rip: 0xffff_ffff_8100_0000,
+        rsp: 0xffff_c900_0001_0000,
+        cr3: 0x1a_b000,
+        gs_base: 0x7777,
+        ..Registers::default()
+    };
     let context = format::encode_context(&registers);
     assert_eq!(context.len(), CONTEXT_SIZE);
     assert_eq!(format::get_u64(&context, 648), registers.rip);
