@@ -152,7 +152,16 @@ pub fn translate(target: &dyn Target, registers: &Registers, virtual_address: u6
             } else {
                 &["PML4E", "PDPTE", "PDE", "PTE"]
             };
-            walk_long(target, &mut steps, registers.cr3 & FRAME_MASK_64, virtual_address, levels, levels.len(), mode, step)
+            walk_long(
+                target,
+                &mut steps,
+                registers.cr3 & FRAME_MASK_64,
+                virtual_address,
+                levels,
+                levels.len(),
+                mode,
+                step,
+            )
         }
     }
 }

@@ -9,8 +9,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::{
-    DomainSummary, EventChannel, GrantEntry, Registers, Target, TargetError, TargetInfo, TargetKind,
-    XenstoreNode,
+    DomainSummary, EventChannel, GrantEntry, Registers, Target, TargetError, TargetInfo, TargetKind, XenstoreNode,
 };
 use crate::target::AddressSpace;
 
