@@ -196,8 +196,10 @@ unit-test: guest-kernel
 
 # Emulator tests: boot build/basalt.img (and build/basalt-test.img, for the guest
 # tests) and drive the serial shell — QEMU TCG for AMD SVM, Bochs for Intel VMX.
+# tests/debugger.rs runs the host's basalt-mdb on the core a domain's dump-core wrote.
 qemu-test: emulator-deps image test-image
-	$(CARGO) test -p qemu-tests --release --test boot --test guests --test bochs --test linux --test disks
+	$(CARGO) build -p basalt-debugger --release --bin basalt-mdb
+	$(CARGO) test -p qemu-tests --release --test boot --test guests --test bochs --test linux --test disks --test debugger
 
 test: deps unit-test qemu-test
 
