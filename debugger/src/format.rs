@@ -75,7 +75,8 @@ impl Memory {
 /// One decoded instruction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disassembled {
-    /// AT&T text; a near branch's target is followed by `<symbol+offset>` when known.
+    /// AT&T text; the target of a near branch or a rip-relative operand is followed
+    /// by `<symbol+offset>` when a symbol contains it.
     pub text: String,
     /// Length in bytes (1 for an undecodable byte, shown as `(bad)`).
     pub length: u64,
@@ -108,13 +109,21 @@ pub fn disassemble(
     }
     let mut text = String::new();
     let mut formatter = GasFormatter::new();
+    // mdb's AT&T look: lower-case hex and size suffixes (pushq, movq).
+    formatter.options_mut().set_uppercase_hex(false);
+    formatter.options_mut().set_gas_show_mnemonic_size_suffix(true);
     formatter.format(&instruction, &mut text);
     let is_near_branch = instruction.op_count() > 0
         && matches!(instruction.op0_kind(), OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64);
-    if is_near_branch {
-        if let Some(name) = debuggee.symbols().describe(instruction.near_branch_target()) {
-            let _ = write!(text, " <{name}>");
-        }
+    let referenced = if is_near_branch {
+        Some(instruction.near_branch_target())
+    } else if instruction.is_ip_rel_memory_operand() {
+        Some(instruction.ip_rel_memory_address())
+    } else {
+        None
+    };
+    if let Some(name) = referenced.and_then(|address| debuggee.symbols().describe(address)) {
+        let _ = write!(text, " <{name}>");
     }
     Ok(Disassembled { text, length: instruction.len() as u64 })
 }

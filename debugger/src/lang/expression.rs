@@ -142,14 +142,15 @@ fn unary(lexer: &mut Lexer<'_>, context: &Context<'_, '_>, depth: u32) -> Result
     }
 }
 
-/// A name is a symbol first; failing that, a word of hex digits is a number (mdb
-/// reads `deadbeef` as a number too).
+/// A name is a symbol first; failing that, a word of hex digits (and `_`
+/// separators) is a number, as mdb's lexer decides for `deadbeef` or `ffff_8000`.
 fn identifier(context: &Context<'_, '_>, name: &str) -> Result<u64, DcmdError> {
     if let Some(symbol) = context.debuggee.symbols().by_name(name) {
         return Ok(symbol.address);
     }
-    if name.chars().all(|character| character.is_ascii_hexdigit()) {
-        if let Ok(value) = u64::from_str_radix(name, 16) {
+    if name.chars().all(|character| character.is_ascii_hexdigit() || character == '_') {
+        let digits: String = name.chars().filter(|character| *character != '_').collect();
+        if let Ok(value) = u64::from_str_radix(&digits, 16) {
             return Ok(value);
         }
     }

@@ -113,8 +113,10 @@ impl<'a> Lexer<'a> {
             return Ok(Token::End);
         };
         if character.is_ascii_digit() {
-            let word = self.take_while(|character| character.is_ascii_alphanumeric());
-            return parse_number(word)
+            // mdb allows `_` between digits as a separator: ffff_8000_0000_0000.
+            let word = self.take_while(|character| character.is_ascii_alphanumeric() || character == '_');
+            let digits: String = word.chars().filter(|character| *character != '_').collect();
+            return parse_number(&digits)
                 .map(Token::Number)
                 .map_err(|_| DcmdError::Failed(format!("'{word}' is not a number")));
         }
@@ -265,6 +267,8 @@ mod tests {
             ]
         );
         assert!(Lexer::new("12zz").next_token().is_err());
+        assert_eq!(Lexer::new("0x1_0000").next_token(), Ok(Token::Number(0x10000)));
+        assert_eq!(Lexer::new("0t1_000").next_token(), Ok(Token::Number(1000)));
         assert!(Lexer::new("< 1").next_token().is_err());
         assert!(Lexer::new(":x").next_token().is_err());
     }

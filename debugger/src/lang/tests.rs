@@ -58,6 +58,8 @@ fn arithmetic_follows_mdb_precedence_and_radix() {
     assert_eq!(run("ffffffffffffffff+2=E"), "1\n");
     assert_eq!(run("1<<0t64=E"), "0\n");
     assert_eq!(run("deadbeef=X"), "deadbeef\n");
+    assert_eq!(run("ffff_8000_0000_0000=J"), "ffff800000000000\n");
+    assert_eq!(run("1_0+0x1_0=E"), "32\n");
 }
 
 #[test]
@@ -127,8 +129,8 @@ fn instructions_decode_as_64_bit_gas() {
     let output = run(&alloc::format!("{TEXT:#x}/3i"));
     let texts: Vec<&str> =
         output.lines().filter_map(|line| line.split_once(": ")).map(|(_, text)| text.trim()).collect();
-    assert_eq!(texts[0], "push %rbp");
-    assert_eq!(texts[1], "mov %rsp,%rbp");
+    assert_eq!(texts[0], "pushq %rbp");
+    assert_eq!(texts[1], "movq %rsp,%rbp");
     assert!(texts[2].starts_with("call"), "{output}");
     // In 32-bit protected mode the same bytes decode differently (0x48 is dec %eax).
     let mut target = fixture();
@@ -137,7 +139,7 @@ fn instructions_decode_as_64_bit_gas() {
     target.registers[0].cr0 = 1;
     target.write_physical(0x1000, &[0x48, 0x89, 0xe5]);
     let (output, _) = run_on(target, &["1000\\i"]);
-    assert!(output.contains("dec %eax"), "{output}");
+    assert!(output.contains("decl %eax"), "{output}");
 }
 
 #[test]
@@ -188,8 +190,14 @@ fn symbols_in_expressions_and_labels() {
     assert_eq!(run_symbols("self_pointer/p"), "self_pointer:   marker\n");
     assert_eq!(run_symbols("*self_pointer=a"), "marker\n");
     assert_eq!(run_symbols("greeting/s"), "greeting:       hello\n");
+    // A rip-relative operand names the symbol it reaches: movq -0x103(%rip),%rax at
+    // TEXT+0x100 reads start_kernel+4.
+    let mut target = with_symbols();
+    target.write_physical(0x20_0100, &[0x48, 0x8b, 0x05, 0xfd, 0xfe, 0xff, 0xff]);
+    let (output, _) = run_on(target, &["start_kernel+100/i"]);
+    assert!(output.ends_with(",%rax <start_kernel+0x4>\n"), "{output}");
     let output = run_symbols("start_kernel/2i");
-    assert!(output.starts_with("start_kernel:   push %rbp\nstart_kernel+0x1: mov %rsp,%rbp\n"), "{output}");
+    assert!(output.starts_with("start_kernel:   pushq %rbp\nstart_kernel+0x1: movq %rsp,%rbp\n"), "{output}");
 }
 
 #[test]
@@ -197,10 +205,10 @@ fn dis_vtop_and_nm() {
     let output = run_symbols("start_kernel+1::dis");
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(lines.len(), 6, "{output}");
-    assert!(lines[0].starts_with(" start_kernel:") && lines[0].ends_with("push %rbp"), "{output}");
+    assert!(lines[0].starts_with(" start_kernel:") && lines[0].ends_with("pushq %rbp"), "{output}");
     assert!(lines[1].starts_with(">start_kernel+0x1:"), "{output}");
     assert!(lines[2].contains("call") && lines[2].contains("<start_kernel+0x9>"), "{output}");
-    assert!(lines[5].ends_with("ret"), "{output}");
+    assert!(lines[5].ends_with("retq"), "{output}");
     assert_eq!(run_symbols("::dis -n 2").lines().count(), 2);
     assert_eq!(run("::dis -n 2").lines().count(), 2);
     assert_eq!(run("::dis -n 99999"), "error: at most 0x1000 instructions\nusage: ::dis [-n count]\n");
