@@ -155,6 +155,7 @@ pub fn run_shell() -> ! {
         basalt_shell::appliance_commands::<Appliance>(),
         basalt_shell::xenstore_commands::<Appliance>(),
         basalt_shell::storage::storage_commands::<Appliance>(),
+        basalt_shell::debugger_commands::<Appliance>(),
         crate::diagnostics::DIAGNOSTIC_COMMANDS,
     ]) {
         Ok(registry) => registry,

@@ -67,6 +67,9 @@ pub struct LiveTarget {
     kernel: Option<(String, &'static [u8])>,
     /// The pause the current command runs under (what each vCPU was doing before it).
     inspection: Rc<RefCell<Option<Inspection>>>,
+    /// The target is being written to a core (one pause for the whole file), not
+    /// inspected line by line: `::status` of the core says so.
+    for_core: bool,
 }
 
 impl LiveTarget {
@@ -78,6 +81,7 @@ impl LiveTarget {
             created_ns: facts.created_ns,
             kernel: crate::domains::kernel_module(domain),
             inspection: Rc::new(RefCell::new(None)),
+            for_core: false,
         })
     }
 
@@ -96,6 +100,9 @@ impl LiveTarget {
 
     fn state_word(&self, facts: &debug::DomainFacts) -> String {
         match self.inspection.borrow().as_ref() {
+            Some(inspection) if !inspection.was_stopped && self.for_core => {
+                format!("{} (paused while the core was written)", life_word(inspection.life_before))
+            }
             Some(inspection) if !inspection.was_stopped => {
                 format!("{} (paused by the debugger)", life_word(inspection.life_before))
             }
@@ -130,8 +137,12 @@ impl Target for LiveTarget {
             vcpus,
             memory_bytes,
             state,
-            vcpu_snapshot: "domain paused while each command runs; registers as saved at each vCPU's last exit"
-                .to_string(),
+            vcpu_snapshot: if self.for_core {
+                "domain paused while the core was written; registers as saved at each vCPU's last exit"
+            } else {
+                "domain paused while each command runs; registers as saved at each vCPU's last exit"
+            }
+            .to_string(),
             hypervisor: format!("Basalt {}", crate::boot::VERSION),
             host: None,
         }
@@ -531,7 +542,7 @@ impl DebugControl for Appliance {
         if let Some(user) = crate::vbd::in_use(disk_name) {
             return Err(user);
         }
-        let target = LiveTarget::open(id)?;
+        let target = LiveTarget { for_core: true, ..LiveTarget::open(id)? };
         let slot = target.inspection.clone();
         let paused = Paused::new(id, &slot)?;
         let size = core_size(&target).map_err(|error| error.to_string())?;
