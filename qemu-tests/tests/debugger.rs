@@ -34,8 +34,10 @@
 //!   1 vCPU) to `BASALT-LINUX-READY`, back to the shell, `mdb linux1`: `::cpustack`
 //!   names every frame by symbol (kallsyms: the image's vmlinuz carries no .symtab),
 //!   at least four of them, down to where a kernel stack begins (start_kernel's entry
-//!   for the idle task, the system-call entry, ret_from_fork) — where the vCPU was
-//!   when it was paused (idle, in a system call, in an interrupt) varies; `::msgbuf`
+//!   for the idle task, the system-call entry, ret_from_fork, or an `asm_*` interrupt
+//!   stub when the interrupt came from user mode) without the unwinder giving up —
+//!   where the vCPU was when it was paused (idle, in a system call, in an interrupt)
+//!   varies; `::msgbuf`
 //!   holds the kernel's boot messages (`Linux version 6.1.0-…`, its command line);
 //!   `::evtchns` has a `virq:timer` row and interdomain rows to dom0 owned by
 //!   the xenstore and console back ends; `$q`.
@@ -105,7 +107,9 @@ const LINUX: &str = "linux1";
 /// reach, whatever the vCPU was doing when it was paused (the idle loop, a system call,
 /// a kernel thread), through any interrupt frame on top: the boot CPU's idle task
 /// (start_kernel, called from the entry code), a task that came from user space
-/// (entry_SYSCALL_64, arch/x86/entry/entry_64.S), a kernel thread (ret_from_fork).
+/// (entry_SYSCALL_64, arch/x86/entry/entry_64.S), a kernel thread (ret_from_fork). An
+/// interrupt or exception taken in user mode ends the kernel stack at its entry stub
+/// instead, whose name starts with [`LINUX_ENTRY_STUB_PREFIX`].
 const LINUX_STACK_BOTTOMS: [&str; 5] = [
     "secondary_startup_64_no_verify",
     "start_kernel",
@@ -113,6 +117,12 @@ const LINUX_STACK_BOTTOMS: [&str; 5] = [
     "entry_SYSCALL_64_after_hwframe",
     "ret_from_fork",
 ];
+/// The interrupt and exception entry stubs (arch/x86/include/asm/idtentry.h:
+/// `asm_sysvec_xen_hvm_callback`, `asm_exc_page_fault`, ...).
+const LINUX_ENTRY_STUB_PREFIX: &str = "asm_";
+/// What `::cpustack` prints when its unwinder gave up before the end of the stack
+/// (`(unwinding by ORC stopped: <why>)`).
+const UNWINDING_STOPPED: &str = " stopped: ";
 /// Fewest frames a Linux kernel stack has from its entry to wherever it runs (the idle
 /// task: start_kernel, arch_call_rest_init, rest_init, cpu_startup_entry, do_idle, ...).
 const LINUX_MINIMUM_FRAMES: usize = 4;
@@ -281,9 +291,16 @@ fn frames_in_order<'a>(output: &str, wanted: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// The frame lines of `::cpustack` output (`name+0x1d()` or, for an address no symbol
-/// covers, `0x101149()`), log lines dropped.
+/// covers, `0x101149()`); log lines and the dcmd's notes (`(no frame chain: ...)`,
+/// `(unwinding by ... stopped: ...)`) dropped.
 fn frame_lines(output: &str) -> Vec<&str> {
-    output_lines(output).into_iter().filter(|line| line.ends_with(')')).collect()
+    output_lines(output).into_iter().filter(|line| line.ends_with(')') && !line.starts_with('(')).collect()
+}
+
+/// The dcmd's notes in `::cpustack` output: a stack scan instead of a frame chain, an
+/// unwinder that gave up.
+fn stack_notes(output: &str) -> Vec<&str> {
+    output_lines(output).into_iter().filter(|line| line.starts_with('(')).collect()
 }
 
 /// Frame lines that name no symbol (a bare address).
@@ -557,6 +574,10 @@ fn check_live_session(machine: &mut Machine, (id, marker): (u32, u64), failures:
     // Below callchain_a: main, basalt_guest_main and rt_start, whose calls to the
     // never-returning function after them are their last instructions — so their return
     // addresses are one past their ends, and only a lookup of the call (pc - 1) names them.
+    let notes = stack_notes(&stack);
+    failures.soft(machine.check(notes.is_empty(), || {
+        format!("`::cpustack` should follow callchain's frame-pointer chain to its end, noted {notes:?} in:\n{stack}")
+    }))?;
     let unnamed = unnamed_frames(&stack);
     failures.soft(machine.check(unnamed.is_empty(), || {
         format!("every `::cpustack` frame should name its function (the guest has a .symtab), unnamed {unnamed:?} in:\n{stack}")
@@ -738,10 +759,11 @@ fn mdb_on_a_linux_domain() -> Result<()> {
         failures.soft(machine.check(
             frames.len() >= LINUX_MINIMUM_FRAMES
                 && unnamed_frames(&stack).is_empty()
-                && LINUX_STACK_BOTTOMS.contains(&bottom),
+                && !stack_notes(&stack).iter().any(|note| note.contains(UNWINDING_STOPPED))
+                && (LINUX_STACK_BOTTOMS.contains(&bottom) || bottom.starts_with(LINUX_ENTRY_STUB_PREFIX)),
             || {
                 format!(
-                    "`::cpustack` of {LINUX} should name at least {LINUX_MINIMUM_FRAMES} frames, all by symbol (kallsyms), down to one of {LINUX_STACK_BOTTOMS:?}, printed:\n{stack}"
+                    "`::cpustack` of {LINUX} should name at least {LINUX_MINIMUM_FRAMES} frames, all by symbol (kallsyms), down to one of {LINUX_STACK_BOTTOMS:?} or an {LINUX_ENTRY_STUB_PREFIX}* entry stub (an interrupt from user mode), without giving up, printed:\n{stack}"
                 )
             },
         ))?;
