@@ -82,11 +82,22 @@ fn run_cpustack(debuggee: &Debuggee<'_>, call: &DcmdCall<'_>, out: &mut dyn fmt:
     if unwinding.method == Method::Scan {
         writeln!(out, "(no frame chain: {})", unwinding.method.name())?;
     }
-    for frame in &unwinding.frames {
+    for (index, frame) in unwinding.frames.iter().enumerate() {
         if options.has('v') {
             write!(out, "{:016x} {:016x} ", frame.sp, frame.frame_pointer)?;
         }
-        match symbols.by_address(frame.pc) {
+        // A caller's pc is a return address: the instruction after the call, which is
+        // past the end of the caller when the call was its last instruction (a call to
+        // a function that never returns). The call itself, at pc - 1, names the caller.
+        let named = if index == 0 {
+            symbols.by_address(frame.pc)
+        } else {
+            symbols
+                .by_address(frame.pc.wrapping_sub(1))
+                .map(|(symbol, _)| (symbol, frame.pc - symbol.address))
+                .or_else(|| symbols.by_address(frame.pc))
+        };
+        match named {
             Some((symbol, 0)) => writeln!(out, "{}()", Printable(&symbol.name))?,
             Some((symbol, offset)) => writeln!(out, "{}+{offset:#x}()", Printable(&symbol.name))?,
             None => writeln!(out, "{:#x}()", frame.pc)?,

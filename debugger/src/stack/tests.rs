@@ -164,3 +164,14 @@ fn orc_entry_formats_by_release() {
     assert_eq!(orc::Format::for_release(Some((6, 1))), orc::Format::Before6_3);
     assert_eq!(orc::Format::for_release(Some((6, 8))), orc::Format::From6_4);
 }
+
+#[test]
+fn a_return_address_just_past_its_caller_names_the_caller() {
+    // b's call to c is b's last instruction (c never returns): the return address is
+    // b's end, which no symbol contains; the frame is still b's.
+    let mut target = fp_target(false);
+    let frame_c = STACK + 0x20;
+    target.write_virtual(frame_c + 8, 0x20_0f00 + 0x28, &0x40_2100u64.to_le_bytes());
+    let debuggee = Debuggee::new(Box::new(target));
+    assert_eq!(cpustack(&debuggee, &[]), "c+0x10()\nb+0x100()\na+0x25()\n");
+}
