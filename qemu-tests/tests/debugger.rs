@@ -6,30 +6,33 @@
 //! Two tests, each one QEMU boot (TCG, AMD SVM + NPT, BIOS, IDE boot disk,
 //! `build/basalt-test.img`) with every check on it; they run in parallel (two machines,
 //! the most the 2-core CI box takes):
-//! - `mdb_and_dump_core_of_a_test_guest` (2 CPUs, 512 MiB, two 64 MiB zeroed virtio-blk
-//!   disks the test creates: `vda` for the core, `vdb` for a disk held by a domain):
-//!   `create callchain` (qemu-tests/guests/callchain: it prints `CALLCHAIN-READY
-//!   marker=0x<address of "BASALT-MDB-MARKER-0123456789">` and spins in `callchain_c`,
-//!   called from `callchain_b`, called from `callchain_a`, built with frame pointers, in
-//!   long mode on 4-level page tables). Then `mdb callchain`: the prompt is `> `;
-//!   `::status` names the domain; `::cpuregs` has `%rip` inside `callchain_c` (its
-//!   extent read from the guest's ELF on the host, `nm -S`); `::cpustack` names
-//!   `callchain_c`, `callchain_b`, `callchain_a` innermost first, and every frame below
-//!   them by name too; `<marker>/s` prints the string; `::evtchns` lists the console's interdomain channel to dom0;
-//!   `callchain_c::dis` disassembles its frame set-up (`push %rbp`); `::nm` has
-//!   `callchain_b` at its ELF address; a malformed expression, an address no page table
-//!   maps and one that maps to memory the domain does not have each print one `error:`
-//!   line and the session goes on; `$q` returns to `basalt> `. `dump-core callchain vda`
-//!   of the running domain prints `dump-core: wrote N bytes to vda, sha256 H`, and the
-//!   domain runs on (`list`: not paused, crashed or dying; its CPU time grows). Then
-//!   paused (`pause`), a second `mdb` session reads `::cpuregs` and `::cpustack` and a
-//!   second dump-core writes the paused domain (which stays paused: the pause is the
-//!   operator's). A dump-core onto `vdb`, which `block-attach` gave to callchain, is
-//!   refused in one `error:` line. After the shell's `poweroff`, on the host: the
-//!   sha256 of the first N bytes of vda's image is H; vdb's image is still all zero;
-//!   `basalt-mdb <vda image> -e <dcmd>` names the domain (`::status`) and prints the
-//!   paused session's `%rip`, `%rsp`, `%cr3` (`::cpuregs`) and stack (`::cpustack`)
-//!   exactly, the marker string (`<marker>/s`) and the console's channel (`::evtchns`).
+//! - `mdb_and_dump_core_of_a_test_guest` (2 CPUs, 512 MiB, three 64 MiB zeroed virtio-blk
+//!   disks the test creates: `vda` for the cores, `vdb` for a disk held by a domain,
+//!   `vdc` for a `--crash` core): `create callchain` (qemu-tests/guests/callchain: it
+//!   prints `CALLCHAIN-READY marker=0x<address of "BASALT-MDB-MARKER-0123456789">` and
+//!   spins in `callchain_c`, called from `callchain_b`, called from `callchain_a`, built
+//!   with frame pointers, in long mode on 4-level page tables). Then `mdb callchain`: the
+//!   prompt is `> `; `::status` names the domain; `::cpuregs` has `%rip` inside
+//!   `callchain_c` (its extent read from the guest's ELF on the host, `nm -S`);
+//!   `::cpustack` names `callchain_c`, `callchain_b`, `callchain_a` innermost first, and
+//!   every frame below them by name too; `<marker>/s` prints the string; `::evtchns`
+//!   lists the console's interdomain channel to dom0; `callchain_c::dis` disassembles its
+//!   frame set-up (`push %rbp`); `::nm` has `callchain_b` at its ELF address; a malformed
+//!   expression, an address no page table maps and one that maps to memory the domain
+//!   does not have each print one `error:` line and the session goes on; `$q` returns to
+//!   `basalt> `. `dump-core callchain vda` of the running domain prints `dump-core: wrote
+//!   N bytes to vda, sha256 H`, and the domain runs on (`list`: not paused, crashed or
+//!   dying; its CPU time grows). Then paused (`pause`), a second `mdb` session reads
+//!   `::cpuregs` and `::cpustack` and a second dump-core writes the paused domain (which
+//!   stays paused: the pause is the operator's). A dump-core onto `vdb`, which
+//!   `block-attach` gave to callchain, is refused in one `error:` line. `dump-core
+//!   --crash callchain vdc` leaves the domain crashed (`list`: `c`, CPU time still).
+//!   After the shell's `poweroff`, on the host: the sha256 of the first N bytes of vda's
+//!   image is H; vdb's image is still all zero; `basalt-mdb <vda image> -e <dcmd>` names
+//!   the domain (`::status`) and prints the paused session's `%rip`, `%rsp`, `%cr3`
+//!   (`::cpuregs`) and stack (`::cpustack`) exactly, the marker string (`<marker>/s`) and
+//!   the console's channel (`::evtchns`); vdc's first bytes have the `--crash` core's
+//!   sha256 and `basalt-mdb` opens it.
 //! - `mdb_on_a_linux_domain` (2 CPUs, 1 GiB): `create linux1` (Debian's cloud kernel,
 //!   1 vCPU) to `BASALT-LINUX-READY`, back to the shell, `mdb linux1`: `::cpustack`
 //!   names every frame by symbol (kallsyms: the image's vmlinuz carries no .symtab),
@@ -90,7 +93,9 @@ const COMPARED_REGISTERS: [&str; 3] = ["%rip", "%rsp", "%cr3"];
 /// The disk the cores are written to, and the one a domain holds.
 const CORE_DISK: &str = "vda";
 const HELD_DISK: &str = "vdb";
-/// Size of both disks: the 32 MiB domain's core (memory, page-table frames aside, plus
+/// The disk `dump-core --crash` writes to.
+const CRASH_DISK: &str = "vdc";
+/// Size of each disk: the 32 MiB domain's core (memory, page-table frames aside, plus
 /// headers) fits with room to spare.
 const DISK_BYTES: u64 = 64 << 20;
 
@@ -352,12 +357,12 @@ fn list_row(machine: &mut Machine, name: &str) -> Result<(Option<ListRow>, Strin
     Ok((rows.into_iter().find(|row| row.name == name), table))
 }
 
-/// `list` twice, `wait` apart: the domain must be in state `state` (its letters
-/// `rbpscd` as a regex) both times and, if `must_run`, its CPU time must have grown.
+/// `list` twice, 3 s apart: the domain must be in state `state` (its letters `rbpscd`
+/// as a regex) both times, and its CPU time must grow if `runs`, else stay the same.
 fn check_state(
     machine: &mut Machine,
     name: &str,
-    (state, must_run): (&str, bool),
+    (state, runs): (&str, bool),
     when: &str,
     failures: &mut Failures,
 ) -> Result<()> {
@@ -369,30 +374,38 @@ fn check_state(
         (Some(first), Some(second)) => {
             qemu_tests::console_text::line_matches(&pattern, &first.state)
                 && qemu_tests::console_text::line_matches(&pattern, &second.state)
-                && (!must_run || second.seconds > first.seconds)
+                && (second.seconds > first.seconds) == runs
         }
         _ => false,
     };
     failures.soft(machine.check(good, || {
-        let running = if must_run { " and its CPU time should grow" } else { "" };
+        let time = if runs { "grow" } else { "stay the same" };
         format!(
-            "{when}: `list` should show {name} in state {pattern}{running}:\n{first_table}\n3 s later:\n{second_table}"
+            "{when}: `list` should show {name} in state {pattern}, its CPU time should {time}:\n{first_table}\n3 s later:\n{second_table}"
         )
     }))
 }
 
-/// Types `dump-core <domain> <disk>` and waits (up to [`DUMP_TIMEOUT`]) for its last
-/// line `dump-core: wrote <N> bytes to <disk>, sha256 <H>` and the prompt; returns N and
-/// H. Anything else (an `error:` line, no final line) stops the test.
-fn dump_core(machine: &mut Machine, domain: &str, disk: &str) -> Result<(u64, String)> {
-    let command = format!("dump-core {domain} {disk}");
+/// What a dump-core reported: the core's size and sha256, and what it printed after
+/// its `wrote` line.
+struct Dumped {
+    bytes: u64,
+    sum: String,
+    after: String,
+}
+
+/// Types `dump-core <arguments> <disk>` and waits (up to [`DUMP_TIMEOUT`]) for its line
+/// `dump-core: wrote <N> bytes to <disk>, sha256 <H>` and the prompt. Anything else (an
+/// `error:` line, no such line) stops the test.
+fn dump_core(machine: &mut Machine, arguments: &str, disk: &str) -> Result<Dumped> {
+    let command = format!("dump-core {arguments} {disk}");
     let started = Instant::now();
     machine.skip_pending_output();
     machine.send_line(&command)?;
     let done = Pattern::regex(&format!(r"dump-core: wrote \d+ bytes to {disk}, sha256 [0-9a-f]+\n|error:.*\n"));
     let text =
         machine.expect(done, DUMP_TIMEOUT).map_err(|error| error.context(format!("the last line of `{command}`")))?;
-    let rest = machine.expect_prompt().map_err(|error| error.context(format!("the prompt after `{command}`")))?;
+    let after = machine.expect_prompt().map_err(|error| error.context(format!("the prompt after `{command}`")))?;
     let last = text.lines().last().unwrap_or_default();
     let parsed = last.split_once("dump-core: wrote ").and_then(|(_, rest)| {
         let (bytes, rest) = rest.split_once(" bytes to ")?;
@@ -402,10 +415,10 @@ fn dump_core(machine: &mut Machine, domain: &str, disk: &str) -> Result<(u64, St
     match parsed {
         Some((bytes, sum)) if sum.len() == 64 && bytes > 0 => {
             eprintln!("[{}] `{command}`: {bytes} bytes in {:.1} s", machine.name(), started.elapsed().as_secs_f64());
-            Ok((bytes, sum))
+            Ok(Dumped { bytes, sum, after })
         }
         _ => Err(machine.fail(format!(
-            "`{command}` should end with \"dump-core: wrote N bytes to {disk}, sha256 <64 hex digits>\", printed:\n{text}{rest}"
+            "`{command}` should print \"dump-core: wrote N bytes to {disk}, sha256 <64 hex digits>\", printed:\n{text}{after}"
         ))),
     }
 }
@@ -657,10 +670,11 @@ fn check_dump_refused(machine: &mut Machine, failures: &mut Failures) -> Result<
 /// the core disk's image seeing what the paused live session saw.
 fn check_core_on_host(
     (core_image, held_image): (&Path, &Path),
-    (bytes, sum): (u64, &str),
+    core: &Dumped,
     (id, marker, paused): (u32, u64, &PausedView),
     failures: &mut Failures,
 ) -> Result<()> {
+    let (bytes, sum) = (core.bytes, core.sum.as_str());
     let host_sum = host_sha256_prefix(core_image, bytes)?;
     failures.soft(ensure(host_sum == sum, || {
         format!("the first {bytes} bytes of {} have sha256 {host_sum}, dump-core said {sum}", core_image.display())
@@ -701,6 +715,42 @@ fn check_core_on_host(
     }))
 }
 
+/// `dump-core --crash` of the running domain onto [`CRASH_DISK`]: after the `wrote`
+/// line it says `dump-core: domain <id> left paused and marked crashed`, and `list`
+/// shows the domain crashed and no longer running (its config preserves a crashed
+/// domain).
+fn check_dump_and_crash(machine: &mut Machine, id: u32, failures: &mut Failures) -> Result<Dumped> {
+    let crash = dump_core(machine, &format!("--crash {GUEST}"), CRASH_DISK)?;
+    let expected = format!("dump-core: domain {id} left paused and marked crashed");
+    failures.soft(machine.check(output_lines(&crash.after).contains(&expected.as_str()), || {
+        format!(
+            "`dump-core --crash {GUEST} {CRASH_DISK}` should end with {expected:?}, printed after its last line:\n{}",
+            crash.after
+        )
+    }))?;
+    // xl's letters: a crashed domain shows `c`; it does not run (whether `p` shows too
+    // is the list's business, not the debugger's).
+    check_state(machine, GUEST, ("[r-][b-][p-]-c[d-]", false), "after dump-core --crash", failures)?;
+    Ok(crash)
+}
+
+/// After QEMU exited: the `--crash` core's checksum, and `basalt-mdb` opens it.
+fn check_crash_core_on_host(image: &Path, crash: &Dumped, id: u32, failures: &mut Failures) -> Result<()> {
+    let host_sum = host_sha256_prefix(image, crash.bytes)?;
+    failures.soft(ensure(host_sum == crash.sum, || {
+        format!(
+            "the first {} bytes of {} have sha256 {host_sum}, dump-core --crash said {}",
+            crash.bytes,
+            image.display(),
+            crash.sum
+        )
+    }))?;
+    let status = run_host_mdb(image, &["::status"])?;
+    failures.soft(ensure(status.contains(&format!("domain {id} ({GUEST})")), || {
+        format!("basalt-mdb's `::status` of the --crash core should name domain {id} ({GUEST}), printed:\n{status}")
+    }))
+}
+
 #[test]
 fn mdb_and_dump_core_of_a_test_guest() -> Result<()> {
     let name = "mdb_and_dump_core_of_a_test_guest";
@@ -708,10 +758,12 @@ fn mdb_and_dump_core_of_a_test_guest() -> Result<()> {
     let mut images = DiskImages::new(name)?;
     let core_image = images.create("core.img")?;
     let held_image = images.create("held.img")?;
+    let crash_image = images.create("crash.img")?;
     let mut config = MachineConfig::standard(EmulatorKind::Qemu).with_image(test_image()).with_memory_mib(512);
     ensure_test_image(&config.image, "it needs the callchain guest, `make guests`")?;
     config.extra_args.extend(virtio_disk_args(&core_image, "core"));
     config.extra_args.extend(virtio_disk_args(&held_image, "held"));
+    config.extra_args.extend(virtio_disk_args(&crash_image, "crash"));
     let result = boot_and_check(config, name, |machine, failures| {
         let (id, marker) = start_callchain(machine)?;
         eprintln!("[{name}] {GUEST} is domain {id}, marker at {marker:#x}");
@@ -724,13 +776,15 @@ fn mdb_and_dump_core_of_a_test_guest() -> Result<()> {
 
         machine.run_command(&format!("pause {GUEST}"))?;
         let paused = paused_session(machine, failures)?;
-        let (bytes, sum) = dump_core(machine, GUEST, CORE_DISK)?;
+        let core = dump_core(machine, GUEST, CORE_DISK)?;
         check_state(machine, GUEST, ("[r-][b-]p---", false), "after dump-core of the paused domain", failures)?;
         machine.run_command(&format!("unpause {GUEST}"))?;
 
         check_dump_refused(machine, failures)?;
+        let crash = check_dump_and_crash(machine, id, failures)?;
         power_off_machine(machine)?;
-        check_core_on_host((&core_image, &held_image), (bytes, &sum), (id, marker, &paused), failures)
+        check_core_on_host((&core_image, &held_image), &core, (id, marker, &paused), failures)?;
+        check_crash_core_on_host(&crash_image, &crash, id, failures)
     });
     result.map_err(|error| {
         images.keep = true;
