@@ -211,9 +211,13 @@ pub fn read_virtual(
         let translation = translate(target, registers, at)?;
         let in_page = (translation.page_size - (at & (translation.page_size - 1))) as usize;
         let length = in_page.min(buffer.len() - done).min(4096 - (at & 0xfff) as usize);
-        target
-            .read_physical(translation.physical, &mut buffer[done..done + length])
-            .map_err(|_| TargetError::Unmapped { space: AddressSpace::Virtual, address: at })?;
+        target.read_physical(translation.physical, &mut buffer[done..done + length]).map_err(|error| match error {
+            TargetError::Unmapped { space: AddressSpace::Physical, address } => TargetError::NoMemoryBehind {
+                virtual_address: at + (address - translation.physical),
+                physical_address: address,
+            },
+            other => other,
+        })?;
         done += length;
     }
     Ok(())
@@ -248,6 +252,20 @@ mod tests {
             Err(TargetError::Unmapped { space: AddressSpace::Virtual, address: 0x80_0000 })
         );
         assert!(translate(&target, &registers, 0x8000_0000_0000_0000).is_err());
+    }
+
+    #[test]
+    fn a_mapping_to_memory_the_domain_lacks_says_so() {
+        let mut target = FakeTarget::new();
+        target.write_virtual(0x40_0000, 0x30_0000, b"x");
+        target.map_virtual(0xc000_0000, 0x7000_0000);
+        target.pages.remove(&0x7000_0000);
+        let registers = target.registers(0).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            read_virtual(&target, &registers, 0xc000_0010, &mut byte),
+            Err(TargetError::NoMemoryBehind { virtual_address: 0xc000_0010, physical_address: 0x7000_0010 })
+        );
     }
 
     #[test]

@@ -47,6 +47,9 @@ impl AddressSpace {
 pub enum TargetError {
     /// Nothing is mapped at this address.
     Unmapped { space: AddressSpace, address: u64 },
+    /// A virtual address translates, but the domain has no memory at the guest-physical
+    /// address it maps to.
+    NoMemoryBehind { virtual_address: u64, physical_address: u64 },
     /// There is no such vCPU.
     NoSuchVcpu(u32),
     /// The target cannot do this at all (e.g. machine addresses in a core).
@@ -62,6 +65,10 @@ impl fmt::Display for TargetError {
             TargetError::Unmapped { space, address } => {
                 write!(formatter, "no mapping for {} address {address:#x}", space.name())
             }
+            TargetError::NoMemoryBehind { virtual_address, physical_address } => write!(
+                formatter,
+                "virtual address {virtual_address:#x} maps to guest-physical {physical_address:#x}, which the domain does not have"
+            ),
             TargetError::NoSuchVcpu(vcpu) => write!(formatter, "no vCPU {vcpu}"),
             TargetError::Unsupported(what) => write!(formatter, "{what}: not supported by this target"),
             TargetError::Damaged(why) => formatter.write_str(why),
