@@ -507,14 +507,23 @@ impl DebugControl for Appliance {
         let target = LiveTarget::open(id)?;
         let inspection = target.inspection.clone();
         let facts = debug::facts(id).map_err(|error| error.to_string())?;
-        let symbols = match target.symbol_file_name() {
-            Some(name) => format!("symbols from {name}"),
-            None => match &target.kernel {
-                Some((name, _)) => format!("no symbols ({name} is not an ELF file)"),
-                None => "no symbols".to_string(),
-            },
-        };
+        let kernel_file = target.symbol_file_name().map(String::from);
+        let kernel_name = target.kernel.as_ref().map(|(name, _)| name.clone());
         let session = Session::new(Box::new(target));
+        // Symbols are loaded now, with the domain held still (kallsyms are read out of
+        // guest memory), so the banner says what the dcmds will have.
+        let symbols = {
+            let _paused = Paused::new(id, &inspection)?;
+            let table = session.debuggee().symbols();
+            match (&kernel_file, &kernel_name) {
+                _ if table.is_empty() => match &kernel_name {
+                    Some(name) => format!("no symbols (none in {name}, no kallsyms found)"),
+                    None => "no symbols".to_string(),
+                },
+                (Some(file), _) if table.source.starts_with("ELF") => format!("{} symbols from {file}", table.len()),
+                _ => format!("{} symbols ({})", table.len(), table.source),
+            }
+        };
         // The trait gives no output here: the banner goes straight to the line the
         // shell is on, before its first `> ` prompt.
         basalt_kernel::console::serial::write_bytes(
