@@ -9,6 +9,9 @@ pub mod memory;
 pub mod stack;
 pub mod xen;
 
+#[cfg(test)]
+mod core_tests;
+
 const DCMD_TABLES: &[&[Dcmd]] = &[builtin::DCMDS, memory::DCMDS, stack::DCMDS, xen::DCMDS];
 const WALKER_TABLES: &[&[Walker]] = &[builtin::WALKERS, memory::WALKERS, stack::WALKERS, xen::WALKERS];
 

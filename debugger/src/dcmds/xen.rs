@@ -91,7 +91,27 @@ appliance; a core file knows only its own domain.",
     },
 ];
 
-pub const WALKERS: &[Walker] = &[];
+pub const WALKERS: &[Walker] = &[
+    Walker {
+        name: "cpu",
+        summary: "every vCPU's number (`::walk cpu | ::cpustack` prints every stack)",
+        walk: walk_vcpus,
+    },
+    Walker { name: "evtchn", summary: "the port of every event channel of the domain", walk: walk_event_channels },
+    Walker { name: "grant", summary: "the reference of every in-use grant entry", walk: walk_grants },
+];
+
+fn walk_vcpus(debuggee: &Debuggee<'_>, _start: Option<u64>) -> DcmdResult {
+    Ok((0..u64::from(debuggee.target().info().vcpus)).collect())
+}
+
+fn walk_event_channels(debuggee: &Debuggee<'_>, _start: Option<u64>) -> DcmdResult {
+    Ok(debuggee.target().event_channels()?.iter().map(|channel| u64::from(channel.port)).collect())
+}
+
+fn walk_grants(debuggee: &Debuggee<'_>, _start: Option<u64>) -> DcmdResult {
+    Ok(debuggee.target().grants()?.iter().map(|grant| u64::from(grant.reference)).collect())
+}
 
 /// Most vCPUs a dcmd looks at (a domain cannot have more; bounds loops over a
 /// count a core file supplies).
