@@ -53,7 +53,7 @@ QEMU_RUN_FLAGS ?= -accel tcg -cpu qemu64,+svm,+npt -smp 2 -m 2048 -machine pc \
 	-drive file=$(IMG),format=raw,if=ide,snapshot=on \
 	-serial mon:stdio -display none -device isa-debug-exit,iobase=0xf4,iosize=0x04
 
-.PHONY: all image hypervisor hypervisor-elf guests test-image run test unit-test qemu-test bench bench-image fuzz clean deps image-deps emulator-deps bench-deps rust-target fmt-check guest-kernel guest-linux
+.PHONY: fuzz-ci all image hypervisor hypervisor-elf guests test-image run test unit-test qemu-test bench bench-image fuzz clean deps image-deps emulator-deps bench-deps rust-target fmt-check guest-kernel guest-linux
 
 all: image
 
@@ -201,7 +201,7 @@ qemu-test: emulator-deps image test-image
 	$(CARGO) build -p basalt-debugger --release --bin basalt-mdb
 	$(CARGO) test -p qemu-tests --release --test boot --test guests --test bochs --test linux --test disks --test debugger
 
-test: deps unit-test qemu-test
+test: deps unit-test fuzz-ci qemu-test
 
 bench: emulator-deps bench-deps image test-image bench-image $(GUEST_VMLINUX)
 	$(CARGO) run -p qemu-tests --release --bin boot-bench
@@ -257,6 +257,23 @@ fuzz:
 	cd shell && for t in shell_input tokenize; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 	cd kernel && for t in cmdline acpi_tables elf_symbols hypercall_dispatch guest_paging exit_decode mmio_decode event_channel_ops grant_table_ops; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 	cd builtin-dom0 && for t in pvh_elf bzimage xl_config xenstore_wire pci_enumerate partition_table blkif_ring blkif_handshake; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+	cd debugger && for t in $(DEBUGGER_FUZZ_TARGETS); do $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; done
+
+# The debugger's parsers of user and file input (an mdb command line, a core file) are
+# fuzzed in every `make test` for a bounded time (FUZZ_CI_SECONDS per target) when the
+# machine has a nightly toolchain with cargo-fuzz; a crash fails the run. Without one,
+# one line says so, and the same fuzz bodies still run in unit-test over fixed
+# pseudo-random inputs (lang::tests, core_file::tests).
+DEBUGGER_FUZZ_TARGETS := mdb_line core_file
+FUZZ_CI_SECONDS ?= 30
+fuzz-ci:
+	@if $(CARGO) +nightly fuzz --version >/dev/null 2>&1; then \
+	  cd debugger && for t in $(DEBUGGER_FUZZ_TARGETS); do \
+	    echo "fuzz-ci: $$t for $(FUZZ_CI_SECONDS) s"; \
+	    $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_CI_SECONDS) -print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|==|SUMMARY|Test unit written)|panicked" ; \
+	    test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	  done; \
+	else echo "fuzz-ci: no nightly toolchain with cargo-fuzz on this machine; the fuzz bodies ran in unit-test only"; fi
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -804,6 +804,10 @@ fn mdb_on_a_linux_domain() -> Result<()> {
         let boot = await_ready(machine, LINUX, LINUX_BOOT_TIMEOUT)?;
         eprintln!("[{name}] {LINUX} ready after {:.1} s", boot.as_secs_f64());
         detach(machine, LINUX)?;
+        // Let the guest's shell go back to sleep, so the vCPU is normally in the kernel
+        // (idle, or an interrupt) when mdb pauses it rather than in busybox's user code,
+        // whose frames have no kernel symbols.
+        std::thread::sleep(Duration::from_secs(2));
 
         let started = Instant::now();
         mdb_open(machine, LINUX)?;
