@@ -155,6 +155,17 @@ pub fn parse_number(text: &str) -> Result<u64, DcmdError> {
     u64::from_str_radix(digits, radix).map_err(|_| DcmdError::Usage(alloc::format!("'{text}' is not a number")))
 }
 
+/// The vCPU a dcmd with a `-c cpu` option is about: `-c`'s value, else the address
+/// before `::` (`1::cpuregs`, and each vCPU of `::walk cpu | ...`), else the current one.
+pub fn selected_vcpu(debuggee: &Debuggee<'_>, call: &DcmdCall<'_>, options: &Options) -> Result<u32, DcmdError> {
+    let vcpu = match (options.value('c'), call.address) {
+        (Some(text), _) => parse_number(text)?,
+        (None, Some(address)) => address,
+        (None, None) => u64::from(debuggee.current_vcpu()),
+    };
+    u32::try_from(vcpu).map_err(|_| DcmdError::Failed(alloc::format!("no vCPU {vcpu}")))
+}
+
 /// The debugged domain as the dcmds see it: the target, the kernel's symbols (loaded
 /// on first use), and the current vCPU (`::cpuregs` etc. default to it; virtual
 /// addresses go through its page tables).

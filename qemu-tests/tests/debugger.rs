@@ -60,6 +60,7 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::config::workspace_root;
 use qemu_tests::console_text::output_lines;
+use qemu_tests::disk_images::DiskImages;
 use qemu_tests::domains::{attach, boot_and_check, create, detach, ensure_test_image, list, test_image, ListRow};
 use qemu_tests::linux_console::{await_ready, linux_test_config, LINUX_BOOT_TIMEOUT};
 use qemu_tests::machine::after_echo;
@@ -136,40 +137,6 @@ const LINUX_MINIMUM_FRAMES: usize = 4;
 const LINUX_MESSAGES: [&str; 2] = ["Linux version 6.1.0-", "Command line: console=hvc0 earlyprintk=xen"];
 
 // --- disk images ---------------------------------------------------------------------
-
-/// The test's disk images, in a directory removed on drop unless `keep` is set.
-struct DiskImages {
-    directory: PathBuf,
-    keep: bool,
-}
-
-impl DiskImages {
-    /// A fresh directory for test `name`.
-    fn new(name: &str) -> Result<Self> {
-        let directory = std::env::temp_dir().join(format!("basalt-debugger-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&directory);
-        std::fs::create_dir_all(&directory)
-            .map_err(|error| Error::new(format!("creating {}: {error}", directory.display())))?;
-        Ok(Self { directory, keep: false })
-    }
-
-    /// Creates the zeroed (sparse) [`DISK_BYTES`] image `file_name`.
-    fn create(&self, file_name: &str) -> Result<PathBuf> {
-        let path = self.directory.join(file_name);
-        let file = std::fs::File::create(&path)
-            .map_err(|error| Error::new(format!("creating {}: {error}", path.display())))?;
-        file.set_len(DISK_BYTES).map_err(|error| Error::new(format!("sizing {}: {error}", path.display())))?;
-        Ok(path)
-    }
-}
-
-impl Drop for DiskImages {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.directory);
-        }
-    }
-}
 
 /// QEMU arguments attaching `image` (raw) as a virtio-blk disk with drive id `id`; the
 /// first on the command line is dom0's `vda`, the second `vdb`.
@@ -755,10 +722,10 @@ fn check_crash_core_on_host(image: &Path, crash: &Dumped, id: u32, failures: &mu
 fn mdb_and_dump_core_of_a_test_guest() -> Result<()> {
     let name = "mdb_and_dump_core_of_a_test_guest";
     host_mdb()?;
-    let mut images = DiskImages::new(name)?;
-    let core_image = images.create("core.img")?;
-    let held_image = images.create("held.img")?;
-    let crash_image = images.create("crash.img")?;
+    let mut images = DiskImages::new("debugger", name)?;
+    let core_image = images.create("core.img", DISK_BYTES)?;
+    let held_image = images.create("held.img", DISK_BYTES)?;
+    let crash_image = images.create("crash.img", DISK_BYTES)?;
     let mut config = MachineConfig::standard(EmulatorKind::Qemu).with_image(test_image()).with_memory_mib(512);
     ensure_test_image(&config.image, "it needs the callchain guest, `make guests`")?;
     config.extra_args.extend(virtio_disk_args(&core_image, "core"));

@@ -87,6 +87,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use qemu_tests::console_text::output_lines;
+use qemu_tests::disk_images::DiskImages;
 use qemu_tests::domains::{attach, boot_and_check, detach, free_bytes, PROMPT_QUERY_WAIT};
 use qemu_tests::linux_console::{
     linux_command_status, linux_test_config, shut_down_from_inside, LINUX_BOOT_TIMEOUT, LINUX_COMMAND_TIMEOUT,
@@ -221,42 +222,16 @@ impl Drop for MachineSlot {
     }
 }
 
-/// The test's disk images, in a directory removed on drop unless `keep` is set.
-struct DiskImages {
-    directory: PathBuf,
-    keep: bool,
-}
-
-impl DiskImages {
-    /// A fresh directory for test `name`.
-    fn new(name: &str) -> Result<Self> {
-        let directory = std::env::temp_dir().join(format!("basalt-disks-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&directory);
-        std::fs::create_dir_all(&directory)
-            .map_err(|error| Error::new(format!("creating {}: {error}", directory.display())))?;
-        Ok(Self { directory, keep: false })
-    }
-
-    /// Creates the zeroed (sparse) [`DISK_BYTES`] image `file_name`.
-    fn create(&self, file_name: &str) -> Result<PathBuf> {
-        let path = self.directory.join(file_name);
-        let file = std::fs::File::create(&path)
-            .map_err(|error| Error::new(format!("creating {}: {error}", path.display())))?;
-        file.set_len(DISK_BYTES).map_err(|error| Error::new(format!("sizing {}: {error}", path.display())))?;
-        Ok(path)
-    }
-
-    /// [`DiskImages::create`], then [`partition_table`] written into its first sector.
-    fn create_partitioned(&self, file_name: &str) -> Result<PathBuf> {
-        let path = self.create(file_name)?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|error| Error::new(format!("opening {}: {error}", path.display())))?;
-        std::io::Write::write_all(&mut file, &partition_table())
-            .map_err(|error| Error::new(format!("writing the MBR of {}: {error}", path.display())))?;
-        Ok(path)
-    }
+/// A [`DISK_BYTES`] image, then [`partition_table`] written into its first sector.
+fn create_partitioned(images: &DiskImages, file_name: &str) -> Result<PathBuf> {
+    let path = images.create(file_name, DISK_BYTES)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|error| Error::new(format!("opening {}: {error}", path.display())))?;
+    std::io::Write::write_all(&mut file, &partition_table())
+        .map_err(|error| Error::new(format!("writing the MBR of {}: {error}", path.display())))?;
+    Ok(path)
 }
 
 /// The 512-byte MBR of [`PARTITIONS`] (UEFI 2.10 §5.2.1, "Legacy MBR"): four 16-byte
@@ -285,14 +260,6 @@ fn partition_table() -> [u8; 512] {
 /// `disks`' size text of `bytes` (binary units, one decimal) for sizes in MiB.
 fn mib_text(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / MIB as f64)
-}
-
-impl Drop for DiskImages {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.directory);
-        }
-    }
 }
 
 /// Boots QEMU with `extra_args`, runs `checks` and reports every failed check at the
@@ -1035,19 +1002,19 @@ fn check_free(
 /// the virtio-blk machine also runs the claims, destroy-mid-write and blkhostile checks.
 /// After the guests, the shell's `poweroff` and the checks of the images on the host.
 fn disk_integrity(driver: Driver, name: &str) -> Result<()> {
-    let mut images = DiskImages::new(name)?;
-    let disk_image = images.create("disk.img")?;
+    let mut images = DiskImages::new("disks", name)?;
+    let disk_image = images.create("disk.img", DISK_BYTES)?;
     let mut extra_args = driver.qemu_args(&disk_image);
     let second_image = match driver {
         Driver::VirtioBlk => {
-            let stream_image = images.create("stream.img")?;
+            let stream_image = images.create("stream.img", DISK_BYTES)?;
             let drive = format!("file={},format=raw,if=none,id=d1", stream_image.display());
             extra_args.extend(["-drive".into(), drive, "-device".into(), "virtio-blk-pci,drive=d1".into()]);
             Some(stream_image)
         }
         Driver::Nvme => {
             // After the first controller on the command line, so it is nvme1n1.
-            let partitioned_image = images.create_partitioned("partitioned.img")?;
+            let partitioned_image = create_partitioned(&images, "partitioned.img")?;
             let drive = format!("file={},format=raw,if=none,id=d1", partitioned_image.display());
             extra_args.extend(["-drive".into(), drive, "-device".into(), "nvme,serial=basalt1,drive=d1".into()]);
             Some(partitioned_image)

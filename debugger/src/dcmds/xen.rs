@@ -18,7 +18,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
 
-use crate::dcmd::{parse_number, Dcmd, DcmdCall, DcmdError, DcmdResult, Debuggee, Options, Walker};
+use crate::dcmd::{selected_vcpu, Dcmd, DcmdCall, DcmdError, DcmdResult, Debuggee, Options, Walker};
 use crate::paging::PagingMode;
 use crate::symbols::SymbolTable;
 use crate::target::{
@@ -348,12 +348,7 @@ fn run_cpuregs(debuggee: &Debuggee<'_>, call: &DcmdCall<'_>, out: &mut dyn fmt::
     if let Some(word) = options.positional.first() {
         return Err(DcmdError::Usage(format!("unexpected argument '{}'", Printable(word.as_bytes()))));
     }
-    let vcpu = match (options.value('c'), call.address) {
-        (Some(text), _) => parse_number(text)?,
-        (None, Some(address)) => address,
-        (None, None) => u64::from(debuggee.current_vcpu()),
-    };
-    let vcpu = u32::try_from(vcpu).map_err(|_| DcmdError::Failed(format!("no vCPU {vcpu}")))?;
+    let vcpu = selected_vcpu(debuggee, call, &options)?;
     let registers = debuggee.target().registers(vcpu)?;
     write_cpuregs(&registers, debuggee.symbols(), out)?;
     Ok(Vec::new())
