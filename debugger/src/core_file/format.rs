@@ -156,8 +156,8 @@ pub const INVALID_FRAME: u64 = u64::MAX;
 /// namesz, descsz, type and the 4-byte name.
 pub const NOTE_HEADER_SIZE: usize = 16;
 pub const HEADER_DESCRIPTOR_SIZE: usize = 32;
-/// major, minor (u64 each), extraversion[16], compile_info (64+16+32+32),
-/// capabilities[1024], changeset[64], platform_parameters (one unsigned long),
+/// major, minor (u64 each), `extraversion[16]`, compile_info (64+16+32+32),
+/// `capabilities[1024]`, `changeset[64]`, platform_parameters (one unsigned long),
 /// pagesize (u64).
 pub const XEN_VERSION_DESCRIPTOR_SIZE: usize = 8 + 8 + 16 + 144 + 1024 + 64 + 8 + 8;
 const XEN_VERSION_EXTRA_OFFSET: usize = 16;
@@ -352,6 +352,11 @@ const CONTEXT_FS_BASE: usize = offset_of!(VcpuGuestContext, fs_base);
 const CONTEXT_GS_BASE_KERNEL: usize = offset_of!(VcpuGuestContext, gs_base_kernel);
 const CONTEXT_GS_BASE_USER: usize = offset_of!(VcpuGuestContext, gs_base_user);
 
+/// VGCF_i387_valid: arch_get_info_guest (xen/arch/x86/domctl.c) sets it on every
+/// context it returns, HVM included.
+pub const VGCF_I387_VALID: u64 = 1 << 0;
+/// VGCF_in_kernel: a PV vCPU was in its kernel (PV contexts only).
+pub const VGCF_IN_KERNEL: u64 = 1 << 2;
 /// VGCF_online: the vCPU is up.
 pub const VGCF_ONLINE: u64 = 1 << 5;
 const CR0_PAGING: u64 = 1 << 31;
@@ -405,8 +410,11 @@ const SELECTORS: [(usize, U16Field); 6] = [
 const CONTROL_REGISTERS: [(usize, U64Field); 4] =
     [(0, |r| &mut r.cr0), (2, |r| &mut r.cr2), (3, |r| &mut r.cr3), (4, |r| &mut r.cr4)];
 
-/// A guest context as `XEN_DOMCTL_getvcpucontext` fills it for an HVM/PVH vCPU: the
-/// current GS base in `gs_base_user`, the swapped one in `gs_base_kernel`.
+/// A guest context as `XEN_DOMCTL_getvcpucontext` fills it for an HVM/PVH vCPU
+/// (arch_get_info_guest): general registers, selectors, `ctrlreg[0,2,3,4]` as the
+/// guest sees them, `fs_base`, the GS bases split by the ring of CS, and flags
+/// `VGCF_i387_valid` plus `VGCF_online` unless the vCPU is down. The FPU area, debug
+/// registers and `vm_assist` stay zero: [`Registers`] does not carry them.
 pub fn encode_context(registers: &Registers) -> Vec<u8> {
     let mut bytes = vec![0u8; CONTEXT_SIZE];
     let mut copy = *registers;
@@ -419,19 +427,38 @@ pub fn encode_context(registers: &Registers) -> Vec<u8> {
     for (index, field) in CONTROL_REGISTERS {
         put_u64(&mut bytes, CONTEXT_CONTROL_REGISTERS + index * 8, *field(&mut copy));
     }
-    let flags = if registers.state == VcpuRunState::Down { 0 } else { VGCF_ONLINE };
-    put_u64(&mut bytes, CONTEXT_FLAGS, flags);
+    let online = if registers.state == VcpuRunState::Down { 0 } else { VGCF_ONLINE };
+    put_u64(&mut bytes, CONTEXT_FLAGS, VGCF_I387_VALID | online);
     put_u64(&mut bytes, CONTEXT_FS_BASE, registers.fs_base);
-    put_u64(&mut bytes, CONTEXT_GS_BASE_USER, registers.gs_base);
-    put_u64(&mut bytes, CONTEXT_GS_BASE_KERNEL, registers.kernel_gs_base);
+    // Xen names the GS bases by privilege, not by which is loaded: in ring 0 the
+    // loaded base is the kernel's and the swapped one (KERNEL_GS_BASE) the user's.
+    let (kernel, user) = if in_ring_0(registers.cs) {
+        (registers.gs_base, registers.kernel_gs_base)
+    } else {
+        (registers.kernel_gs_base, registers.gs_base)
+    };
+    put_u64(&mut bytes, CONTEXT_GS_BASE_KERNEL, kernel);
+    put_u64(&mut bytes, CONTEXT_GS_BASE_USER, user);
     bytes
 }
 
-/// Registers from one `.xen_prstatus` entry (`context` is [`CONTEXT_SIZE`] bytes).
-/// Xen's context has no EFER: a 64-bit context with paging and PAE on is taken to be
-/// in long mode (EFER.LME|LMA), anything else gets 0. The run state is `Running` for
-/// an online vCPU (Xen does not record whether it was blocked), `Down` otherwise.
-pub fn decode_context(context: &[u8]) -> Registers {
+/// Xen's `ring_0()`: the RPL of CS is 0.
+fn in_ring_0(cs: u16) -> bool {
+    cs & 3 == 0
+}
+
+/// Registers from one `.xen_prstatus` entry (`context` is [`CONTEXT_SIZE`] bytes);
+/// `paravirtualized` for a PV core (magic `XC_CORE_MAGIC`), whose context Xen fills
+/// differently.
+///
+/// Which GS base is loaded: for HVM/PVH Xen put the loaded one in `gs_base_kernel`
+/// when CS is in ring 0 and in `gs_base_user` otherwise; for PV the two are the
+/// kernel's and the user's, and `VGCF_in_kernel` says which one runs. Xen's context
+/// has no EFER: a PV x86_64 guest is always in long mode; an HVM context with CR0.PG
+/// and CR4.PAE is taken to be in long mode (EFER.LME|LMA), anything else gets 0. The
+/// run state is `Running` for an online vCPU (Xen does not record whether it was
+/// blocked), `Down` otherwise.
+pub fn decode_context(context: &[u8], paravirtualized: bool) -> Registers {
     let mut registers = Registers::default();
     if context.len() < CONTEXT_SIZE {
         return registers;
@@ -445,12 +472,15 @@ pub fn decode_context(context: &[u8]) -> Registers {
     for (index, field) in CONTROL_REGISTERS {
         *field(&mut registers) = get_u64(context, CONTEXT_CONTROL_REGISTERS + index * 8);
     }
+    let flags = get_u64(context, CONTEXT_FLAGS);
     registers.fs_base = get_u64(context, CONTEXT_FS_BASE);
-    registers.gs_base = get_u64(context, CONTEXT_GS_BASE_USER);
-    registers.kernel_gs_base = get_u64(context, CONTEXT_GS_BASE_KERNEL);
-    registers.state =
-        if get_u64(context, CONTEXT_FLAGS) & VGCF_ONLINE != 0 { VcpuRunState::Running } else { VcpuRunState::Down };
-    if registers.cr0 & CR0_PAGING != 0 && registers.cr4 & CR4_PAE != 0 {
+    let kernel = get_u64(context, CONTEXT_GS_BASE_KERNEL);
+    let user = get_u64(context, CONTEXT_GS_BASE_USER);
+    let kernel_loaded = if paravirtualized { flags & VGCF_IN_KERNEL != 0 } else { in_ring_0(registers.cs) };
+    (registers.gs_base, registers.kernel_gs_base) = if kernel_loaded { (kernel, user) } else { (user, kernel) };
+    registers.state = if flags & VGCF_ONLINE != 0 { VcpuRunState::Running } else { VcpuRunState::Down };
+    let paged_pae = registers.cr0 & CR0_PAGING != 0 && registers.cr4 & CR4_PAE != 0;
+    if paravirtualized || paged_pae {
         registers.efer = EFER_LONG_MODE_ENABLE | EFER_LONG_MODE_ACTIVE;
     }
     registers

@@ -6,19 +6,27 @@
 //!
 //! # Layout of a core Basalt writes
 //!
-//! A little-endian ELF64 `ET_CORE` file for `EM_X86_64`, no program headers, section
-//! headers right after the ELF header, in this order:
+//! Xen's layout (tools/libs/guest/xg_core.c) with Basalt's sections appended: a
+//! little-endian ELF64 `ET_CORE` file for `EM_X86_64` (`EI_OSABI` 0, `EI_ABIVERSION`
+//! 1, `e_flags` 0), no program headers (`e_phnum` 0, `e_phentsize` 56), section
+//! headers right after the ELF header, `e_shstrndx` 1, in this order:
 //!
-//! | section | contents |
-//! | --- | --- |
-//! | (null) | |
-//! | `.shstrtab` | section names (stored last in the file, as Xen does) |
-//! | `.note.Xen` | notes named "Xen": DUMPCORE_NONE, DUMPCORE_HEADER (magic `XC_CORE_MAGIC_HVM`, vCPU count, page count, page size 4096), DUMPCORE_XEN_VERSION (4.17 "-basalt", the interface Basalt reports to guests), DUMPCORE_FORMAT_VERSION (0.1) |
-//! | `.xen_prstatus` | one x86_64 `vcpu_guest_context` (5168 bytes) per vCPU, as `XEN_DOMCTL_getvcpucontext` fills it for an HVM/PVH vCPU: general registers, selectors, `ctrlreg[0,2,3,4]`, `fs_base`, the active GS base in `gs_base_user` and the swapped one in `gs_base_kernel`, `VGCF_online` unless the vCPU is down |
-//! | `.xen_shared_info` | the shared_info page, when the guest registered one |
-//! | `.basalt_*` | see below; 8-byte aligned |
-//! | `.xen_pages` | page-aligned; every dumped page, 4096 bytes each |
-//! | `.xen_pfn` | one u64 guest frame number per page of `.xen_pages` (Basalt guests are auto-translated PVH); `u64::MAX` marks a slot whose page could not be read (zeros, as Xen pads) |
+//! | section | type, align, entsize | contents |
+//! | --- | --- | --- |
+//! | (null) | | |
+//! | `.shstrtab` | STRTAB, 0, 0 | section names in this order (stored last in the file, as Xen does) |
+//! | `.note.Xen` | NOTE, 0, 0 | notes named "Xen": DUMPCORE_NONE, DUMPCORE_HEADER (magic `XC_CORE_MAGIC_HVM`, vCPU count, page count including filler, page size 4096), DUMPCORE_XEN_VERSION (4.17 "-basalt", the interface Basalt reports to guests; capabilities "hvm-3.0-x86_64"), DUMPCORE_FORMAT_VERSION (0.1) |
+//! | `.xen_prstatus` | PROGBITS, 8, 5168 | one x86_64 `vcpu_guest_context` per vCPU, as `XEN_DOMCTL_getvcpucontext` fills it for an HVM/PVH vCPU: general registers, selectors, `ctrlreg[0,2,3,4]`, `fs_base`, the loaded GS base in `gs_base_kernel` when CS is in ring 0 (else in `gs_base_user`) and the swapped one in the other, flags `VGCF_i387_valid` plus `VGCF_online` unless the vCPU is down; FPU area and debug registers zero (not captured) |
+//! | `.xen_shared_info` | PROGBITS, 8, 4096 | the shared_info page, when the guest registered one |
+//! | `.xen_pages` | PROGBITS, 4096, 4096 | page-aligned; every dumped page, 4096 bytes each |
+//! | `.xen_pfn` | PROGBITS, 8, 8 | one u64 guest frame number per page of `.xen_pages` (Basalt guests are auto-translated PVH), ascending; a page the target could not read is left out and as many zero pages with frame `u64::MAX` end the section, as Xen pads |
+//! | `.basalt_*` | PROGBITS, 8, 0 | see below |
+//!
+//! Xen's sections thus get the indices, name offsets and relative placement
+//! `xl dump-core` gives them; every offset is shifted by the extra section headers.
+//! Xen's writer leaves out guest frames 0xa0-0xbf and 0xf0000-0xfffff (the VGA and
+//! MMIO holes of xg_core_x86.c) whatever the guest has there; Basalt dumps exactly
+//! what the target lists.
 //!
 //! # Basalt sections (version 1, all little-endian)
 //!
@@ -50,18 +58,27 @@
 //!
 //! # Reading
 //!
-//! Sections are found by name, so order does not matter. Required: `.note.Xen` with a
-//! header note, `.xen_prstatus`, `.xen_pages` and exactly one of `.xen_pfn` and
-//! `.xen_p2m` (a PV core: then machine addresses read through the gmfns too).
-//! `.xen_pfn`/`.xen_p2m` are read once at open into a table sorted by frame; reads
-//! binary-search it and fetch the bytes from the source (nothing GB-sized is loaded).
+//! Sections are found by name, so order does not matter, and unknown ones (Xen's
+//! per-architecture sections, empty ones) are skipped; notes may come in any order
+//! and only the header note is required; program headers are ignored. Required:
+//! `.note.Xen` with a header note, `.xen_prstatus`, `.xen_pages` and exactly one of
+//! `.xen_pfn` and `.xen_p2m` (a PV core: then machine addresses read through the
+//! gmfns too). Either magic is accepted. `.xen_pfn`/`.xen_p2m` are read once at open
+//! into a table sorted by frame (Xen writes them ascending, but nothing relies on
+//! it), skipping filler entries (`u64::MAX`, which the header's page count includes);
+//! reads binary-search it and fetch the bytes from the source (nothing GB-sized is
+//! loaded). A pfn listed twice is damage; a gmfn listed twice (a PV guest's own p2m
+//! can say so) keeps its first slot.
+//!
 //! For a core without `.basalt_vcpus` (one from Xen) registers come from the context
-//! alone: EFER is LME|LMA when CR0.PG and CR4.PAE are set (the core is 64-bit, so a
-//! paged PAE context is taken as long mode; a 32-bit PAE guest would be misread), and
-//! a vCPU is running or down, never blocked. Event channels, grants and xenstore are
-//! unsupported on a Xen core. Every offset, size and count in the file is checked
-//! against the file's length before use; a damaged file is a [`CoreError`] at open or
-//! a `TargetError::Damaged` on a read, never a panic.
+//! alone. The loaded GS base is `gs_base_kernel` when CS is in ring 0 for an HVM core,
+//! or when `VGCF_in_kernel` is set for a PV one (a 64-bit PV kernel runs in ring 3).
+//! EFER is LME|LMA for a PV core, and for an HVM core when CR0.PG and CR4.PAE are set
+//! (the core is 64-bit, so a paged PAE context is taken as long mode; a 32-bit PAE
+//! guest would be misread); a vCPU is running or down, never blocked. Event channels,
+//! grants and xenstore are unsupported on a Xen core. Every offset, size and count in
+//! the file is checked against the file's length before use; a damaged file is a
+//! [`CoreError`] at open or a `TargetError::Damaged` on a read, never a panic.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -75,6 +92,8 @@ mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod xen_layout;
 
 pub use reader::CoreFile;
 pub use writer::{core_size, write_core};

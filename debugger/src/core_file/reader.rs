@@ -168,11 +168,13 @@ impl<S: CoreSource> CoreFile<S> {
                 prstatus.header.size, core_header.vcpus
             )));
         }
+        // Xen fills a PV context differently (GS bases by mode, not by ring).
+        let paravirtualized = core_header.magic == format::XC_CORE_MAGIC;
         let mut registers = Vec::with_capacity(core_header.vcpus as usize);
         let mut context = vec![0u8; CONTEXT_SIZE];
         for vcpu in 0..core_header.vcpus {
             read(&source, prstatus.header.offset + vcpu * CONTEXT_SIZE as u64, &mut context)?;
-            registers.push(format::decode_context(&context));
+            registers.push(format::decode_context(&context, paravirtualized));
         }
 
         let pages =
@@ -474,7 +476,16 @@ fn read_frame_table(
             slot += 1;
         }
     }
+    // Xen writes the table in ascending pfn order (xg_core.c walks its memory map
+    // upward), but readers are told not to rely on layout; sorting costs little.
     slots.sort_unstable();
+    if machine {
+        // A PV guest keeps its own p2m and xg_core.c copies it unchecked (with
+        // `xl dump-core -L`, while it changes), so one machine frame can turn up under
+        // two pfns; both slots are copies of that frame, so keep the first.
+        slots.dedup_by_key(|entry| entry.frame);
+        return Ok(slots);
+    }
     for pair in slots.windows(2) {
         if let [first, second] = pair {
             if first.frame == second.frame {

@@ -8,7 +8,8 @@ use alloc::vec::Vec;
 
 use sha2::{Digest, Sha256};
 
-use super::format::{self, CoreHeader, SectionHeader, CONTEXT_SIZE, PAGE_SIZE};
+use super::format::{self, SectionHeader, CONTEXT_SIZE, PAGE_SIZE};
+use super::xen_layout::{xen_version, XenCore};
 use super::*;
 use crate::target::testing::FakeTarget;
 use crate::target::{
@@ -56,7 +57,7 @@ fn distinct_registers(seed: u64, state: VcpuRunState) -> Registers {
     }
 }
 
-fn page_pattern(frame: u64) -> Vec<u8> {
+pub(super) fn page_pattern(frame: u64) -> Vec<u8> {
     (0..PAGE_SIZE).map(|index| (index as u8) ^ (frame as u8).wrapping_mul(31) ^ ((index >> 8) as u8)).collect()
 }
 
@@ -326,96 +327,20 @@ fn target_and_sink_failures_are_reported() {
 
 // ---- a core as Xen writes it ---------------------------------------------------------
 
-/// Builds a core with only Xen's sections, in xg_core.c's order: pages for `frames`
-/// (`INVALID_FRAME` = a filler slot); with `machine_frames` a PV core (`.xen_p2m`).
+/// A core with only Xen's sections in xg_core.c's layout (see `xen_layout`): pages
+/// for `frames` (`INVALID_FRAME` = a filler slot); with `machine_frames` a PV core
+/// (`.xen_p2m`).
 fn xen_core(registers: &[Registers], frames: &[u64], machine_frames: Option<&[u64]>, shared_info: bool) -> Vec<u8> {
-    let mut notes = Vec::new();
-    format::push_note(&mut notes, format::XEN_ELFNOTE_DUMPCORE_NONE, &[]);
-    let magic = if machine_frames.is_some() { format::XC_CORE_MAGIC } else { format::XC_CORE_MAGIC_HVM };
-    let header = CoreHeader { magic, vcpus: registers.len() as u64, pages: frames.len() as u64, page_size: PAGE_SIZE };
-    format::push_note(&mut notes, format::XEN_ELFNOTE_DUMPCORE_HEADER, &format::encode_core_header(&header));
-    format::push_note(
-        &mut notes,
-        format::XEN_ELFNOTE_DUMPCORE_XEN_VERSION,
-        &format::encode_xen_version(4, 17, ".3", "xen-3.0-x86_64 hvm-3.0-x86_64"),
-    );
-    format::push_note(&mut notes, format::XEN_ELFNOTE_DUMPCORE_FORMAT_VERSION, &1u64.to_le_bytes());
-    let mut contexts = Vec::new();
-    for vcpu in registers {
-        contexts.extend_from_slice(&format::encode_context(vcpu));
+    let mut core = XenCore::hvm(registers, frames);
+    if let Some(machine) = machine_frames {
+        core.magic = format::XC_CORE_MAGIC;
+        core.machine_frames = Some(machine.to_vec());
+        core.notes = core.standard_notes(frames.len() as u64, xen_version(4, 17, ".3", "xen-3.0-x86_64", 0));
     }
-    let mut pages = Vec::new();
-    let mut table = Vec::new();
-    for (slot, &frame) in frames.iter().enumerate() {
-        if frame == format::INVALID_FRAME {
-            pages.extend_from_slice(&[0u8; PAGE_SIZE as usize]);
-        } else {
-            pages.extend_from_slice(&page_pattern(frame));
-        }
-        table.extend_from_slice(&frame.to_le_bytes());
-        if let Some(machine) = machine_frames {
-            table.extend_from_slice(&machine[slot].to_le_bytes());
-        }
+    if !shared_info {
+        core.shared_info = None;
     }
-    let table_name = if machine_frames.is_some() { ".xen_p2m" } else { ".xen_pfn" };
-    let shared: Vec<u8> = (0..PAGE_SIZE).map(|index| index as u8 ^ 0x5a).collect();
-
-    let mut sections: Vec<(&str, u32, Vec<u8>)> = vec![
-        (".note.Xen", format::SECTION_TYPE_NOTE, notes),
-        (".xen_prstatus", format::SECTION_TYPE_PROGBITS, contexts),
-    ];
-    if shared_info {
-        sections.push((".xen_shared_info", format::SECTION_TYPE_PROGBITS, shared));
-    }
-    let pages_index = sections.len();
-    sections.push((".xen_pages", format::SECTION_TYPE_PROGBITS, pages));
-    sections.push((table_name, format::SECTION_TYPE_PROGBITS, table));
-
-    let mut names = vec![0u8];
-    let mut name_offsets = Vec::new();
-    for name in core::iter::once(".shstrtab").chain(sections.iter().map(|section| section.0)) {
-        name_offsets.push(names.len() as u32);
-        names.extend_from_slice(name.as_bytes());
-        names.push(0);
-    }
-    let count = sections.len() + 2;
-    let mut offset = 64 + count as u64 * 64;
-    let mut headers = Vec::new();
-    for (index, (_, section_type, bytes)) in sections.iter().enumerate() {
-        if index == pages_index {
-            offset += format::padding_to(offset, PAGE_SIZE);
-        }
-        headers.push(SectionHeader {
-            name: name_offsets[index + 1],
-            section_type: *section_type,
-            offset,
-            size: bytes.len() as u64,
-            alignment: 8,
-            entry_size: 0,
-        });
-        offset += bytes.len() as u64;
-    }
-    let names_header = SectionHeader {
-        name: name_offsets[0],
-        section_type: format::SECTION_TYPE_STRTAB,
-        offset,
-        size: names.len() as u64,
-        alignment: 0,
-        entry_size: 0,
-    };
-
-    let mut file = format::encode_elf_header(64, count as u16, 1).to_vec();
-    file.extend_from_slice(&[0u8; 64]);
-    file.extend_from_slice(&format::encode_section_header(&names_header));
-    for header in &headers {
-        file.extend_from_slice(&format::encode_section_header(header));
-    }
-    for (header, (_, _, bytes)) in headers.iter().zip(&sections) {
-        file.resize(header.offset as usize, 0);
-        file.extend_from_slice(bytes);
-    }
-    file.extend_from_slice(&names);
-    file
+    core.build()
 }
 
 fn xen_registers() -> Vec<Registers> {
@@ -515,7 +440,7 @@ fn put_section_header(bytes: &mut [u8], index: usize, header: &SectionHeader) {
     bytes[offset..offset + 64].copy_from_slice(&format::encode_section_header(header));
 }
 
-fn section_names(bytes: &[u8]) -> Vec<String> {
+pub(super) fn section_names(bytes: &[u8]) -> Vec<String> {
     let count = format::get_u16(bytes, 60) as usize;
     let names = section_header_at(bytes, format::get_u16(bytes, 62) as usize);
     let table = &bytes[names.offset as usize..(names.offset + names.size) as usize];
@@ -528,7 +453,7 @@ fn section_names(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn find_section(bytes: &[u8], name: &str) -> (usize, SectionHeader) {
+pub(super) fn find_section(bytes: &[u8], name: &str) -> (usize, SectionHeader) {
     let index = section_names(bytes).iter().position(|found| found == name).unwrap();
     (index, section_header_at(bytes, index))
 }
@@ -755,7 +680,8 @@ fn exercise(core: &dyn Target) {
 #[test]
 fn context_layout_matches_the_header() {
     // Spot-check offsets against arch-x86/xen.h by hand, independent of the mirror
-    // struct: rip at 520 + 128, rsp at 520 + 152, ctrlreg[3] at 4984 + 24.
+    // struct: rip at 520 + 128, rsp at 520 + 152, ctrlreg[3] at 4984 + 24; in ring 0
+    // the loaded GS base is gs_base_kernel (5152).
     let registers = Registers {
         rip: 0xffff_ffff_8100_0000,
         rsp: 0xffff_c900_0001_0000,
@@ -768,8 +694,8 @@ fn context_layout_matches_the_header() {
     assert_eq!(format::get_u64(&context, 648), registers.rip);
     assert_eq!(format::get_u64(&context, 672), registers.rsp);
     assert_eq!(format::get_u64(&context, 5008), registers.cr3);
-    assert_eq!(format::get_u64(&context, 5160), registers.gs_base);
-    assert_eq!(format::get_u64(&context, 512), format::VGCF_ONLINE);
+    assert_eq!(format::get_u64(&context, 5152), registers.gs_base);
+    assert_eq!(format::get_u64(&context, 512), format::VGCF_I387_VALID | format::VGCF_ONLINE);
 }
 
 #[test]

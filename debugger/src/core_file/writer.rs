@@ -124,6 +124,9 @@ fn plan(target: &dyn Target) -> Result<Plan<'_>, CoreWriteError> {
         entry_size,
         contents,
     };
+    // Xen's sections in xg_core.c's order with its alignments and entry sizes, so
+    // they get the indices and relative layout `xl dump-core` gives them; Basalt's
+    // come after them (in the table and in the file), which Xen's readers skip.
     let mut sections = vec![
         PlannedSection {
             name: format::SECTION_NOTE,
@@ -138,6 +141,8 @@ fn plan(target: &dyn Target) -> Result<Plan<'_>, CoreWriteError> {
         page.resize(PAGE_SIZE as usize, 0);
         sections.push(progbits(format::SECTION_SHARED_INFO, 8, PAGE_SIZE, Contents::Bytes(page)));
     }
+    sections.push(progbits(format::SECTION_PAGES, PAGE_SIZE, PAGE_SIZE, Contents::Pages));
+    sections.push(progbits(format::SECTION_PFN, 8, 8, Contents::FrameTable));
     sections.push(progbits(
         format::SECTION_BASALT_DOMAIN,
         8,
@@ -174,8 +179,6 @@ fn plan(target: &dyn Target) -> Result<Plan<'_>, CoreWriteError> {
             contents: Contents::Borrowed(file),
         });
     }
-    sections.push(progbits(format::SECTION_PAGES, PAGE_SIZE, PAGE_SIZE, Contents::Pages));
-    sections.push(progbits(format::SECTION_PFN, 8, 8, Contents::FrameTable));
 
     // Names: index 0 is the empty name of the null section, then .shstrtab.
     let mut names = vec![0u8];
@@ -253,9 +256,10 @@ impl Emitter<'_, '_> {
 
 /// Writes the core of `target` to `sink` from offset 0, calling `progress(done_bytes, total_bytes)` now and then (at most ~100 times); sha256 is over the whole written core.
 ///
-/// A page the target lists but cannot read (`Unmapped`) is written as zeros with
-/// the filler frame number, as Xen does for pages that vanish during a dump; any other
-/// target error aborts the write.
+/// A page the target lists but cannot read (`Unmapped`) is left out, and as many
+/// zero pages with the filler frame number close `.xen_pages`, as xg_core.c does for
+/// pages that vanish during a dump: the table stays ascending with filler only at its
+/// end. Any other target error aborts the write.
 pub fn write_core(
     target: &dyn Target,
     sink: &mut dyn CoreSink,
@@ -309,22 +313,35 @@ pub fn write_core(
     Ok(CoreSummary { bytes: out.offset, sha256: out.hasher.finalize().into() })
 }
 
-/// Emits every frame's page; returns the frame table (filler for unreadable pages).
+/// Emits the pages of `frames` that the target can read, packed in order, then one
+/// zero page per unreadable frame; returns the frame table (readable frames, then
+/// filler), one entry per emitted page.
 fn write_pages(target: &dyn Target, frames: &[u64], out: &mut Emitter<'_, '_>) -> Result<Vec<u64>, CoreWriteError> {
+    let page_size = PAGE_SIZE as usize;
     let mut table = Vec::with_capacity(frames.len());
-    let mut buffer = vec![0u8; PAGES_PER_WRITE * PAGE_SIZE as usize];
-    for batch in frames.chunks(PAGES_PER_WRITE) {
-        for (page, &frame) in buffer.chunks_exact_mut(PAGE_SIZE as usize).zip(batch) {
-            match target.read_physical(frame << PAGE_SHIFT, page) {
-                Ok(()) => table.push(frame),
-                Err(TargetError::Unmapped { .. }) => {
-                    page.fill(0);
-                    table.push(INVALID_FRAME);
-                }
-                Err(error) => return Err(CoreWriteError::Target(error)),
+    let mut buffer = vec![0u8; PAGES_PER_WRITE * page_size];
+    let mut filled = 0usize;
+    for &frame in frames {
+        let page = &mut buffer[filled * page_size..(filled + 1) * page_size];
+        match target.read_physical(frame << PAGE_SHIFT, page) {
+            Ok(()) => {
+                table.push(frame);
+                filled += 1;
             }
+            Err(TargetError::Unmapped { .. }) => continue,
+            Err(error) => return Err(CoreWriteError::Target(error)),
         }
-        out.emit(&buffer[..batch.len() * PAGE_SIZE as usize])?;
+        if filled == PAGES_PER_WRITE {
+            out.emit(&buffer)?;
+            filled = 0;
+        }
+    }
+    out.emit(&buffer[..filled * page_size])?;
+    let missing = frames.len() - table.len();
+    buffer.fill(0);
+    for _ in 0..missing {
+        out.emit(&buffer[..page_size])?;
+        table.push(INVALID_FRAME);
     }
     Ok(table)
 }
