@@ -208,6 +208,7 @@ bench: emulator-deps bench-deps image test-image bench-image $(GUEST_VMLINUX)
 	$(CARGO) run -p qemu-tests --release --bin guest-bench
 	$(CARGO) run -p qemu-tests --release --bin linux-bench
 	$(CARGO) run -p qemu-tests --release --bin disk-bench
+	$(CARGO) build -p basalt-debugger --release --bin basalt-mdb && $(CARGO) run -p qemu-tests --release --bin debugger-bench
 
 # --- the disk benchmark's guest payload (bench only; the tests never use it) ---------
 
