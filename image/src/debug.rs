@@ -398,24 +398,59 @@ impl DebugSession for LiveSession {
 /// Writes a core through a block device: byte offsets onto whole logical blocks,
 /// appended bytes gathered into [`WRITE_CHUNK`]-sized writes, and any write that
 /// starts or ends inside a block merged with what the disk holds there.
+///
+/// The storage lock is taken for each chunk only, and dom0's services run between
+/// chunks (at most every [`SERVICE_INTERVAL_NS`]): a dump of a large domain takes
+/// seconds, and the other domains' consoles, xenstore and disks must not wait for it
+/// (dom0's services otherwise run only while the shell waits for a key).
 struct DiskSink<'a> {
-    disk: BlockBackendDisk<'a>,
+    disk_name: &'a str,
     block: u64,
     capacity: u64,
     /// Disk offset of `pending[0]` (block aligned).
     pending_offset: u64,
     pending: Vec<u8>,
+    last_service_ns: u64,
 }
 
+/// How often a long dump lets dom0's services run.
+const SERVICE_INTERVAL_NS: u64 = 20_000_000;
+
 impl<'a> DiskSink<'a> {
-    fn new(disk: BlockBackendDisk<'a>, block: u64) -> DiskSink<'a> {
-        let capacity = disk.sectors().saturating_mul(512);
-        DiskSink { disk, block: block.max(512), capacity, pending_offset: 0, pending: Vec::new() }
+    fn new(disk_name: &'a str, block: u64, capacity: u64) -> DiskSink<'a> {
+        DiskSink {
+            disk_name,
+            block: block.max(512),
+            capacity,
+            pending_offset: 0,
+            pending: Vec::new(),
+            last_service_ns: basalt_kernel::cpu::time::uptime_ns(),
+        }
+    }
+
+    /// Runs `f` on the disk, holding the storage lock for that call only.
+    fn with_disk<R>(&self, f: impl FnOnce(&mut BlockBackendDisk<'_>) -> Result<R, String>) -> Result<R, String> {
+        let now = basalt_kernel::cpu::time::uptime_ns;
+        crate::storage::with_disk(self.disk_name, |device| {
+            let mut disk = BlockBackendDisk::new(device, &now, DEFAULT_TIMEOUT_NS);
+            f(&mut disk)
+        })
+        .and_then(|result| result)
+    }
+
+    fn write_blocks(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+        self.with_disk(|disk| disk.write(offset / 512, data).map_err(|_| format!("write error at byte {offset}")))?;
+        let now = basalt_kernel::cpu::time::uptime_ns();
+        if now.saturating_sub(self.last_service_ns) >= SERVICE_INTERVAL_NS {
+            crate::dom0::service();
+            self.last_service_ns = now;
+        }
+        Ok(())
     }
 
     fn read_block(&mut self, offset: u64) -> Result<Vec<u8>, String> {
         let mut block = alloc::vec![0u8; self.block as usize];
-        self.disk.read(offset / 512, &mut block).map_err(|_| format!("read error at byte {offset}"))?;
+        self.with_disk(|disk| disk.read(offset / 512, &mut block).map_err(|_| format!("read error at byte {offset}")))?;
         Ok(block)
     }
 
@@ -424,14 +459,19 @@ impl<'a> DiskSink<'a> {
     fn drain(&mut self, everything: bool) -> Result<(), String> {
         let whole = self.pending.len() as u64 / self.block * self.block;
         let mut written = 0u64;
+        let pending = core::mem::take(&mut self.pending);
         while written < whole {
             let count = (whole - written).min(WRITE_CHUNK as u64);
             let start = written as usize;
-            let Some(data) = self.pending.get(start..start + count as usize) else { break };
+            let Some(data) = pending.get(start..start + count as usize) else { break };
             let offset = self.pending_offset + written;
-            self.disk.write(offset / 512, data).map_err(|_| format!("write error at byte {offset}"))?;
+            if let Err(error) = self.write_blocks(offset, data) {
+                self.pending = pending;
+                return Err(error);
+            }
             written += count;
         }
+        self.pending = pending;
         self.pending.drain(..written as usize);
         self.pending_offset += written;
         if everything && !self.pending.is_empty() {
@@ -439,7 +479,7 @@ impl<'a> DiskSink<'a> {
             let tail = self.pending.len();
             block.get_mut(..tail).ok_or("internal: tail longer than a block")?.copy_from_slice(&self.pending);
             let offset = self.pending_offset;
-            self.disk.write(offset / 512, &block).map_err(|_| format!("write error at byte {offset}"))?;
+            self.write_blocks(offset, &block)?;
             self.pending.clear();
         }
         Ok(())
@@ -468,7 +508,7 @@ impl<'a> DiskSink<'a> {
 
     fn finish(&mut self) -> Result<(), String> {
         self.drain(true)?;
-        self.disk.flush().map_err(|_| "flush failed".to_string())
+        self.with_disk(|disk| disk.flush().map_err(|_| "flush failed".to_string()))
     }
 }
 
@@ -562,18 +602,12 @@ impl DebugControl for Appliance {
                 info.capacity_bytes()
             ));
         }
-        let now = basalt_kernel::cpu::time::uptime_ns;
-        let written = crate::storage::with_disk(disk_name, |device| {
-            let disk = BlockBackendDisk::new(device, &now, DEFAULT_TIMEOUT_NS);
-            let mut sink = DiskSink::new(disk, u64::from(info.logical_block_size));
-            let mut progress = Progress { out: &mut *out, next_tenth: 1 };
-            let summary = write_core(&target, &mut sink, &mut |done, total| progress.report(done, total))
-                .map_err(|error| error.to_string())?;
-            sink.finish()?;
-            Ok::<_, String>(summary)
-        })
-        .and_then(|result| result)
-        .map_err(|error| format!("{disk_name}: {error}"))?;
+        let mut sink = DiskSink::new(disk_name, u64::from(info.logical_block_size), info.capacity_bytes());
+        let mut progress = Progress { out: &mut *out, next_tenth: 1 };
+        let written = write_core(&target, &mut sink, &mut |done, total| progress.report(done, total))
+            .map_err(|error| error.to_string())
+            .and_then(|summary| sink.finish().map(|()| summary))
+            .map_err(|error| format!("{disk_name}: {error}"))?;
         let _ =
             writeln!(out, "dump-core: wrote {} bytes to {disk_name}, sha256 {}", written.bytes, hex(&written.sha256));
         if request.crash {
