@@ -277,7 +277,25 @@ pub fn handle_exit(
             crash(&state, &format!("{access} guest-physical {gpa:#x}, which is not its memory,"))
         }
         ExitReason::InterruptWindow => Disposition::Continue,
-        ExitReason::TripleFault => crash(&state, "triple fault"),
+        ExitReason::TripleFault => {
+            // The crash reason stays one line; what explains a triple fault (the fault
+            // address of the last #PF, the paging state, the vendor's exit details)
+            // goes to the log beside it.
+            let (code, info1, info2) = backend.exit_detail();
+            crate::warn!(
+                "domain {}: triple fault at rip {:#x}: cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} rflags {:#x} rsp {:#x}, exit {code:#x}/{info1:#x}/{info2:#x}",
+                domain.id,
+                state.rip,
+                state.cr0,
+                state.cr2,
+                state.cr3,
+                state.cr4,
+                state.efer,
+                state.rflags,
+                state.rsp
+            );
+            crash(&state, "triple fault")
+        }
         ExitReason::UndefinedInstruction => {
             backend.inject(Injection::Exception { vector: VECTOR_UD, error_code: None });
             Disposition::Continue
