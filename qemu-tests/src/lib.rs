@@ -25,6 +25,7 @@ pub mod ansi;
 pub mod backend;
 pub mod config;
 pub mod console_text;
+pub mod debugger;
 pub mod disk_images;
 pub mod domains;
 pub mod elf;

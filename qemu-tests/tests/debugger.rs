@@ -60,30 +60,16 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::config::workspace_root;
 use qemu_tests::console_text::output_lines;
+use qemu_tests::debugger::{
+    self, frame_lines, host_mdb, mdb_open, mdb_quit, parse_hex, power_off, start_callchain, start_linux,
+    virtio_disk_args, Dump, DUMP_TIMEOUT, GUEST, HOST_MDB_TIMEOUT, LINUX, MDB_TIMEOUT,
+};
 use qemu_tests::disk_images::DiskImages;
-use qemu_tests::domains::{attach, boot_and_check, create, detach, ensure_test_image, list, test_image, ListRow};
-use qemu_tests::linux_console::{await_ready, linux_test_config, LINUX_BOOT_TIMEOUT};
+use qemu_tests::domains::{boot_and_check, ensure_test_image, list, test_image, ListRow};
+use qemu_tests::linux_console::linux_test_config;
 use qemu_tests::machine::after_echo;
 use qemu_tests::{ensure, EmulatorKind, Error, Failures, Machine, MachineConfig, Pattern, Result, PROMPT};
 
-/// The debugger's prompt.
-const MDB_PROMPT: &str = "> ";
-/// How long one mdb line may take (a Linux stack or message buffer is read page by
-/// page through the guest's page tables, under TCG).
-const MDB_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long a dump-core of the 32 MiB callchain domain may take to reach its last line.
-const DUMP_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long the callchain guest may take from `create` to its ready line.
-const GUEST_READY_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long QEMU may take to exit after the shell's `poweroff` (ACPI S5).
-const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long `basalt-mdb` may take on the host.
-const HOST_MDB_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The test guest and its config name.
-const GUEST: &str = "callchain";
-/// What the guest prints once its marker is in place, before the address.
-const GUEST_READY: &str = "CALLCHAIN-READY marker=";
 /// The NUL-terminated string at the marker's address.
 const MARKER_TEXT: &str = "BASALT-MDB-MARKER-0123456789";
 /// The guest's frames while it spins, innermost first.
@@ -107,8 +93,6 @@ const UNMAPPED_VIRTUAL: u64 = 0x7fff_0000_0000;
 /// 32 MiB domain does not have (the `badmem` guest's address).
 const UNPOPULATED_VIRTUAL: u64 = 0xc000_0000;
 
-/// The Linux domain (configs/linux1.cfg: 1 vCPU, 256 MiB).
-const LINUX: &str = "linux1";
 /// Functions a Linux task's kernel stack ends in, one of which the unwinder must
 /// reach, whatever the vCPU was doing when it was paused (the idle loop, a system call,
 /// a kernel thread), through any interrupt frame on top: the boot CPU's idle task
@@ -136,70 +120,17 @@ const LINUX_MINIMUM_FRAMES: usize = 4;
 /// start_kernel, the second by setup_arch with the config's command line).
 const LINUX_MESSAGES: [&str; 2] = ["Linux version 6.1.0-", "Command line: console=hvc0 earlyprintk=xen"];
 
-// --- disk images ---------------------------------------------------------------------
-
-/// QEMU arguments attaching `image` (raw) as a virtio-blk disk with drive id `id`; the
-/// first on the command line is dom0's `vda`, the second `vdb`.
-fn virtio_disk_args(image: &Path, id: &str) -> [String; 4] {
-    [
-        "-drive".into(),
-        format!("file={},format=raw,if=none,id={id}", image.display()),
-        "-device".into(),
-        format!("virtio-blk-pci,drive={id}"),
-    ]
-}
-
 // --- the mdb session -----------------------------------------------------------------
 
-/// Ends of what the shell prints after an mdb line: the debugger's prompt at the start
-/// of a line, or the hypervisor's (the session ended).
-fn after_line_pattern() -> Pattern {
-    Pattern::regex(&format!("^{MDB_PROMPT}|{PROMPT}"))
-}
-
-/// Types `mdb <domain>` at the shell's prompt and waits for the debugger's prompt;
-/// returns what came before it (a banner, if any). The shell's prompt instead (the
-/// command refused) stops the test.
-fn mdb_open(machine: &mut Machine, domain: &str) -> Result<String> {
-    let command = format!("mdb {domain}");
-    machine.skip_pending_output();
-    machine.send_line(&command)?;
-    let text = machine
-        .expect(after_line_pattern(), MDB_TIMEOUT)
-        .map_err(|error| error.context(format!("the debugger's prompt after `{command}`")))?;
-    if text.ends_with(PROMPT) {
-        return Err(
-            machine.fail(format!("`{command}` should open a session with the prompt {MDB_PROMPT:?}, printed:\n{text}"))
-        );
-    }
-    let before = text.strip_suffix(MDB_PROMPT).unwrap_or(&text);
-    Ok(after_echo(before, &format!("{command}\n")).unwrap_or_else(|| before.to_owned()))
-}
-
 /// Runs one line in the open mdb session and returns its output (the echo and the next
-/// prompt removed, log lines kept). A session that ends (the shell's prompt comes
-/// back) stops the test.
+/// prompt removed, log lines kept); see [`debugger::mdb_line`].
 fn mdb(machine: &mut Machine, line: &str) -> Result<String> {
-    machine.skip_pending_output();
-    machine.send_line(line)?;
-    let text = machine
-        .expect(after_line_pattern(), MDB_TIMEOUT)
-        .map_err(|error| error.context(format!("the debugger's prompt after {line:?}")))?;
-    if text.ends_with(PROMPT) {
-        return Err(machine.fail(format!("the mdb session ended after {line:?}:\n{text}")));
-    }
-    let before = text.strip_suffix(MDB_PROMPT).unwrap_or(&text);
-    match after_echo(before, &format!("{line}\n")) {
-        Some(output) => Ok(output.trim_end_matches('\n').to_owned()),
-        None => Err(machine.fail(format!("echo of the mdb line {line:?} not found before the prompt in:\n{text}"))),
-    }
+    debugger::mdb_line(machine, line, MDB_TIMEOUT).map(|(output, _)| output)
 }
 
 /// `$q`: the shell's prompt must come back, with nothing printed before it.
-fn mdb_quit(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
-    machine.skip_pending_output();
-    machine.send_line("$q")?;
-    let text = machine.expect_prompt().map_err(|error| error.context("the shell's prompt after `$q`"))?;
+fn quit_quietly(machine: &mut Machine, failures: &mut Failures) -> Result<()> {
+    let text = mdb_quit(machine)?;
     let output = after_echo(&text, "$q\n").unwrap_or(text.clone());
     failures.soft(machine.check(output_lines(&output).is_empty(), || {
         format!("`$q` should print nothing before {PROMPT:?}, printed:\n{text}")
@@ -221,15 +152,6 @@ fn check_one_error(machine: &mut Machine, line: &str, domain: &str, failures: &m
 }
 
 // --- reading mdb output --------------------------------------------------------------
-
-/// A hex number as mdb prints it (`0x` optional, leading zeros allowed).
-fn parse_hex(word: &str) -> Option<u64> {
-    let digits = word.strip_prefix("0x").or_else(|| word.strip_prefix("0X")).unwrap_or(word);
-    if digits.is_empty() {
-        return None;
-    }
-    u64::from_str_radix(digits, 16).ok()
-}
 
 /// The value of `register` (e.g. `%rip`) in `::cpuregs` output: the first hex number
 /// after the register's name, an `=` or `:` between them allowed
@@ -260,13 +182,6 @@ fn frames_in_order<'a>(output: &str, wanted: &[&'a str]) -> Vec<&'a str> {
         .collect();
     found.sort_unstable();
     found.into_iter().map(|(_, name)| name).collect()
-}
-
-/// The frame lines of `::cpustack` output (`name+0x1d()` or, for an address no symbol
-/// covers, `0x101149()`); log lines and the dcmd's notes (`(no frame chain: ...)`,
-/// `(unwinding by ... stopped: ...)`) dropped.
-fn frame_lines(output: &str) -> Vec<&str> {
-    output_lines(output).into_iter().filter(|line| line.ends_with(')') && !line.starts_with('(')).collect()
 }
 
 /// The dcmd's notes in `::cpustack` output: a stack scan instead of a frame chain, an
@@ -353,121 +268,25 @@ fn check_state(
     }))
 }
 
-/// What a dump-core reported: the core's size and sha256, and what it printed after
-/// its `wrote` line.
-struct Dumped {
-    bytes: u64,
-    sum: String,
-    after: String,
-}
-
-/// Types `dump-core <arguments> <disk>` and waits (up to [`DUMP_TIMEOUT`]) for its line
-/// `dump-core: wrote <N> bytes to <disk>, sha256 <H>` and the prompt. Anything else (an
-/// `error:` line, no such line) stops the test.
-fn dump_core(machine: &mut Machine, arguments: &str, disk: &str) -> Result<Dumped> {
-    let command = format!("dump-core {arguments} {disk}");
-    let started = Instant::now();
-    machine.skip_pending_output();
-    machine.send_line(&command)?;
-    let done = Pattern::regex(&format!(r"dump-core: wrote \d+ bytes to {disk}, sha256 [0-9a-f]+\n|error:.*\n"));
-    let text =
-        machine.expect(done, DUMP_TIMEOUT).map_err(|error| error.context(format!("the last line of `{command}`")))?;
-    let after = machine.expect_prompt().map_err(|error| error.context(format!("the prompt after `{command}`")))?;
-    let last = text.lines().last().unwrap_or_default();
-    let parsed = last.split_once("dump-core: wrote ").and_then(|(_, rest)| {
-        let (bytes, rest) = rest.split_once(" bytes to ")?;
-        let (_, sum) = rest.split_once(", sha256 ")?;
-        Some((bytes.parse::<u64>().ok()?, sum.trim().to_owned()))
-    });
-    match parsed {
-        Some((bytes, sum)) if sum.len() == 64 && bytes > 0 => {
-            eprintln!("[{}] `{command}`: {bytes} bytes in {:.1} s", machine.name(), started.elapsed().as_secs_f64());
-            Ok(Dumped { bytes, sum, after })
-        }
-        _ => Err(machine.fail(format!(
-            "`{command}` should print \"dump-core: wrote N bytes to {disk}, sha256 <64 hex digits>\", printed:\n{text}{after}"
-        ))),
-    }
-}
-
-/// The shell's `poweroff`: QEMU must exit cleanly (ACPI S5), so the disk images are
-/// complete.
-fn power_off_machine(machine: &mut Machine) -> Result<()> {
-    machine.wait_prompt_query(qemu_tests::domains::PROMPT_QUERY_WAIT);
-    machine.skip_pending_output();
-    machine.send_line("poweroff")?;
-    let status = machine.wait_exit(POWEROFF_TIMEOUT)?;
-    if machine.is_clean_exit(status) {
-        Ok(())
-    } else {
-        Err(machine.fail(format!("`poweroff` did not power off cleanly: {}", machine.explain_exit(status))))
-    }
+/// `dump-core <arguments> <disk>` (up to [`DUMP_TIMEOUT`]); anything but its `wrote`
+/// line stops the test.
+fn dump_core(machine: &mut Machine, arguments: &str, disk: &str) -> Result<Dump> {
+    let dump = debugger::dump_core(machine, arguments, disk, DUMP_TIMEOUT)?;
+    eprintln!(
+        "[{}] `dump-core {arguments} {disk}`: {} bytes in {:.1} s",
+        machine.name(),
+        dump.bytes,
+        dump.elapsed.as_secs_f64()
+    );
+    Ok(dump)
 }
 
 // --- the host side -------------------------------------------------------------------
 
-/// `$BASALT_MDB`, else `basalt-mdb` in cargo's release directory
-/// (`$CARGO_TARGET_DIR` or `<workspace>/target`).
-fn host_mdb() -> Result<PathBuf> {
-    let path = match std::env::var_os("BASALT_MDB") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => {
-            let target = match std::env::var_os("CARGO_TARGET_DIR") {
-                Some(directory) if !directory.is_empty() => PathBuf::from(directory),
-                _ => workspace_root().join("target"),
-            };
-            target.join("release").join("basalt-mdb")
-        }
-    };
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(Error::new(format!(
-            "{} does not exist: run `cargo build -p basalt-debugger --release --bin basalt-mdb` (or set BASALT_MDB)",
-            path.display()
-        )))
-    }
-}
-
-/// Runs `basalt-mdb <image> -e <line>...` and returns its standard output; it must exit
-/// with status 0 within [`HOST_MDB_TIMEOUT`].
+/// Runs `basalt-mdb <image> -e <line>...` (up to [`HOST_MDB_TIMEOUT`]) and returns its
+/// standard output.
 fn run_host_mdb(image: &Path, lines: &[&str]) -> Result<String> {
-    let program = host_mdb()?;
-    let mut command = Command::new(&program);
-    command.arg(image);
-    for line in lines {
-        command.arg("-e").arg(line);
-    }
-    let described = format!(
-        "{} {} {}",
-        program.display(),
-        image.display(),
-        lines.iter().map(|line| format!("-e '{line}'")).collect::<Vec<_>>().join(" ")
-    );
-    let mut child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|error| Error::new(format!("cannot run {described}: {error}")))?;
-    let deadline = Instant::now() + HOST_MDB_TIMEOUT;
-    while child.try_wait().map_err(|error| Error::new(format!("{described}: {error}")))?.is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::new(format!("`{described}` did not finish within {HOST_MDB_TIMEOUT:?}")));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().map_err(|error| Error::new(format!("{described}: {error}")))?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    ensure(output.status.success(), || {
-        format!(
-            "`{described}` exited with {}:\n{stdout}\nstandard error:\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })?;
-    Ok(stdout)
+    debugger::run_host_mdb(&host_mdb()?, image, lines, HOST_MDB_TIMEOUT).map(|(output, _)| output)
 }
 
 /// The lower-case hex sha256 of the first `bytes` bytes of `image`, by coreutils'
@@ -502,31 +321,13 @@ struct PausedView {
     stack: String,
 }
 
-/// `create callchain`, its ready line on the console (the marker's address), back to
-/// the shell. Returns the domain's id and the marker's address.
-fn start_callchain(machine: &mut Machine) -> Result<(u32, u64)> {
-    let (id, _) = create(machine, GUEST, GUEST)?;
-    attach(machine, GUEST)?;
-    machine
-        .expect(GUEST_READY, GUEST_READY_TIMEOUT)
-        .map_err(|error| error.context(format!("{GUEST}'s ready line {GUEST_READY:?}")))?;
-    let rest = machine.expect(Pattern::regex(r"\S+\n"), GUEST_READY_TIMEOUT)?;
-    let Some(marker) = parse_hex(rest.trim()) else {
-        return Err(
-            machine.fail(format!("{GUEST}'s ready line should end in the marker's hex address, ended {rest:?}"))
-        );
-    };
-    detach(machine, GUEST)?;
-    Ok((id, marker))
-}
-
 /// The live session on the running guest: every dcmd the test guest can show.
 fn check_live_session(machine: &mut Machine, (id, marker): (u32, u64), failures: &mut Failures) -> Result<()> {
     let elf = guest_elf();
     let (c_start, c_size) = elf_symbol(&elf, "callchain_c")?;
     let (b_start, _) = elf_symbol(&elf, "callchain_b")?;
 
-    mdb_open(machine, GUEST)?;
+    mdb_open(machine, GUEST, MDB_TIMEOUT)?;
 
     let status = mdb(machine, "::status")?;
     failures.soft(machine.check(status.contains(&format!("domain {id} ({GUEST})")), || {
@@ -597,12 +398,12 @@ fn check_live_session(machine: &mut Machine, (id, marker): (u32, u64), failures:
     check_one_error(machine, &format!("{UNMAPPED_VIRTUAL:#x}/K"), GUEST, failures)?;
     check_one_error(machine, &format!("{UNPOPULATED_VIRTUAL:#x}/K"), GUEST, failures)?;
 
-    mdb_quit(machine, failures)
+    quit_quietly(machine, failures)
 }
 
 /// The paused domain's registers and stack, in a second session.
 fn paused_session(machine: &mut Machine, failures: &mut Failures) -> Result<PausedView> {
-    mdb_open(machine, GUEST)?;
+    mdb_open(machine, GUEST, MDB_TIMEOUT)?;
     let registers = mdb(machine, "::cpuregs")?;
     let stack = mdb(machine, "::cpustack")?;
     failures.soft(machine.check(registers_of(&registers).iter().all(|(_, value)| value.is_some()), || {
@@ -611,7 +412,7 @@ fn paused_session(machine: &mut Machine, failures: &mut Failures) -> Result<Paus
     failures.soft(machine.check(frames_in_order(&stack, &FRAMES) == FRAMES, || {
         format!("`::cpustack` of the paused domain should name {FRAMES:?} innermost first, printed:\n{stack}")
     }))?;
-    mdb_quit(machine, failures)?;
+    quit_quietly(machine, failures)?;
     Ok(PausedView { registers, stack })
 }
 
@@ -637,11 +438,11 @@ fn check_dump_refused(machine: &mut Machine, failures: &mut Failures) -> Result<
 /// the core disk's image seeing what the paused live session saw.
 fn check_core_on_host(
     (core_image, held_image): (&Path, &Path),
-    core: &Dumped,
+    core: &Dump,
     (id, marker, paused): (u32, u64, &PausedView),
     failures: &mut Failures,
 ) -> Result<()> {
-    let (bytes, sum) = (core.bytes, core.sum.as_str());
+    let (bytes, sum) = (core.bytes, core.sha256.as_str());
     let host_sum = host_sha256_prefix(core_image, bytes)?;
     failures.soft(ensure(host_sum == sum, || {
         format!("the first {bytes} bytes of {} have sha256 {host_sum}, dump-core said {sum}", core_image.display())
@@ -686,7 +487,7 @@ fn check_core_on_host(
 /// line it says `dump-core: domain <id> left paused and marked crashed`, and `list`
 /// shows the domain crashed and no longer running (its config preserves a crashed
 /// domain).
-fn check_dump_and_crash(machine: &mut Machine, id: u32, failures: &mut Failures) -> Result<Dumped> {
+fn check_dump_and_crash(machine: &mut Machine, id: u32, failures: &mut Failures) -> Result<Dump> {
     let crash = dump_core(machine, &format!("--crash {GUEST}"), CRASH_DISK)?;
     let expected = format!("dump-core: domain {id} left paused and marked crashed");
     failures.soft(machine.check(output_lines(&crash.after).contains(&expected.as_str()), || {
@@ -702,14 +503,14 @@ fn check_dump_and_crash(machine: &mut Machine, id: u32, failures: &mut Failures)
 }
 
 /// After QEMU exited: the `--crash` core's checksum, and `basalt-mdb` opens it.
-fn check_crash_core_on_host(image: &Path, crash: &Dumped, id: u32, failures: &mut Failures) -> Result<()> {
+fn check_crash_core_on_host(image: &Path, crash: &Dump, id: u32, failures: &mut Failures) -> Result<()> {
     let host_sum = host_sha256_prefix(image, crash.bytes)?;
-    failures.soft(ensure(host_sum == crash.sum, || {
+    failures.soft(ensure(host_sum == crash.sha256, || {
         format!(
             "the first {} bytes of {} have sha256 {host_sum}, dump-core --crash said {}",
             crash.bytes,
             image.display(),
-            crash.sum
+            crash.sha256
         )
     }))?;
     let status = run_host_mdb(image, &["::status"])?;
@@ -749,7 +550,7 @@ fn mdb_and_dump_core_of_a_test_guest() -> Result<()> {
 
         check_dump_refused(machine, failures)?;
         let crash = check_dump_and_crash(machine, id, failures)?;
-        power_off_machine(machine)?;
+        power_off(machine)?;
         check_core_on_host((&core_image, &held_image), &core, (id, marker, &paused), failures)?;
         check_crash_core_on_host(&crash_image, &crash, id, failures)
     });
@@ -766,18 +567,15 @@ fn mdb_on_a_linux_domain() -> Result<()> {
     let name = "mdb_on_a_linux_domain";
     let config = linux_test_config(MachineConfig::standard(EmulatorKind::Qemu).with_memory_mib(1024))?;
     boot_and_check(config, name, |machine, failures| {
-        let (_, _) = create(machine, LINUX, LINUX)?;
-        attach(machine, LINUX)?;
-        let boot = await_ready(machine, LINUX, LINUX_BOOT_TIMEOUT)?;
+        let boot = start_linux(machine)?;
         eprintln!("[{name}] {LINUX} ready after {:.1} s", boot.as_secs_f64());
-        detach(machine, LINUX)?;
         // Let the guest's shell go back to sleep, so the vCPU is normally in the kernel
         // (idle, or an interrupt) when mdb pauses it rather than in busybox's user code,
         // whose frames have no kernel symbols.
         std::thread::sleep(Duration::from_secs(2));
 
         let started = Instant::now();
-        mdb_open(machine, LINUX)?;
+        mdb_open(machine, LINUX, MDB_TIMEOUT)?;
         let stack = mdb(machine, "::cpustack")?;
         let frames = frame_lines(&stack);
         let bottom = frames.last().and_then(|line| line.split('+').next()).unwrap_or_default();
@@ -811,7 +609,7 @@ fn mdb_on_a_linux_domain() -> Result<()> {
                 format!("`::evtchns` of {LINUX} should have a {kind} row with {words:?}, printed:\n{channels}")
             }))?;
         }
-        mdb_quit(machine, failures)?;
+        quit_quietly(machine, failures)?;
         eprintln!("[{name}] mdb session: {:.1} s", started.elapsed().as_secs_f64());
         let version = machine.run_command("version")?;
         failures.soft(
