@@ -28,7 +28,7 @@ use core::fmt;
 
 use crate::appliance::appliance_commands;
 use crate::builtin::builtin_commands;
-use crate::command::Registry;
+use crate::command::{Command, Registry};
 use crate::debugger::{debugger_commands, DebugControl, DebugSession, DumpCoreRequest, SessionFlow};
 use crate::domains::{
     domain_commands, CpuSet, CreatedDomain, DomainControl, DomainState, DomainSummary, SchedCreditEntry, VcpuState,
@@ -1158,70 +1158,59 @@ impl Xorshift {
 /// the command.
 pub const RECOVERY_INPUT: &[u8] = b"\x03\x03version\r";
 
+/// A shell over [`FakeSystem`] with `tables`; panics (a test bug) if they clash.
+fn shell_with(tables: &[&'static [Command<FakeSystem>]]) -> Shell<FakeSystem> {
+    match Registry::new(tables) {
+        Ok(registry) => Shell::new(registry),
+        Err(error) => panic!("the command tables do not combine: {error}"),
+    }
+}
+
 /// A shell over [`FakeSystem`] with only the built-in commands.
 pub fn fake_shell() -> Shell<FakeSystem> {
-    match Registry::new(&[builtin_commands::<FakeSystem>()]) {
-        Ok(registry) => Shell::new(registry),
-        Err(error) => panic!("built-in table is invalid: {error}"),
-    }
+    shell_with(&[builtin_commands::<FakeSystem>()])
 }
 
 /// A shell over [`FakeSystem`] with the built-in, the domain and the
 /// appliance commands (`reboot [[-t SECONDS] DOMAIN]`), as image/ composes them.
 pub fn fake_appliance_shell() -> Shell<FakeSystem> {
-    match Registry::new(&[
-        builtin_commands::<FakeSystem>(),
-        domain_commands::<FakeSystem>(),
-        appliance_commands::<FakeSystem>(),
-    ]) {
-        Ok(registry) => Shell::new(registry),
-        Err(error) => panic!("built-in, domain and appliance tables do not combine: {error}"),
-    }
+    shell_with(&[builtin_commands::<FakeSystem>(), domain_commands::<FakeSystem>(), appliance_commands::<FakeSystem>()])
 }
 
 /// A shell over [`FakeSystem`] with the built-in, domain, appliance and
 /// xenstore tables, as image/ composes them once it implements [`XenstoreControl`].
 pub fn fake_xenstore_shell() -> Shell<FakeSystem> {
-    match Registry::new(&[
+    shell_with(&[
         builtin_commands::<FakeSystem>(),
         domain_commands::<FakeSystem>(),
         appliance_commands::<FakeSystem>(),
         xenstore_commands::<FakeSystem>(),
-    ]) {
-        Ok(registry) => Shell::new(registry),
-        Err(error) => panic!("the command tables do not combine: {error}"),
-    }
+    ])
 }
 
 /// A shell over [`FakeSystem`] with every table, the storage commands
 /// included, as image/ composes them once it implements [`StorageControl`].
 pub fn fake_storage_shell() -> Shell<FakeSystem> {
-    match Registry::new(&[
+    shell_with(&[
         builtin_commands::<FakeSystem>(),
         domain_commands::<FakeSystem>(),
         appliance_commands::<FakeSystem>(),
         xenstore_commands::<FakeSystem>(),
         storage_commands::<FakeSystem>(),
-    ]) {
-        Ok(registry) => Shell::new(registry),
-        Err(error) => panic!("the command tables do not combine: {error}"),
-    }
+    ])
 }
 
 /// A shell over [`FakeSystem`] with every table, the debugger's included, as
 /// image/ composes them once it implements [`DebugControl`].
 pub fn fake_debugger_shell() -> Shell<FakeSystem> {
-    match Registry::new(&[
+    shell_with(&[
         builtin_commands::<FakeSystem>(),
         domain_commands::<FakeSystem>(),
         appliance_commands::<FakeSystem>(),
         xenstore_commands::<FakeSystem>(),
         storage_commands::<FakeSystem>(),
         debugger_commands::<FakeSystem>(),
-    ]) {
-        Ok(registry) => Shell::new(registry),
-        Err(error) => panic!("the command tables do not combine: {error}"),
-    }
+    ])
 }
 
 /// Fuzz body for `shell_input`: arbitrary bytes through the answerback shim,
